@@ -1,0 +1,1 @@
+"""Shared pieces of gridless: search spaces, study specs, checkpoints, storage models."""

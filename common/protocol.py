@@ -1,0 +1,92 @@
+"""Messages between workers and the master (HTTP JSON); both sides import these.
+
+Non-finite numbers never travel as bare JSON tokens: a worker sends `null` for a NaN
+or infinite loss and sets `diverged` (DESIGN.md, protocol rules).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "Assignment",
+    "CheckpointInfo",
+    "ClaimRequest",
+    "ClaimResponse",
+    "EpochReport",
+    "FinishRequest",
+    "ReportAck",
+    "StartRequest",
+]
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class ClaimRequest(_Message):
+    worker_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")
+
+
+class Assignment(_Message):
+    """Everything a worker needs to run one trial."""
+
+    trial_id: int
+    study: str
+    trial_number: int
+    attempt: int
+    seed: int
+    model: str
+    dataset: str | dict[str, str]
+    metric: str
+    epochs: int
+    space: dict[str, Any]
+    fixed: dict[str, Any]
+    params: dict[str, Any] | None = None  # set when the master chose them (resume, TPE)
+
+
+class ClaimResponse(_Message):
+    action: Literal["train", "wait", "stop"]
+    assignment: Assignment | None = None
+    retry_after_s: float = 0.0
+
+
+class StartRequest(_Message):
+    worker_id: str = Field(min_length=1, max_length=64)
+    attempt: int = Field(ge=0)
+    params: dict[str, float | int | str | bool]
+
+
+class CheckpointInfo(_Message):
+    relpath: str = Field(min_length=1, max_length=512)
+    size: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class EpochReport(_Message):
+    worker_id: str = Field(min_length=1, max_length=64)
+    attempt: int = Field(ge=0)
+    epoch: int = Field(ge=1, le=1_000_000)
+    train_loss: float | None = None
+    train_accuracy: float | None = Field(default=None, ge=0, le=1)
+    val_loss: float | None = None
+    val_accuracy: float | None = Field(default=None, ge=0, le=1)
+    seconds: float = Field(default=0.0, ge=0)
+    diverged: bool = False
+    checkpoint: CheckpointInfo | None = None
+
+
+class ReportAck(_Message):
+    """`stop` tells the worker to end the trial now (stopped study, early stopping)."""
+
+    stored: bool
+    stop: bool = False
+
+
+class FinishRequest(_Message):
+    worker_id: str = Field(min_length=1, max_length=64)
+    attempt: int = Field(ge=0)
+    state: Literal["completed", "diverged", "failed"]
+    error: str | None = Field(default=None, max_length=4000)

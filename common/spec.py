@@ -1,0 +1,121 @@
+"""The study specification: one YAML file a study, validated eagerly (DESIGN.md)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from common.errors import SpecError
+from common.space import Distribution, parse_space
+
+__all__ = [
+    "METRICS",
+    "StageSpec",
+    "StudySpec",
+    "load_spec",
+    "parse_spec",
+    "trial_rng",
+]
+
+# metric name -> True when larger is better.
+METRICS: dict[str, bool] = {"val_accuracy": True, "val_loss": False}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StageSpec(_Strict):
+    """One stage of the coarse-to-fine search: how many trials, how many epochs each."""
+
+    trials: int = Field(ge=1, le=100_000)
+    epochs: int = Field(ge=1, le=10_000)
+
+
+class StudySpec(_Strict):
+    """A whole study: model, data, metric, search space and stages."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    model: str = "numpy.mlp"
+    dataset: str | dict[str, str] = "digits"
+    metric: Literal["val_accuracy", "val_loss"] = "val_accuracy"
+    seed: int = Field(default=0, ge=0, le=2**63 - 1)
+    space: dict[str, Any]
+    fixed: dict[str, float | int | str | bool] = Field(default_factory=dict)
+    stages: list[StageSpec] = Field(min_length=1, max_length=20)
+
+    @field_validator("space")
+    @classmethod
+    def _valid_space(cls, raw: dict[str, Any]) -> dict[str, Any]:
+        parse_space(raw)  # raises SpecError with the parameter's name
+        return raw
+
+    @field_validator("fixed")
+    @classmethod
+    def _finite_fixed(cls, raw: dict[str, Any]) -> dict[str, Any]:
+        for key, value in raw.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise SpecError(f"fixed.{key}: must be finite, but got {value!r}")
+        return raw
+
+    @property
+    def maximize(self) -> bool:
+        """Whether larger values of the metric are better."""
+        return METRICS[self.metric]
+
+    def distributions(self) -> dict[str, Distribution]:
+        """The parsed search space of the first stage."""
+        return parse_space(self.space)
+
+    def total_trials(self) -> int:
+        """Trials over all stages."""
+        return sum(stage.trials for stage in self.stages)
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(part) for part in err["loc"]) or "spec"
+    ctx_error = (err.get("ctx") or {}).get("error")
+    if isinstance(ctx_error, SpecError):
+        return str(ctx_error)
+    if err["type"] == "extra_forbidden":
+        return f"{where}: unknown key; check its spelling against the documented spec"
+    return f"{where}: {err['msg']}"
+
+
+def parse_spec(raw: Any) -> StudySpec:
+    """Validate a mapping as a study spec.
+
+    Raises:
+        SpecError: one line naming the first offending field and the rule it breaks.
+    """
+    if not isinstance(raw, dict):
+        raise SpecError(f"spec: must be a mapping at the top level, but got {type(raw).__name__}")
+    try:
+        return StudySpec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(_first_error(exc)) from None
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    """Read and validate a YAML study spec from `path`."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read the spec ({exc.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
+    return parse_spec(raw)
+
+
+def trial_rng(study_seed: int, trial_number: int) -> np.random.Generator:
+    """The generator a trial samples from: seeded by study seed and trial number only."""
+    return np.random.default_rng([study_seed, trial_number])

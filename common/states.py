@@ -1,0 +1,48 @@
+"""Trial and study states: one small state machine (DESIGN.md, protocol rules)."""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = ["StageState", "StudyState", "TrialState"]
+
+
+class TrialState(str, enum.Enum):
+    """Life of a trial; finished states never change again."""
+
+    PENDING = "pending"  # claimed, parameters not yet registered
+    RUNNING = "running"
+    COMPLETED = "completed"
+    STOPPED = "stopped"  # stopped on purpose (early stopping, study stopped)
+    DIVERGED = "diverged"  # non-finite or exploding loss
+    FAILED = "failed"  # the trainer raised
+    LOST = "lost"  # its worker vanished; it is resumed as a new attempt
+
+    def is_finished(self) -> bool:
+        """Whether the state is terminal (no transition leaves it)."""
+        return self in _FINISHED
+
+
+_FINISHED = frozenset(
+    {TrialState.COMPLETED, TrialState.STOPPED, TrialState.DIVERGED, TrialState.FAILED}
+)
+
+
+class StageState(str, enum.Enum):
+    """A stage waits, runs, then is done once all its trials finished."""
+
+    WAITING = "waiting"
+    RUNNING = "running"
+    DONE = "done"
+
+
+class StudyState(str, enum.Enum):
+    """A study runs its stages in order and then completes (or is stopped)."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    STOPPED = "stopped"
+
+    def is_finished(self) -> bool:
+        """Whether the study will hand out no more trials."""
+        return self is not StudyState.RUNNING

@@ -1,0 +1,1 @@
+"""The gridless master: FastAPI app, services over the database, worker manager, CLI."""

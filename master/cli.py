@@ -1,0 +1,220 @@
+"""The `gridless` command line."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from common.errors import GridlessError
+from common.settings import run_paths
+from common.spec import StudySpec, load_spec
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Coarse-to-fine random hyperparameter search on Ray (CS231n's worker/master).",
+)
+console = Console()
+err = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _validate(spec_path: Path) -> StudySpec:
+    """Load and check a spec: schema, space, and the model's hyperparameter names."""
+    from worker.trainer import check_params
+
+    spec = load_spec(spec_path)
+    try:
+        check_params(spec.model, set(spec.space) | set(spec.fixed))
+    except ValueError as exc:
+        raise GridlessError(f"{spec_path}: {exc}") from None
+    return spec
+
+
+def _ranked_table(service: object, study_id: int, limit: int) -> tuple[Table, int]:
+    from master.services import StudyService
+
+    assert isinstance(service, StudyService)
+    study = service.get_study(study_id)
+    rows, count = service.ranked_trials(study_id, limit=limit, offset=0)
+    params = list(study.spec["space"])
+    table = Table(title=f"{study.name}: top {min(limit, count)} of {count} trials by {study.metric}")
+    table.add_column("rank", justify="right")
+    table.add_column("trial", justify="right")
+    table.add_column("stage", justify="right")
+    table.add_column(study.metric, justify="right")
+    table.add_column("epoch", justify="right")
+    table.add_column("state")
+    for name in params:
+        table.add_column(name, justify="right")
+    stage_index = {st.id: st.index for st in service.stages(study_id)}
+    for rank, row in enumerate(rows, start=1):
+        values = []
+        for name in params:
+            value = (row.params or {}).get(name)
+            values.append(f"{value:.3g}" if isinstance(value, float) else str(value))
+        table.add_row(
+            str(rank) if row.best_score is not None else "-",
+            str(row.number),
+            str(stage_index.get(row.stage_id, "?")),
+            f"{row.best_score:.4f}" if row.best_score is not None else "-",
+            str(row.best_epoch or "-"),
+            row.state,
+            *values,
+        )
+    return table, count
+
+
+@app.command()
+def run(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="study spec (YAML)")],
+    workers: Annotated[int, typer.Option("--workers", "-w", min=1, max=256)] = max(
+        1, os.cpu_count() or 1
+    ),
+    run_dir: Annotated[Path, typer.Option(help="where runs are kept")] = Path("gridless-runs"),
+    ray_address: Annotated[
+        str | None, typer.Option(help="join a Ray cluster (default: start a local Ray)")
+    ] = None,
+    top: Annotated[int, typer.Option(min=1, max=1000, help="rows of the final table")] = 10,
+) -> None:
+    """Run a study end to end: master, local Ray workers, progress bar, ranked table."""
+    try:
+        spec = _validate(spec_path)
+    except GridlessError as exc:
+        raise _fail(str(exc)) from None
+
+    from common.db import make_engine
+    from master.app import create_app
+    from master.launcher import RayLauncher
+    from master.server import BackgroundServer
+
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    target = (run_dir / f"{spec.name}-{stamp}").resolve()
+    target.mkdir(parents=True, exist_ok=False)
+    db_path, store_root = run_paths(target)
+    store_root.mkdir()
+    url = f"sqlite:///{db_path}"
+    app_ = create_app(database_url=url, store_root=store_root, engine=make_engine(url))
+    service = app_.state.service
+    study = service.create_study(spec)
+    (target / "spec.yaml").write_text(spec_path.read_text(encoding="utf-8"), encoding="utf-8")
+    console.print(f"run directory [bold]{target}[/]")
+
+    import ray
+
+    with BackgroundServer(app_) as server:
+        console.print(f"master on [link={server.url}/docs]{server.url}[/link] (API docs at /docs)")
+        ray.init(
+            address=ray_address,
+            num_cpus=None if ray_address else workers,
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+            log_to_driver=False,
+            configure_logging=True,
+        )
+        launcher = RayLauncher(server.url, str(store_root))
+        try:
+            launcher.launch(workers)
+            _follow(service, study.id, launcher)
+        except KeyboardInterrupt:
+            err.print("interrupted: workers stopped; the run directory keeps what finished")
+            raise typer.Exit(130) from None
+        finally:
+            launcher.shutdown()
+            ray.shutdown()
+    table, _ = _ranked_table(service, study.id, top)
+    console.print(table)
+    _print_flags(service, study.id)
+    console.print(
+        f"serve this run's API with: [bold]gridless master {target}[/]  "
+        f"(checkpoints in {store_root})"
+    )
+
+
+def _follow(service: object, study_id: int, launcher: object) -> None:
+    from master.launcher import RayLauncher
+    from master.services import StudyService
+
+    assert isinstance(service, StudyService) and isinstance(launcher, RayLauncher)
+    progress = service.progress(study_id)
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("best {task.fields[best]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task("stage 1", total=progress.total, best="-")
+        while True:
+            progress = service.progress(study_id)
+            stage = f"stage {progress.stage + 1}/{progress.stages}" if progress.stage is not None else "done"
+            best = f"{progress.best:.4f}" if progress.best is not None else "-"
+            bar.update(task, completed=progress.finished, description=stage, best=best)
+            if progress.state != "running":
+                break
+            if not launcher.alive():
+                raise GridlessError("every worker ended before the study finished")
+            time.sleep(0.25)
+
+
+def _print_flags(service: object, study_id: int) -> None:
+    from master.services import StudyService
+
+    assert isinstance(service, StudyService)
+    stages = service.stages(study_id)
+    for stage in stages:
+        for flag in stage.decisions.get("flags", []):
+            last = stage.index == len(stages) - 1
+            style = "bold yellow" if last else "yellow"
+            where = "final stage" if last else f"stage {stage.index + 1}"
+            console.print(f"[{style}]border flag ({where}):[/] {flag['message']}")
+
+
+@app.command()
+def master(
+    run_dir: Annotated[Path, typer.Argument(help="a run directory made by `gridless run`")],
+    host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535)] = 8765,
+) -> None:
+    """Serve a run's database and checkpoints over the REST API."""
+    import uvicorn
+
+    from master.app import create_app
+
+    db_path, store_root = run_paths(run_dir)
+    if not db_path.is_file():
+        raise _fail(f"{run_dir}: no gridless.db here; pass a directory made by `gridless run`")
+    app_ = create_app(database_url=f"sqlite:///{db_path}", store_root=store_root)
+    console.print(f"serving {run_dir} on http://{host}:{port} (API docs at /docs)")
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
+def main() -> None:
+    """Entry point of the `gridless` console script."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except GridlessError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

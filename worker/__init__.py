@@ -1,0 +1,1 @@
+"""gridless workers: trainers, models and the Ray worker loop (never imports `master`)."""

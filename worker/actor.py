@@ -1,0 +1,28 @@
+"""The Ray actor: a thin shell over `worker.loop.run_worker`."""
+
+from __future__ import annotations
+
+import ray
+
+from worker.loop import run_worker
+
+__all__ = ["WorkerActor"]
+
+
+@ray.remote(num_cpus=1, max_restarts=0, max_concurrency=2)
+class WorkerActor:
+    """One worker slot; `run()` returns when the master says stop."""
+
+    def __init__(self, master_url: str, store_root: str, worker_id: str, token: str | None = None):
+        self.master_url = master_url
+        self.store_root = store_root
+        self.worker_id = worker_id
+        self.token = token
+
+    def run(self) -> int:
+        """Claim and run trials until told to stop; returns the number of trials run."""
+        return run_worker(self.master_url, self.store_root, self.worker_id, token=self.token)
+
+    def ping(self) -> str:
+        """Liveness probe for the master's worker manager."""
+        return self.worker_id
