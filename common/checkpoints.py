@@ -66,7 +66,9 @@ def format_name(score: float, epoch: int, *, metric: str = "val_accuracy") -> st
         return f"val{score:.4f}_ep{epoch:03d}.npz"
     if metric == "val_loss":
         if not (math.isfinite(score) and 0.0 <= score < 9999.99995):
-            raise ValueError(f"a loss for a file name must be in [0, 9999.9999], but got {score!r}")
+            raise ValueError(
+                f"a loss for a file name must be in [0, 9999.9999], but got {score!r}"
+            )
         return f"loss{score:09.4f}_ep{epoch:03d}.npz"
     raise ValueError(f"unknown metric {metric!r}; valid: val_accuracy, val_loss")
 
@@ -136,13 +138,16 @@ class CheckpointStore:
         payload = {key: np.asarray(value) for key, value in arrays.items()}
         if _META_KEY in payload:
             raise ValueError(f"array name {_META_KEY!r} is reserved")
+        for key, value in payload.items():
+            if value.dtype.hasobject:  # would be pickled; checkpoints never hold pickles
+                raise ValueError(f"array {key!r} has dtype object; checkpoints hold plain arrays")
         meta_json = json.dumps(dict(meta), allow_nan=False, sort_keys=True)
         payload[_META_KEY] = np.frombuffer(meta_json.encode("utf-8"), dtype=np.uint8)
         fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
         digest = hashlib.sha256()
         try:
             with os.fdopen(fd, "w+b") as handle:
-                np.savez(handle, **payload)  # type: ignore[arg-type]
+                np.savez(handle, allow_pickle=False, **payload)
                 handle.flush()
                 os.fsync(handle.fileno())
                 handle.seek(0)

@@ -7,7 +7,7 @@ import enum
 __all__ = ["StageState", "StudyState", "TrialState"]
 
 
-class TrialState(str, enum.Enum):
+class TrialState(enum.StrEnum):
     """Life of a trial; finished states never change again."""
 
     PENDING = "pending"  # claimed, parameters not yet registered
@@ -28,7 +28,7 @@ _FINISHED = frozenset(
 )
 
 
-class StageState(str, enum.Enum):
+class StageState(enum.StrEnum):
     """A stage waits, runs, then is done once all its trials finished."""
 
     WAITING = "waiting"
@@ -36,7 +36,7 @@ class StageState(str, enum.Enum):
     DONE = "done"
 
 
-class StudyState(str, enum.Enum):
+class StudyState(enum.StrEnum):
     """A study runs its stages in order and then completes (or is stopped)."""
 
     RUNNING = "running"

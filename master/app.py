@@ -44,9 +44,7 @@ def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": f"{where}: {first['msg']}"}, status_code=422)
 
 
-def create_app(
-    *, database_url: str, store_root: Path, engine: Engine | None = None
-) -> FastAPI:
+def create_app(*, database_url: str, store_root: Path, engine: Engine | None = None) -> FastAPI:
     """Build the master app over a database URL and a checkpoint store."""
     app = FastAPI(
         title="gridless master",

@@ -26,8 +26,10 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Coarse-to-fine random hyperparameter search on Ray (CS231n's worker/master).",
 )
-console = Console()
-err = Console(stderr=True)
+# Piped output (CI logs, `| tee`) gets a table wide enough not to truncate columns.
+_WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 140
+console = Console(width=_WIDTH)
+err = Console(stderr=True, width=_WIDTH)
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -54,7 +56,9 @@ def _ranked_table(service: object, study_id: int, limit: int) -> tuple[Table, in
     study = service.get_study(study_id)
     rows, count = service.ranked_trials(study_id, limit=limit, offset=0)
     params = list(study.spec["space"])
-    table = Table(title=f"{study.name}: top {min(limit, count)} of {count} trials by {study.metric}")
+    table = Table(
+        title=f"{study.name}: top {min(limit, count)} of {count} trials by {study.metric}"
+    )
     table.add_column("rank", justify="right")
     table.add_column("trial", justify="right")
     table.add_column("stage", justify="right")
@@ -121,7 +125,7 @@ def run(
     with BackgroundServer(app_) as server:
         console.print(f"master on [link={server.url}/docs]{server.url}[/link] (API docs at /docs)")
         ray.init(
-            address=ray_address,
+            address=ray_address or "local",
             num_cpus=None if ray_address else workers,
             include_dashboard=False,
             logging_level=logging.WARNING,
@@ -151,7 +155,8 @@ def _follow(service: object, study_id: int, launcher: object) -> None:
     from master.launcher import RayLauncher
     from master.services import StudyService
 
-    assert isinstance(service, StudyService) and isinstance(launcher, RayLauncher)
+    assert isinstance(service, StudyService)
+    assert isinstance(launcher, RayLauncher)
     progress = service.progress(study_id)
     columns = (
         TextColumn("[bold]{task.description}"),
@@ -164,7 +169,11 @@ def _follow(service: object, study_id: int, launcher: object) -> None:
         task = bar.add_task("stage 1", total=progress.total, best="-")
         while True:
             progress = service.progress(study_id)
-            stage = f"stage {progress.stage + 1}/{progress.stages}" if progress.stage is not None else "done"
+            stage = (
+                f"stage {progress.stage + 1}/{progress.stages}"
+                if progress.stage is not None
+                else "done"
+            )
             best = f"{progress.best:.4f}" if progress.best is not None else "-"
             bar.update(task, completed=progress.finished, description=stage, best=best)
             if progress.state != "running":

@@ -85,7 +85,7 @@ class RayLauncher:
             if ref in finished:
                 try:
                     ray.get(ref)
-                except Exception as exc:  # noqa: BLE001 - report, the master carries on
+                except Exception as exc:  # report it; the master carries on
                     log.warning("worker %s ended with an error: %s", worker_id, exc)
                 del self._runs[worker_id]
                 self._actors.pop(worker_id, None)

@@ -85,6 +85,10 @@ class Decision:
         return {"param": self.param, "old": self.old, "new": self.new, "why": self.why}
 
 
+# Positions are computed through log10; a value exactly on the border fraction must count.
+_EPS = 1e-9
+
+
 def _hard_limits(dist: NumericDistribution) -> tuple[float, float]:
     # A uniform range that started inside [0, 1] (dropout, momentum) stays below 1.
     if not dist.log and 0.0 <= dist.low and dist.high <= 1.0 and not dist.integer:
@@ -112,9 +116,9 @@ def border_flags(
             continue
         pos = (dist.to_scale(float(best[name])) - lo) / (hi - lo)
         hard_lo, hard_hi = _hard_limits(dist)
-        if pos <= policy.border and dist.low > hard_lo:
+        if pos <= policy.border + _EPS and dist.low > hard_lo:
             flags.append(BorderFlag(name, float(best[name]), "lower", dist.low, dist.high))
-        elif pos >= 1.0 - policy.border and dist.high < hard_hi:
+        elif pos >= 1.0 - policy.border - _EPS and dist.high < hard_hi:
             flags.append(BorderFlag(name, float(best[name]), "upper", dist.low, dist.high))
     return flags
 

@@ -58,7 +58,7 @@ class Progress:
     state: str
 
 
-def _ranked(study: StudyRow) -> Select[tuple[TrialRow]]:
+def _ranked(study: StudyRow) -> Select[TrialRow]:
     score = TrialRow.best_score
     order = score.desc().nulls_last() if study.maximize else score.asc().nulls_last()
     return select(TrialRow).where(TrialRow.study_id == study.id).order_by(order, TrialRow.number)
@@ -68,10 +68,10 @@ class StudyService:
     """Every operation the routes and the CLI perform on studies and trials."""
 
     def __init__(
-        self, sessions: sessionmaker[Session], policy: NarrowingPolicy = NarrowingPolicy()
+        self, sessions: sessionmaker[Session], policy: NarrowingPolicy | None = None
     ) -> None:
         self.sessions = sessions
-        self.policy = policy
+        self.policy = policy or NarrowingPolicy()
         self._write_lock = threading.Lock()
 
     # -- studies -----------------------------------------------------------------------
@@ -134,7 +134,9 @@ class StudyService:
         self.get_study(study_id)
         with session_scope(self.sessions) as s:
             return list(
-                s.scalars(select(StageRow).where(StageRow.study_id == study_id).order_by(StageRow.index))
+                s.scalars(
+                    select(StageRow).where(StageRow.study_id == study_id).order_by(StageRow.index)
+                )
             )
 
     def progress(self, study_id: int) -> Progress:
@@ -169,7 +171,9 @@ class StudyService:
         study = self.get_study(study_id)
         with session_scope(self.sessions) as s:
             query = _ranked(study)
-            count_query = select(func.count()).select_from(TrialRow).where(TrialRow.study_id == study_id)
+            count_query = (
+                select(func.count()).select_from(TrialRow).where(TrialRow.study_id == study_id)
+            )
             if state is not None:
                 query = query.where(TrialRow.state == state)
                 count_query = count_query.where(TrialRow.state == state)
@@ -226,16 +230,23 @@ class StudyService:
                     study.state = StudyState.COMPLETED.value
                     study.finished_at = utcnow()
                     break
-                in_stage = s.scalar(
-                    select(func.count()).select_from(TrialRow).where(TrialRow.stage_id == stage.id)
-                ) or 0
+                in_stage = (
+                    s.scalar(
+                        select(func.count())
+                        .select_from(TrialRow)
+                        .where(TrialRow.stage_id == stage.id)
+                    )
+                    or 0
+                )
                 if in_stage < stage.trials:
                     return self._assign(s, study, stage, worker_id)
                 if not self._advance_if_done(s, study, stage):
                     return ClaimResponse(action="wait", retry_after_s=WAIT_S)
             return ClaimResponse(action="stop")
 
-    def _assign(self, s: Session, study: StudyRow, stage: StageRow, worker_id: str) -> ClaimResponse:
+    def _assign(
+        self, s: Session, study: StudyRow, stage: StageRow, worker_id: str
+    ) -> ClaimResponse:
         trial = TrialRow(
             study_id=study.id,
             stage_id=stage.id,
@@ -279,25 +290,35 @@ class StudyService:
             return False
         stage.state = StageState.DONE.value
         nxt = s.scalar(
-            select(StageRow).where(StageRow.study_id == study.id, StageRow.index == stage.index + 1)
+            select(StageRow).where(
+                StageRow.study_id == study.id, StageRow.index == stage.index + 1
+            )
         )
         if nxt is None:
             study.state = StudyState.COMPLETED.value
             study.finished_at = utcnow()
-            flags = self._final_flags(s, study, stage)
-            stage.decisions = {"flags": flags, "decisions": []}
+            stage.decisions = {"flags": self._final_flags(s, study, stage), "decisions": []}
             return True
-        scored = s.scalar(
-            select(func.count())
-            .select_from(TrialRow)
-            .where(TrialRow.stage_id == stage.id, TrialRow.best_score.is_not(None))
-        ) or 0
+        scored = (
+            s.scalar(
+                select(func.count())
+                .select_from(TrialRow)
+                .where(TrialRow.stage_id == stage.id, TrialRow.best_score.is_not(None))
+            )
+            or 0
+        )
         n_top = min(scored, max(self.policy.min_top, math.ceil(self.policy.top_fraction * scored)))
         top = list(
-            s.scalars(_ranked(study).where(TrialRow.stage_id == stage.id, TrialRow.best_score.is_not(None)).limit(n_top))
+            s.scalars(
+                _ranked(study)
+                .where(TrialRow.stage_id == stage.id, TrialRow.best_score.is_not(None))
+                .limit(n_top)
+            )
         )
         space = parse_space(stage.space)
-        new_space, flags, decisions = narrow_space(space, [t.params or {} for t in top], self.policy)
+        new_space, flags, decisions = narrow_space(
+            space, [t.params or {} for t in top], self.policy
+        )
         stage.decisions = {
             "flags": [f.to_json() for f in flags],
             "decisions": [d.to_json() for d in decisions],
@@ -310,11 +331,13 @@ class StudyService:
         return True
 
     def _final_flags(self, s: Session, study: StudyRow, stage: StageRow) -> list[dict[str, Any]]:
-
+        """Border flags of the study's best trial against the last stage's ranges."""
         best = s.scalars(_ranked(study).where(TrialRow.best_score.is_not(None)).limit(1)).first()
         if best is None or not best.params:
             return []
-        return [f.to_json() for f in border_flags(parse_space(stage.space), best.params, self.policy)]
+        return [
+            f.to_json() for f in border_flags(parse_space(stage.space), best.params, self.policy)
+        ]
 
     def _load_open_trial(self, s: Session, trial_id: int, attempt: int) -> TrialRow:
         trial = s.get(TrialRow, trial_id)
@@ -323,7 +346,9 @@ class StudyService:
         if TrialState(trial.state).is_finished():
             raise ConflictError(f"trial {trial_id} is {trial.state}")
         if attempt != trial.attempt:
-            raise ConflictError(f"trial {trial_id} attempt {attempt} is superseded by {trial.attempt}")
+            raise ConflictError(
+                f"trial {trial_id} attempt {attempt} is superseded by {trial.attempt}"
+            )
         return trial
 
     def start_trial(self, trial_id: int, request: StartRequest) -> ReportAck:

@@ -9,7 +9,7 @@ from worker.loop import run_worker
 __all__ = ["WorkerActor"]
 
 
-@ray.remote(num_cpus=1, max_restarts=0, max_concurrency=2)
+@ray.remote(num_cpus=1, max_restarts=0, max_concurrency=2)  # type: ignore[call-overload]
 class WorkerActor:
     """One worker slot; `run()` returns when the master says stop."""
 

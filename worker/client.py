@@ -79,7 +79,9 @@ class MasterClient:
                 if response.status_code < 400:
                     return answer.model_validate(response.json())
                 if response.status_code not in (429, 502, 503, 504) and response.status_code < 500:
-                    raise RuntimeError(f"master refused {path}: {response.status_code} {response.text}")
+                    raise RuntimeError(
+                        f"master refused {path}: {response.status_code} {response.text}"
+                    )
                 problem = response.status_code
             if time.monotonic() + delay > deadline:
                 raise MasterGone(f"no answer from the master for {path} ({problem})")

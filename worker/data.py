@@ -42,13 +42,11 @@ class Dataset:
 def _split(name: str, x: np.ndarray, y: np.ndarray) -> Dataset:
     n = x.shape[0]
     order = np.random.default_rng(SPLIT_SEED).permutation(n)
-    n_test, n_val = int(round(n * TEST_FRACTION)), int(round(n * VAL_FRACTION))
+    n_test, n_val = round(n * TEST_FRACTION), round(n * VAL_FRACTION)
     test, val, train = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
     mean = x[train].mean(axis=0)  # training split only
     x = x - mean
-    return Dataset(
-        name, x[train], y[train], x[val], y[val], x[test], y[test], int(y.max()) + 1
-    )
+    return Dataset(name, x[train], y[train], x[val], y[val], x[test], y[test], int(y.max()) + 1)
 
 
 def _digits() -> Dataset:

@@ -48,7 +48,9 @@ def run_trial(
     else:
         params = sample_params(parse_space(job.space), trial_rng(job.seed, job.trial_number))
     full_params = {**job.fixed, **params}
-    client.start(job.trial_id, StartRequest(worker_id=worker_id, attempt=job.attempt, params=params))
+    client.start(
+        job.trial_id, StartRequest(worker_id=worker_id, attempt=job.attempt, params=params)
+    )
     maximize = job.metric != "val_loss"
     trial_dir = f"{job.trial_number:06d}"
     store.ensure_trial_dir(job.study, trial_dir)
@@ -59,7 +61,9 @@ def run_trial(
     except ValueError as exc:
         client.finish(
             job.trial_id,
-            FinishRequest(worker_id=worker_id, attempt=job.attempt, state="failed", error=str(exc)),
+            FinishRequest(
+                worker_id=worker_id, attempt=job.attempt, state="failed", error=str(exc)
+            ),
         )
         return "failed"
     best: float | None = None
@@ -68,7 +72,11 @@ def run_trial(
         m = trainer.train_epoch()
         score = m.val_accuracy if maximize else m.val_loss
         checkpoint = None
-        if not m.diverged and math.isfinite(score) and (_better(score, best, maximize=maximize) or epoch == job.epochs):
+        if (
+            not m.diverged
+            and math.isfinite(score)
+            and (_better(score, best, maximize=maximize) or epoch == job.epochs)
+        ):
             written = store.write(
                 job.study,
                 trial_dir,
@@ -84,7 +92,9 @@ def run_trial(
                     "metrics": {k: _finite(v) for k, v in vars(m).items() if k != "diverged"},
                 },
             )
-            checkpoint = CheckpointInfo(relpath=written.relpath, size=written.size, sha256=written.sha256)
+            checkpoint = CheckpointInfo(
+                relpath=written.relpath, size=written.size, sha256=written.sha256
+            )
             if _better(score, best, maximize=maximize):
                 best = score
         ack = client.report(
@@ -107,7 +117,9 @@ def run_trial(
             break
         if ack.stop:
             return "stopped"
-    client.finish(job.trial_id, FinishRequest(worker_id=worker_id, attempt=job.attempt, state=state))
+    client.finish(
+        job.trial_id, FinishRequest(worker_id=worker_id, attempt=job.attempt, state=state)
+    )
     return state
 
 
@@ -144,7 +156,9 @@ def run_worker(
                 try:
                     client.finish(
                         job.trial_id,
-                        FinishRequest(worker_id=worker_id, attempt=job.attempt, state="failed", error=detail),
+                        FinishRequest(
+                            worker_id=worker_id, attempt=job.attempt, state="failed", error=detail
+                        ),
                     )
                 except TrialClosed:
                     pass

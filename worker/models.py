@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from worker.layers import (
@@ -39,7 +41,7 @@ class FullyConnectedNet:
         dims = [input_dim, *hidden_dims, num_classes]
         self.num_layers = len(dims) - 1
         self.params: dict[str, np.ndarray] = {}
-        for i, (fan_in, fan_out) in enumerate(zip(dims[:-1], dims[1:], strict=True), start=1):
+        for i, (fan_in, fan_out) in enumerate(itertools.pairwise(dims), start=1):
             self.params[f"W{i}"] = rng.standard_normal((fan_in, fan_out)) * np.sqrt(2.0 / fan_in)
             self.params[f"b{i}"] = np.zeros(fan_out)
 
@@ -78,4 +80,4 @@ class FullyConnectedNet:
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Predicted labels (N,)."""
-        return np.argmax(self.scores(x), axis=1)
+        return np.asarray(np.argmax(self.scores(x), axis=1))

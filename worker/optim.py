@@ -18,7 +18,7 @@ UpdateRule = Callable[[np.ndarray, np.ndarray, dict[str, Any], Mapping[str, Any]
 
 def sgd(w: np.ndarray, dw: np.ndarray, state: dict[str, Any], hp: Mapping[str, Any]) -> np.ndarray:
     """Vanilla update: x += -learning_rate * dx."""
-    return w - hp["learning_rate"] * dw
+    return np.asarray(w - hp["learning_rate"] * dw)
 
 
 def momentum(
@@ -30,7 +30,7 @@ def momentum(
         v = np.zeros_like(w)
     v = hp.get("momentum", 0.9) * v - hp["learning_rate"] * dw
     state["v"] = v
-    return w + v
+    return np.asarray(w + v)
 
 
 UPDATE_RULES: dict[str, UpdateRule] = {"sgd": sgd, "momentum": momentum}

@@ -162,9 +162,8 @@ def check_params(model: str, names: set[str]) -> None:
     known = MODELS[model][1]
     unknown = sorted(names - known)
     if unknown:
-        raise ValueError(
-            f"model {model!r} has no hyperparameter {unknown[0]!r}; valid: {', '.join(sorted(known))}"
-        )
+        valid = ", ".join(sorted(known))
+        raise ValueError(f"model {model!r} has no hyperparameter {unknown[0]!r}; valid: {valid}")
 
 
 def make_trainer(

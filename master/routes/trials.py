@@ -22,7 +22,9 @@ def read_trial(trial: TrialDep, service: ServiceDep) -> TrialDetailPublic:
     return TrialDetailPublic(
         **TrialPublic.model_validate(trial).model_dump(),
         metrics=[EpochMetricPublic.model_validate(m) for m in service.trial_metrics(trial.id)],
-        checkpoints=[CheckpointPublic.model_validate(c) for c in service.trial_checkpoints(trial.id)],
+        checkpoints=[
+            CheckpointPublic.model_validate(c) for c in service.trial_checkpoints(trial.id)
+        ],
     )
 
 

@@ -1,0 +1,92 @@
+"""Study specs: YAML into a validated model; every refusal names the field and the rule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from common.errors import SpecError
+from common.spec import load_spec, parse_spec
+from tests.conftest import TINY_SPEC
+
+EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_shipped_examples_load(path: Path) -> None:
+    spec = load_spec(path)
+    assert spec.total_trials() >= 1
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"learning_rate": 0.1},
+            "learning_rate: unknown key; check its spelling against the documented spec",
+        ),
+        ({"stages": []}, "stages: List should have at least 1 item after validation, not 0"),
+        (
+            {"stages": [{"trials": 0, "epochs": 1}]},
+            "stages.0.trials: Input should be greater than or equal to 1",
+        ),
+        (
+            {"stages": [{"trials": 1, "epochs": 1, "epoch": 2}]},
+            "stages.0.epoch: unknown key; check its spelling against the documented spec",
+        ),
+        ({"metric": "accuracy"}, "metric: Input should be 'val_accuracy' or 'val_loss'"),
+        ({"name": "../evil"}, "name: String should match pattern '^[A-Za-z0-9][A-Za-z0-9._-]*$'"),
+        (
+            {"space": {"lr": {"log_uniform": [0, 1]}}},
+            "space.lr: log_uniform: `low > 0` must hold for a log scale, but got low=0, high=1",
+        ),
+        ({"space": {}}, "space: must name at least one parameter"),
+        ({"fixed": {"momentum": float("nan")}}, "fixed.momentum: must be finite, but got nan"),
+    ],
+)
+def test_bad_specs_are_refused_with_one_line(change: dict[str, Any], message: str) -> None:
+    with pytest.raises(SpecError) as info:
+        parse_spec({**TINY_SPEC, **change})
+    assert str(info.value) == message
+    assert "\n" not in str(info.value)
+
+
+def test_top_level_must_be_a_mapping() -> None:
+    with pytest.raises(SpecError, match="must be a mapping at the top level, but got list"):
+        parse_spec([1, 2])
+
+
+def test_load_spec_reports_missing_file_and_bad_yaml(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match=r"nope.yaml: cannot read the spec"):
+        load_spec(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(SpecError, match=r"bad.yaml: not valid YAML"):
+        load_spec(bad)
+
+
+def test_yaml_non_finite_bounds_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "name: s\nspace:\n  lr: {log_uniform: [1.0e-3, .inf]}\nstages:\n  - {trials: 1, epochs: 1}\n"
+    )
+    with pytest.raises(
+        SpecError, match=r"^space.lr: log_uniform: `high` must be finite, but got high=inf$"
+    ):
+        load_spec(path)
+
+
+def test_defaults_and_direction() -> None:
+    spec = parse_spec(
+        {"name": "d", "space": {"lr": {"uniform": [0, 1]}}, "stages": [{"trials": 2, "epochs": 1}]}
+    )
+    assert (spec.model, spec.dataset, spec.metric, spec.seed) == (
+        "numpy.mlp",
+        "digits",
+        "val_accuracy",
+        0,
+    )
+    assert spec.maximize
+    assert not parse_spec({**TINY_SPEC, "metric": "val_loss"}).maximize

@@ -1,0 +1,88 @@
+"""Shared fixtures: a master over a fresh SQLite file, and one Ray per test session."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from common.spec import StudySpec, parse_spec
+from master.app import create_app
+from master.server import BackgroundServer
+
+TINY_SPEC: dict[str, Any] = {
+    "name": "tiny",
+    "model": "numpy.mlp",
+    "dataset": "digits",
+    "metric": "val_accuracy",
+    "seed": 3,
+    "space": {
+        "learning_rate": {"log_uniform": [1e-2, 1.0]},
+        "reg": {"log_uniform": [1e-6, 1e-2]},
+        "hidden": {"int_log_uniform": [16, 64]},
+    },
+    "stages": [{"trials": 4, "epochs": 1}, {"trials": 2, "epochs": 2}],
+}
+
+
+def tiny_spec(**changes: Any) -> StudySpec:
+    """The tiny study spec with top-level keys replaced."""
+    return parse_spec({**TINY_SPEC, **changes})
+
+
+class Master:
+    """A real master (uvicorn on a free loopback port) over a fresh SQLite file."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.store_root = root / "store"
+        self.store_root.mkdir(parents=True, exist_ok=True)
+        self.app = create_app(
+            database_url=f"sqlite:///{root / 'gridless.db'}", store_root=self.store_root
+        )
+        self.service = self.app.state.service
+        self.server = BackgroundServer(self.app)
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+
+@pytest.fixture
+def master(tmp_path: Path) -> Iterator[Master]:
+    m = Master(tmp_path / "run")
+    m.server.start()
+    try:
+        yield m
+    finally:
+        m.server.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[Any]:
+    """One local Ray for the whole session, 2 CPUs and a small object store."""
+    import ray
+
+    ray.init(
+        address="local",
+        num_cpus=2,
+        object_store_memory=80 * 1024 * 1024,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+    )
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _no_stray_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Tests never inherit a user's gridless settings.
+    for key in list(os.environ):
+        if key.startswith("GRIDLESS_"):
+            monkeypatch.delenv(key)

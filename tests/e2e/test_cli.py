@@ -1,0 +1,127 @@
+"""The `gridless` command as a user runs it: a real subprocess, real Ray, a real server."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from tests.conftest import TINY_SPEC
+
+GRIDLESS = [sys.executable, "-m", "master.cli"]
+
+
+def cli(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run(
+        [*GRIDLESS, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def write_spec(tmp_path: Path, **changes: object) -> Path:
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump({**TINY_SPEC, **changes}))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("changes", "line"),
+    [
+        (
+            {"learnin_rate": 1},
+            "error: learnin_rate: unknown key; check its spelling against the documented spec",
+        ),
+        (
+            {"space": {"learning_rate": {"log_uniform": [0, 1]}}},
+            "error: space.learning_rate: log_uniform: `low > 0` must hold for a log scale, but got low=0, high=1",
+        ),
+        (
+            {"space": {"learning_rate": {"uniform": [1, 0]}}},
+            "error: space.learning_rate: uniform: `low <= high` must hold, but got low=1, high=0",
+        ),
+        (
+            {"space": {"learning_rate": {"uniform": [0, float("inf")]}}},
+            "error: space.learning_rate: uniform: `high` must be finite, but got high=inf",
+        ),
+        (
+            {"space": {"update": {"choice": []}}},
+            "error: space.update: choice: the option list must not be empty, but got []",
+        ),
+        (
+            {"space": {"lr": {"uniform": [0, 1]}}},
+            "model 'numpy.mlp' has no hyperparameter 'lr'; valid: batch_size, hidden, layers, learning_rate, momentum, reg, update",
+        ),
+    ],
+)
+def test_bad_spec_exits_nonzero_with_one_line_and_writes_nothing(
+    tmp_path: Path, changes: dict[str, object], line: str
+) -> None:
+    spec = write_spec(tmp_path, **changes)
+    result = cli("run", str(spec), "--run-dir", str(tmp_path / "runs"), cwd=tmp_path, timeout=60)
+    assert result.returncode != 0
+    assert result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert line in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_run_then_serve_gives_the_same_ranking(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path)
+    result = cli(
+        "run", str(spec), "--workers", "2", "--run-dir", str(tmp_path / "runs"), cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert "tiny: top 6 of 6 trials by val_accuracy" in result.stdout
+    table_trials = [
+        int(m[1]) for m in re.finditer(r"^│\s+\d+\s+│\s+(\d+)\s+│", result.stdout, re.M)
+    ]
+    assert len(table_trials) == 6
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert (run_dir / "gridless.db").is_file()
+    assert (run_dir / "store" / "tiny").is_dir()
+
+    port = free_port()
+    server = subprocess.Popen(
+        [*GRIDLESS, "master", str(run_dir), "--port", str(port)], cwd=tmp_path
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                page = httpx.get(f"http://127.0.0.1:{port}/api/v1/studies/1/trials", timeout=2)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "gridless master did not come up"
+                time.sleep(0.2)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert [t["number"] for t in page.json()["data"]] == table_trials
+
+
+def test_master_refuses_a_directory_without_a_run(tmp_path: Path) -> None:
+    result = cli("master", str(tmp_path), cwd=tmp_path, timeout=60)
+    assert result.returncode == 2
+    assert "no gridless.db here" in result.stderr
