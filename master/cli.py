@@ -76,7 +76,7 @@ def _ranked_table(service: object, study_id: int, limit: int) -> tuple[Table, in
         table.add_row(
             str(rank) if row.best_score is not None else "-",
             str(row.number),
-            str(stage_index.get(row.stage_id, "?")),
+            str(stage_index.get(row.stage_id, -1) + 1),
             f"{row.best_score:.4f}" if row.best_score is not None else "-",
             str(row.best_epoch or "-"),
             row.state,
@@ -122,15 +122,17 @@ def run(
 
     import ray
 
+    # Ray's start-up notices (token authentication on, and the like) are not the user's
+    # business on a local run; errors still show.
+    logging.getLogger("ray").setLevel(logging.ERROR)
     with BackgroundServer(app_) as server:
         console.print(f"master on [link={server.url}/docs]{server.url}[/link] (API docs at /docs)")
         ray.init(
             address=ray_address or "local",
             num_cpus=None if ray_address else workers,
             include_dashboard=False,
-            logging_level=logging.WARNING,
             log_to_driver=False,
-            configure_logging=True,
+            configure_logging=False,
         )
         launcher = RayLauncher(server.url, str(store_root))
         try:
@@ -192,7 +194,7 @@ def _print_flags(service: object, study_id: int) -> None:
         for flag in stage.decisions.get("flags", []):
             last = stage.index == len(stages) - 1
             style = "bold yellow" if last else "yellow"
-            where = "final stage" if last else f"stage {stage.index + 1}"
+            where = "at the end" if last else f"after stage {stage.index + 1}, range extended"
             console.print(f"[{style}]border flag ({where}):[/] {flag['message']}")
 
 
