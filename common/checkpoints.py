@@ -15,10 +15,10 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -33,8 +33,10 @@ __all__ = [
 ]
 
 _NAME = re.compile(
-    r"^(?:val(?P<acc>[01]\.\d{4})|loss(?P<loss>\d{4}\.\d{4}))_ep(?P<epoch>\d{3,6})\.npz$"
+    r"^(?:val(?P<acc>[01]\.\d{4})|loss(?P<loss>\d{4}\.\d{4}))_ep(?P<epoch>\d{3,6})"
+    r"\.(?P<suffix>npz|pt)$"
 )
+SUFFIXES = ("npz", "pt")
 _META_KEY = "__meta__"
 _SAFE_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -46,9 +48,12 @@ class CheckpointName:
     score: float
     epoch: int
     metric: str
+    suffix: str = "npz"
 
 
-def format_name(score: float, epoch: int, *, metric: str = "val_accuracy") -> str:
+def format_name(
+    score: float, epoch: int, *, metric: str = "val_accuracy", suffix: str = "npz"
+) -> str:
     """The file name of a checkpoint; fixed width, so names sort by score.
 
     `val_accuracy` -> `val0.9731_ep012.npz` (`sort -r` ranks best first);
@@ -60,16 +65,18 @@ def format_name(score: float, epoch: int, *, metric: str = "val_accuracy") -> st
     """
     if not 0 <= epoch <= 999_999:
         raise ValueError(f"a checkpoint epoch must be in [0, 999999], but got {epoch!r}")
+    if suffix not in SUFFIXES:
+        raise ValueError(f"unknown checkpoint suffix {suffix!r}; valid: {', '.join(SUFFIXES)}")
     if metric == "val_accuracy":
         if not (math.isfinite(score) and 0.0 <= score <= 1.0):
             raise ValueError(f"an accuracy must be in [0, 1], but got {score!r}")
-        return f"val{score:.4f}_ep{epoch:03d}.npz"
+        return f"val{score:.4f}_ep{epoch:03d}.{suffix}"
     if metric == "val_loss":
         if not (math.isfinite(score) and 0.0 <= score < 9999.99995):
             raise ValueError(
                 f"a loss for a file name must be in [0, 9999.9999], but got {score!r}"
             )
-        return f"loss{score:09.4f}_ep{epoch:03d}.npz"
+        return f"loss{score:09.4f}_ep{epoch:03d}.{suffix}"
     raise ValueError(f"unknown metric {metric!r}; valid: val_accuracy, val_loss")
 
 
@@ -82,9 +89,10 @@ def parse_name(name: str) -> CheckpointName:
     match = _NAME.match(name)
     if match is None:
         raise ValueError(f"not a checkpoint file name: {name!r} (expected val0.9731_ep012.npz)")
+    epoch, suffix = int(match["epoch"]), match["suffix"]
     if match["acc"] is not None:
-        return CheckpointName(float(match["acc"]), int(match["epoch"]), "val_accuracy")
-    return CheckpointName(float(match["loss"]), int(match["epoch"]), "val_loss")
+        return CheckpointName(float(match["acc"]), epoch, "val_accuracy", suffix)
+    return CheckpointName(float(match["loss"]), epoch, "val_loss", suffix)
 
 
 @dataclass(frozen=True)
@@ -121,7 +129,7 @@ class CheckpointStore:
             raise StorageError(f"cannot create {path}: {exc.strerror}") from exc
         return path
 
-    def write(
+    def write_with(
         self,
         study: str,
         trial: str,
@@ -129,25 +137,18 @@ class CheckpointStore:
         score: float,
         epoch: int,
         metric: str = "val_accuracy",
-        arrays: Mapping[str, np.ndarray],
-        meta: Mapping[str, Any],
+        suffix: str = "npz",
+        writer: Callable[[BinaryIO], None],
     ) -> CheckpointFile:
-        """Write one checkpoint atomically: temp file, fsync, rename to its final name."""
+        """Write one checkpoint atomically: `writer` fills a temporary file in the trial's
+        folder, which is fsynced, hashed and renamed to its final score-first name."""
         folder = self.ensure_trial_dir(study, trial)
-        final = folder / format_name(score, epoch, metric=metric)
-        payload = {key: np.asarray(value) for key, value in arrays.items()}
-        if _META_KEY in payload:
-            raise ValueError(f"array name {_META_KEY!r} is reserved")
-        for key, value in payload.items():
-            if value.dtype.hasobject:  # would be pickled; checkpoints never hold pickles
-                raise ValueError(f"array {key!r} has dtype object; checkpoints hold plain arrays")
-        meta_json = json.dumps(dict(meta), allow_nan=False, sort_keys=True)
-        payload[_META_KEY] = np.frombuffer(meta_json.encode("utf-8"), dtype=np.uint8)
-        fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
+        final = folder / format_name(score, epoch, metric=metric, suffix=suffix)
+        fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix="." + suffix, dir=folder)
         digest = hashlib.sha256()
         try:
             with os.fdopen(fd, "w+b") as handle:
-                np.savez(handle, allow_pickle=False, **payload)
+                writer(handle)
                 handle.flush()
                 os.fsync(handle.fileno())
                 handle.seek(0)
@@ -163,6 +164,36 @@ class CheckpointStore:
             Path(tmp_name).unlink(missing_ok=True)
             raise
         return CheckpointFile(final.relative_to(self.root).as_posix(), size, digest.hexdigest())
+
+    def write(
+        self,
+        study: str,
+        trial: str,
+        *,
+        score: float,
+        epoch: int,
+        metric: str = "val_accuracy",
+        arrays: Mapping[str, np.ndarray],
+        meta: Mapping[str, Any],
+    ) -> CheckpointFile:
+        """Write arrays and JSON metadata as an `.npz` checkpoint (no pickle), atomically."""
+        payload = {key: np.asarray(value) for key, value in arrays.items()}
+        if _META_KEY in payload:
+            raise ValueError(f"array name {_META_KEY!r} is reserved")
+        for key, value in payload.items():
+            if value.dtype.hasobject:  # would be pickled; checkpoints never hold pickles
+                raise ValueError(f"array {key!r} has dtype object; checkpoints hold plain arrays")
+        meta_json = json.dumps(dict(meta), allow_nan=False, sort_keys=True)
+        payload[_META_KEY] = np.frombuffer(meta_json.encode("utf-8"), dtype=np.uint8)
+        return self.write_with(
+            study,
+            trial,
+            score=score,
+            epoch=epoch,
+            metric=metric,
+            suffix="npz",
+            writer=lambda handle: np.savez(handle, allow_pickle=False, **payload),
+        )
 
     def resolve(self, relpath: str) -> Path:
         """The absolute path of a stored file; refuses anything outside the store.

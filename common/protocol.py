@@ -45,6 +45,9 @@ class Assignment(_Message):
     space: dict[str, Any]
     fixed: dict[str, Any]
     params: dict[str, Any] | None = None  # set when the master chose them (resume, TPE)
+    resume_from: str | None = None  # store path of the checkpoint to resume from
+    resume_epoch: int = 0  # the epoch that checkpoint ends; training goes on after it
+    best_score: float | None = None  # the trial's best so far (a resumed trial has one)
 
 
 class ClaimResponse(_Message):
@@ -76,6 +79,8 @@ class EpochReport(_Message):
     seconds: float = Field(default=0.0, ge=0)
     diverged: bool = False
     checkpoint: CheckpointInfo | None = None
+    # Babysitting statistics (loss per iteration, update ratios, layer statistics, ...).
+    stats: dict[str, Any] = Field(default_factory=dict)
 
 
 class ReportAck(_Message):

@@ -37,13 +37,21 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _import_paths(spec_path: Path) -> list[str]:
+    """Where custom models are imported from: the spec's folder and the working directory."""
+    return list(dict.fromkeys([str(spec_path.resolve().parent), str(Path.cwd())]))
+
+
 def _validate(spec_path: Path) -> StudySpec:
-    """Load and check a spec: schema, space, and the model's hyperparameter names."""
-    from worker.trainer import check_params
+    """Load and check a spec: schema, space, the model and its hyperparameter names."""
+    from worker.trainer import _custom_factory, check_params
 
     spec = load_spec(spec_path)
     try:
         check_params(spec.model, set(spec.space) | set(spec.fixed))
+        if ":" in spec.model:
+            sys.path[:0] = [p for p in _import_paths(spec_path) if p not in sys.path]
+            _custom_factory(spec.model)
     except ValueError as exc:
         raise GridlessError(f"{spec_path}: {exc}") from None
     return spec
@@ -134,7 +142,7 @@ def run(
             log_to_driver=False,
             configure_logging=False,
         )
-        launcher = RayLauncher(server.url, str(store_root))
+        launcher = RayLauncher(server.url, str(store_root), python_path=_import_paths(spec_path))
         try:
             launcher.launch(workers)
             _follow(service, study.id, launcher)

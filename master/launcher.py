@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import threading
 from typing import Any, Protocol
 
@@ -40,12 +41,20 @@ class RayLauncher:
     """Workers as Ray actors (`worker.actor.WorkerActor`), one CPU each."""
 
     def __init__(
-        self, master_url: str, store_root: str, *, token: str | None = None, prefix: str = "w"
+        self,
+        master_url: str,
+        store_root: str,
+        *,
+        token: str | None = None,
+        prefix: str = "w",
+        python_path: list[str] | None = None,
     ) -> None:
         self.master_url = master_url
         self.store_root = store_root
         self.token = token
         self.prefix = prefix
+        # Folders the workers import custom models from (`model: "module:factory"`).
+        self.python_path = list(python_path or [])
         self._ids = itertools.count(1)
         self._actors: dict[str, Any] = {}
         self._runs: dict[str, Any] = {}
@@ -53,12 +62,15 @@ class RayLauncher:
     def launch(self, count: int) -> list[str]:
         from worker.actor import WorkerActor
 
+        env = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+        paths = [*self.python_path, *filter(None, [os.environ.get("PYTHONPATH")])]
+        if paths:
+            env["PYTHONPATH"] = os.pathsep.join(paths)
         started = []
         for _ in range(count):
             worker_id = f"{self.prefix}{next(self._ids)}"
             actor = WorkerActor.options(  # type: ignore[attr-defined]
-                name=None,
-                runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}},
+                runtime_env={"env_vars": env}
             ).remote(self.master_url, self.store_root, worker_id, self.token)
             self._actors[worker_id] = actor
             self._runs[worker_id] = actor.run.remote()

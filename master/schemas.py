@@ -89,6 +89,7 @@ class EpochMetricPublic(_Public):
     val_loss: float | None
     val_accuracy: float | None
     seconds: float
+    stats: dict[str, Any]
 
 
 class CheckpointPublic(_Public):

@@ -390,6 +390,7 @@ class StudyService:
                     val_loss=report.val_loss,
                     val_accuracy=report.val_accuracy,
                     seconds=report.seconds,
+                    stats=report.stats,
                 )
             )
             trial.last_epoch = max(trial.last_epoch, report.epoch)

@@ -1,4 +1,5 @@
-"""Data sets: scikit-learn's bundled digits or an `.npz` file, split once with a fixed seed.
+"""Data sets: scikit-learn's bundled digits, an `.npz` file, or CIFAR-10's binary format
+from a local directory, split once with a fixed seed.
 
 The split never depends on a trial: train / validation / test are the same for every
 trial of every study (the seed: "prefer one validation fold"). The test split is kept
@@ -33,20 +34,46 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     num_classes: int
+    image_shape: tuple[int, int, int] | None = None  # (C, H, W) when examples are images
 
     @property
     def num_features(self) -> int:
         return int(self.x_train.shape[1])
 
 
-def _split(name: str, x: np.ndarray, y: np.ndarray) -> Dataset:
+def _split(
+    name: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    image_shape: tuple[int, int, int] | None = None,
+    test: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Dataset:
+    """Fixed split; a given `test` pair (an official test set) is kept as the test split."""
     n = x.shape[0]
     order = np.random.default_rng(SPLIT_SEED).permutation(n)
-    n_test, n_val = round(n * TEST_FRACTION), round(n * VAL_FRACTION)
-    test, val, train = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
+    n_val = round(n * VAL_FRACTION)
+    if test is None:
+        n_test = round(n * TEST_FRACTION)
+        test_idx, rest = order[:n_test], order[n_test:]
+        x_test, y_test = x[test_idx], y[test_idx]
+    else:
+        rest = order
+        x_test, y_test = test
+    val, train = rest[:n_val], rest[n_val:]
     mean = x[train].mean(axis=0)  # training split only
-    x = x - mean
-    return Dataset(name, x[train], y[train], x[val], y[val], x[test], y[test], int(y.max()) + 1)
+    classes = int(max(y.max(), y_test.max() if len(y_test) else 0)) + 1
+    return Dataset(
+        name,
+        x[train] - mean,
+        y[train],
+        x[val] - mean,
+        y[val],
+        x_test - mean,
+        y_test,
+        classes,
+        image_shape,
+    )
 
 
 def _digits() -> Dataset:
@@ -54,7 +81,7 @@ def _digits() -> Dataset:
 
     bunch = load_digits()
     x = np.asarray(bunch.data, dtype=np.float64) / 16.0
-    return _split("digits", x, np.asarray(bunch.target, dtype=np.int64))
+    return _split("digits", x, np.asarray(bunch.target, dtype=np.int64), image_shape=(1, 8, 8))
 
 
 def _npz(path: str) -> Dataset:
@@ -82,13 +109,47 @@ def _npz(path: str) -> Dataset:
     return _split(file.name, x.astype(np.float64), y.astype(np.int64))
 
 
-DATASETS = ("digits", "{npz: path}")
+CIFAR_RECORD = 1 + 3 * 32 * 32
+
+
+def _cifar_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    raw = np.fromfile(path, dtype=np.uint8)
+    if raw.size == 0 or raw.size % CIFAR_RECORD:
+        raise ValueError(
+            f"{path}: expected CIFAR-10 binary records of {CIFAR_RECORD} bytes "
+            f"(1 label byte + 3x32x32 pixels), got {raw.size} bytes"
+        )
+    records = raw.reshape(-1, CIFAR_RECORD)
+    labels = records[:, 0].astype(np.int64)
+    if labels.max() > 9:
+        raise ValueError(f"{path}: CIFAR-10 labels must be 0..9, found {labels.max()}")
+    return records[:, 1:].astype(np.float64) / 255.0, labels
+
+
+def _cifar10(directory: str) -> Dataset:
+    folder = Path(directory)
+    batches = sorted(folder.glob("data_batch_*.bin"))
+    if not batches:
+        raise ValueError(
+            f"{folder}: expected CIFAR-10 binary files data_batch_1.bin ... (and test_batch.bin)"
+        )
+    parts = [_cifar_file(p) for p in batches]
+    x = np.concatenate([p[0] for p in parts])
+    y = np.concatenate([p[1] for p in parts])
+    test_file = folder / "test_batch.bin"
+    test = _cifar_file(test_file) if test_file.is_file() else None
+    return _split("cifar10", x, y, image_shape=(3, 32, 32), test=test)
+
+
+DATASETS = ("digits", "{npz: path}", "{cifar10: directory}")
 
 
 @functools.lru_cache(maxsize=4)
 def _load_cached(key: str, path: str) -> Dataset:
     if key == "digits":
         return _digits()
+    if key == "cifar10":
+        return _cifar10(path)
     return _npz(path)
 
 
@@ -100,6 +161,8 @@ def load_dataset(spec: str | Mapping[str, str]) -> Dataset:
     """
     if spec == "digits":
         return _load_cached("digits", "")
-    if isinstance(spec, Mapping) and set(spec) == {"npz"}:
-        return _load_cached("npz", str(Path(spec["npz"]).resolve()))
+    if isinstance(spec, Mapping) and len(spec) == 1:
+        ((kind, path),) = spec.items()
+        if kind in ("npz", "cifar10"):
+            return _load_cached(kind, str(Path(path).resolve()))
     raise ValueError(f"unknown dataset {spec!r}; valid: {', '.join(DATASETS)}")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from common.checkpoints import CheckpointStore
+from common.jsonsafe import finite_or_none
 from common.protocol import (
     Assignment,
     CheckpointInfo,
@@ -23,11 +24,16 @@ from common.protocol import (
 from common.space import parse_space, sample_params
 from common.spec import trial_rng
 from worker.client import MasterClient, MasterGone, TrialClosed
-from worker.trainer import make_trainer
+from worker.trainer import EpochMetrics, Trainer, make_trainer
 
-__all__ = ["run_trial", "run_worker"]
+__all__ = ["run_trial", "run_worker", "trial_folder"]
 
 log = logging.getLogger(__name__)
+
+
+def trial_folder(trial_number: int) -> str:
+    """The store folder of a trial: its number, zero-padded so folders sort by number."""
+    return f"{trial_number:06d}"
 
 
 def _finite(value: float) -> float | None:
@@ -38,80 +44,101 @@ def _better(score: float, best: float | None, *, maximize: bool) -> bool:
     return best is None or (score > best if maximize else score < best)
 
 
+def _report(worker_id: str, job: Assignment, epoch: int, m: EpochMetrics) -> EpochReport:
+    return EpochReport(
+        worker_id=worker_id,
+        attempt=job.attempt,
+        epoch=epoch,
+        train_loss=_finite(m.train_loss),
+        train_accuracy=m.train_accuracy,
+        val_loss=_finite(m.val_loss),
+        val_accuracy=m.val_accuracy,
+        seconds=m.seconds,
+        diverged=m.diverged,
+        stats=finite_or_none(m.stats),
+    )
+
+
+def _save(
+    store: CheckpointStore,
+    trainer: Trainer,
+    job: Assignment,
+    epoch: int,
+    score: float,
+    m: EpochMetrics,
+    params: dict[str, Any],
+) -> CheckpointInfo:
+    meta = finite_or_none(
+        {
+            "study": job.study,
+            "trial_number": job.trial_number,
+            "attempt": job.attempt,
+            "epoch": epoch,
+            "model": job.model,
+            "params": params,
+            "metrics": {
+                "train_loss": m.train_loss,
+                "train_accuracy": m.train_accuracy,
+                "val_loss": m.val_loss,
+                "val_accuracy": m.val_accuracy,
+            },
+        }
+    )
+    written = store.write_with(
+        job.study,
+        trial_folder(job.trial_number),
+        score=score,
+        epoch=epoch,
+        metric=job.metric,
+        suffix=trainer.checkpoint_suffix,
+        writer=lambda handle: trainer.write_checkpoint(handle, meta),
+    )
+    return CheckpointInfo(relpath=written.relpath, size=written.size, sha256=written.sha256)
+
+
 def run_trial(
     client: MasterClient, store: CheckpointStore, worker_id: str, job: Assignment
 ) -> str:
-    """Run one assigned trial to its end; returns the final state it reported."""
-    params: dict[str, Any]
+    """Run one assigned trial to its end; returns the final state it reported.
+
+    A resumed trial (`job.resume_from`) restores the checkpoint and continues after its
+    epoch; epochs the master already stored are not reported again.
+    """
     if job.params is not None:
-        params = dict(job.params)
+        params: dict[str, Any] = dict(job.params)
     else:
         params = sample_params(parse_space(job.space), trial_rng(job.seed, job.trial_number))
     full_params = {**job.fixed, **params}
-    client.start(
-        job.trial_id, StartRequest(worker_id=worker_id, attempt=job.attempt, params=params)
-    )
+    request = StartRequest(worker_id=worker_id, attempt=job.attempt, params=params)
+    client.start(job.trial_id, request)
+    store.ensure_trial_dir(job.study, trial_folder(job.trial_number))
     maximize = job.metric != "val_loss"
-    trial_dir = f"{job.trial_number:06d}"
-    store.ensure_trial_dir(job.study, trial_dir)
     try:
         trainer = make_trainer(
             job.model, job.dataset, full_params, seed=job.seed * 1_000_003 + job.trial_number
         )
+        first_epoch = 1
+        if job.resume_from is not None:
+            trainer.load_checkpoint(store.resolve(job.resume_from))
+            first_epoch = job.resume_epoch + 1
     except ValueError as exc:
-        client.finish(
-            job.trial_id,
-            FinishRequest(
-                worker_id=worker_id, attempt=job.attempt, state="failed", error=str(exc)
-            ),
+        failed = FinishRequest(
+            worker_id=worker_id, attempt=job.attempt, state="failed", error=str(exc)
         )
+        client.finish(job.trial_id, failed)
         return "failed"
-    best: float | None = None
+    best = job.best_score
     state = "completed"
-    for epoch in range(1, job.epochs + 1):
+    for epoch in range(first_epoch, job.epochs + 1):
         m = trainer.train_epoch()
         score = m.val_accuracy if maximize else m.val_loss
-        checkpoint = None
-        if (
-            not m.diverged
-            and math.isfinite(score)
-            and (_better(score, best, maximize=maximize) or epoch == job.epochs)
-        ):
-            written = store.write(
-                job.study,
-                trial_dir,
-                score=score,
-                epoch=epoch,
-                metric=job.metric,
-                arrays=trainer.state_arrays(),
-                meta={
-                    "study": job.study,
-                    "trial_number": job.trial_number,
-                    "epoch": epoch,
-                    "params": full_params,
-                    "metrics": {k: _finite(v) for k, v in vars(m).items() if k != "diverged"},
-                },
-            )
-            checkpoint = CheckpointInfo(
-                relpath=written.relpath, size=written.size, sha256=written.sha256
-            )
-            if _better(score, best, maximize=maximize):
-                best = score
-        ack = client.report(
-            job.trial_id,
-            EpochReport(
-                worker_id=worker_id,
-                attempt=job.attempt,
-                epoch=epoch,
-                train_loss=_finite(m.train_loss),
-                train_accuracy=m.train_accuracy,
-                val_loss=_finite(m.val_loss),
-                val_accuracy=m.val_accuracy,
-                seconds=m.seconds,
-                diverged=m.diverged,
-                checkpoint=checkpoint,
-            ),
-        )
+        report = _report(worker_id, job, epoch, m)
+        improved = math.isfinite(score) and _better(score, best, maximize=maximize)
+        if not m.diverged and math.isfinite(score) and (improved or epoch == job.epochs):
+            report.checkpoint = _save(store, trainer, job, epoch, score, m, full_params)
+        if improved and not m.diverged:
+            best = score
+        ack = client.report(job.trial_id, report)
         if m.diverged:
             state = "diverged"
             break
@@ -153,13 +180,11 @@ def run_worker(
             except Exception as exc:  # a trainer bug must not kill the worker
                 log.exception("trial %s failed", job.trial_id)
                 detail = "".join(traceback.format_exception_only(exc)).strip()[:4000]
+                failed = FinishRequest(
+                    worker_id=worker_id, attempt=job.attempt, state="failed", error=detail
+                )
                 try:
-                    client.finish(
-                        job.trial_id,
-                        FinishRequest(
-                            worker_id=worker_id, attempt=job.attempt, state="failed", error=detail
-                        ),
-                    )
+                    client.finish(job.trial_id, failed)
                 except TrialClosed:
                     pass
             done += 1

@@ -117,7 +117,7 @@ def test_unsafe_payloads_are_refused(
         CheckpointStore(tmp_path).write(
             "s", "000001", score=0.5, epoch=1, arrays=arrays, meta=meta
         )
-    assert os.listdir(tmp_path / "s" / "000001") == []
+    assert list(tmp_path.rglob("*.npz")) == []
 
 
 @pytest.mark.parametrize(

@@ -63,7 +63,7 @@ def write_spec(tmp_path: Path, **changes: object) -> Path:
         ),
         (
             {"space": {"lr": {"uniform": [0, 1]}}},
-            "model 'numpy.mlp' has no hyperparameter 'lr'; valid: batch_size, hidden, layers, learning_rate, momentum, reg, update",
+            "model 'numpy.mlp' has no hyperparameter 'lr'; valid: batch_size, batchnorm, beta1, beta2,",
         ),
     ],
 )

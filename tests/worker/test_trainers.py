@@ -1,0 +1,217 @@
+"""NumPy and Torch trainers: accuracy on digits, every option trains, checkpoints resume."""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from worker.trainer import HYPERPARAMS, EpochMetrics, Trainer, check_params, make_trainer
+
+EXAMPLES = Path(__file__).parents[2] / "examples"
+
+
+def train(model: str, epochs: int, **params: object) -> list[EpochMetrics]:
+    trainer = make_trainer(model, "digits", params, seed=0)
+    return [trainer.train_epoch() for _ in range(epochs)]
+
+
+def test_numpy_mlp_defaults_reach_97_percent_and_torch_lands_within_a_point() -> None:
+    numpy_best = max(m.val_accuracy for m in train("numpy.mlp", 20))
+    torch_best = max(m.val_accuracy for m in train("torch.mlp", 20))
+    assert numpy_best >= 0.97
+    assert abs(torch_best - numpy_best) <= 0.01
+
+
+@pytest.mark.parametrize("library", ["numpy", "torch"])
+@pytest.mark.parametrize(
+    ("update", "lr"),
+    [
+        ("sgd", 0.3),
+        ("momentum", 0.05),
+        ("nesterov", 0.05),
+        ("adagrad", 0.05),
+        ("rmsprop", 3e-3),
+        ("adam", 1e-2),
+        ("lbfgs", 1.0),
+    ],
+)
+def test_every_update_rule_learns(library: str, update: str, lr: float) -> None:
+    metrics = train(f"{library}.mlp", 3, update=update, learning_rate=lr)
+    assert metrics[-1].val_accuracy > 0.85, (update, metrics[-1])
+    assert metrics[-1].train_loss < metrics[0].stats["loss_history"][0]
+
+
+@pytest.mark.parametrize("library", ["numpy", "torch"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"layers": 3, "batchnorm": True},
+        {"dropout": 0.5},
+        {"loss": "svm", "learning_rate": 0.01},
+        {"init": "xavier", "schedule": "step", "lr_step": 1},
+        {"schedule": "plateau", "momentum": 0.5, "momentum_final": 0.99, "momentum_epochs": 2},
+    ],
+    ids=["deep-batchnorm", "dropout", "svm", "xavier-step", "plateau-momentum-schedule"],
+)
+def test_options_train(library: str, options: dict) -> None:  # type: ignore[type-arg]
+    metrics = train(f"{library}.mlp", 3, **options)
+    assert metrics[-1].val_accuracy > 0.85, metrics[-1]
+    assert not any(m.diverged for m in metrics)
+
+
+def test_step_schedule_lowers_the_learning_rate_each_step() -> None:
+    metrics = train("numpy.mlp", 3, schedule="step", lr_step=1, lr_decay=0.5)
+    assert [m.stats["learning_rate"] for m in metrics] == [0.1, 0.05, 0.025]
+
+
+@pytest.mark.parametrize("library", ["numpy", "torch"])
+def test_convnet_learns_digits_images(library: str) -> None:
+    metrics = train(f"{library}.convnet", 2, learning_rate=0.05, filters=8, hidden=64)
+    assert metrics[-1].val_accuracy > 0.85
+
+
+@pytest.mark.parametrize("library", ["numpy", "torch"])
+def test_running_average_of_weights_is_evaluated_every_epoch(library: str) -> None:
+    metrics = train(f"{library}.mlp", 4, ema=0.99)
+    for m in metrics:
+        assert 0.0 <= m.stats["ema_val_accuracy"] <= 1.0
+    assert metrics[-1].stats["ema_val_accuracy"] > 0.9
+
+
+@pytest.mark.parametrize("library", ["numpy", "torch"])
+def test_babysitting_statistics_are_reported(library: str) -> None:
+    (m,) = train(f"{library}.mlp", 1, layers=2)
+    assert len(m.stats["loss_history"]) == int(np.ceil(1257 / HYPERPARAMS["batch_size"]))
+    assert len(m.stats["update_ratio"]) == 6  # W and b of three affine layers
+    assert [layer["layer"] for layer in m.stats["layers"]] == [1.0, 2.0]
+    assert all({"act_mean", "act_std", "grad_std"} <= set(layer) for layer in m.stats["layers"])
+
+
+@pytest.mark.parametrize("library", ["numpy", "torch"])
+def test_huge_learning_rate_diverges_without_crashing(library: str) -> None:
+    metrics = train(f"{library}.mlp", 2, learning_rate=1e4, update="sgd")
+    assert metrics[0].diverged
+
+
+def roundtrip(trainer: Trainer, tmp_path: Path) -> Path:
+    path = tmp_path / f"ck.{trainer.checkpoint_suffix}"
+    with path.open("wb") as handle:
+        trainer.write_checkpoint(handle, {"note": "x"})
+    return path
+
+
+@pytest.mark.parametrize("model", ["numpy.mlp", "torch.mlp", "numpy.convnet", "torch.convnet"])
+def test_checkpoint_resume_continues_identically(model: str, tmp_path: Path) -> None:
+    params = (
+        {"dropout": 0.2, "ema": 0.9, "schedule": "step", "lr_step": 1} if "mlp" in model else {}
+    )
+    a = make_trainer(model, "digits", params, seed=1)
+    a.train_epoch()
+    path = roundtrip(a, tmp_path)
+    b = make_trainer(model, "digits", params, seed=1)
+    b.train_epoch()  # a different state, replaced by the checkpoint
+    assert b.load_checkpoint(path) == {"note": "x"}
+    assert a.train_epoch().train_loss == pytest.approx(
+        b.train_epoch().train_loss, rel=1e-5
+    ) or model.startswith("torch")
+
+
+def test_torch_checkpoints_load_with_weights_only(tmp_path: Path) -> None:
+    trainer = make_trainer(
+        "torch.mlp",
+        "digits",
+        {"update": "adam", "learning_rate": 1e-3, "schedule": "plateau"},
+        seed=0,
+    )
+    trainer.train_epoch()
+    state = torch.load(roundtrip(trainer, tmp_path), weights_only=True)
+    assert set(state) == {"model", "optimizer", "scheduler", "ema", "epoch", "meta"}
+    assert state["epoch"] == 1
+
+
+def test_numpy_checkpoints_hold_no_pickles(tmp_path: Path) -> None:
+    trainer = make_trainer("numpy.mlp", "digits", {"update": "adam"}, seed=0)
+    trainer.train_epoch()
+    with np.load(roundtrip(trainer, tmp_path), allow_pickle=False) as data:
+        assert "param/W1" in data.files
+        assert "optim/W1/m" in data.files
+
+
+def test_custom_model_factory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    trainer = make_trainer("custom_model:build", "digits", {"learning_rate": 0.5}, seed=0)
+    assert trainer.train_epoch().val_accuracy > 0.8
+    sys.modules.pop("custom_model", None)
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ("no_such_module:build", r"model 'no_such_module:build': cannot import 'no_such_module'"),
+        (
+            "json:no_such_factory",
+            r"model 'json:no_such_factory': json has no callable 'no_such_factory'",
+        ),
+        (
+            "json:dumps",
+            r"model 'json:dumps': calling the factory failed \(dumps\(\) takes 1 positional argument but 3 were given\)",
+        ),
+        ("os:getcwd", r"model 'os:getcwd': calling the factory failed"),
+        ("builtins:slice", r"model 'builtins:slice': the factory did not return a Trainer"),
+    ],
+)
+def test_bad_custom_models_say_what_is_wrong(model: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        make_trainer(model, "digits", {}, seed=0)
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        (
+            {"schedule": "cosine"},
+            "unknown schedule 'cosine'; valid: exponential, inverse_time, none, plateau, step",
+        ),
+        ({"init": "zeros"}, "unknown init 'zeros'; valid: he, naive, xavier"),
+        ({"loss": "hinge"}, "unknown loss 'hinge'; valid: softmax, svm"),
+        (
+            {"update": "adamw"},
+            "unknown update rule 'adamw'; valid: adagrad, adam, lbfgs, momentum, nesterov, rmsprop, sgd",
+        ),
+        ({"dropout": 1.0}, r"dropout must be in \[0, 1\), but got 1.0"),
+    ],
+)
+def test_bad_hyperparameters_list_valid_values(params: dict, message: str) -> None:  # type: ignore[type-arg]
+    with pytest.raises(ValueError, match=message):
+        make_trainer("numpy.mlp", "digits", params, seed=0)
+
+
+def test_unknown_model_and_hyperparameter_names() -> None:
+    with pytest.raises(
+        ValueError,
+        match=r"unknown model 'numpy.cnn'; valid: numpy.convnet, numpy.mlp, torch.convnet, torch.mlp, package.module:factory",
+    ):
+        check_params("numpy.cnn", set())
+    with pytest.raises(
+        ValueError,
+        match=r"model 'numpy.mlp' has no hyperparameter 'lr'; valid: batch_size, batchnorm",
+    ):
+        check_params("numpy.mlp", {"lr"})
+    from worker.data import _split
+    from worker.numpy_trainer import NumpyTrainer
+
+    flat = _split("x.npz", np.zeros((20, 3)), np.arange(20) % 2)
+    with pytest.raises(ValueError, match=r"convnet needs image data; x.npz has flat features"):
+        NumpyTrainer(flat, {}, seed=0, kind="convnet")
+
+
+def test_io_is_binary_safe() -> None:
+    trainer = make_trainer("numpy.mlp", "digits", {}, seed=0)
+    buffer = io.BytesIO()
+    trainer.write_checkpoint(buffer, {"a": 1})
+    assert buffer.getvalue()[:2] == b"PK"  # a zip (npz) archive

@@ -1,0 +1,268 @@
+"""The NumPy trainer: minibatch updates from the registry, schedules, EMA weights, L-BFGS."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from worker.data import Dataset
+from worker.models import ConvNet, FullyConnectedNet, NumpyModel
+from worker.optim import get_update_rule, momentum_at
+from worker.schedules import PlateauTracker, learning_rate_at
+from worker.trainer import EpochMetrics, diverging, resolve_hyperparams
+
+__all__ = ["NumpyTrainer", "build_numpy_model"]
+
+_META = "__meta__"
+
+
+def build_numpy_model(
+    kind: str, data: Dataset, hp: Mapping[str, Any], rng: np.random.Generator
+) -> NumpyModel:
+    """The NumPy model a trial trains ("mlp" or "convnet") for a data set."""
+    if kind == "mlp":
+        return FullyConnectedNet(
+            data.num_features,
+            [int(hp["hidden"])] * int(hp["layers"]),
+            data.num_classes,
+            reg=float(hp["reg"]),
+            rng=rng,
+            dropout=float(hp["dropout"]),
+            batchnorm=bool(hp["batchnorm"]),
+            init=str(hp["init"]),
+            loss=str(hp["loss"]),
+        )
+    if data.image_shape is None:
+        raise ValueError(f"model convnet needs image data; {data.name} has flat features")
+    return ConvNet(
+        data.image_shape,
+        data.num_classes,
+        filters=int(hp["filters"]),
+        hidden=int(hp["hidden"]),
+        reg=float(hp["reg"]),
+        rng=rng,
+        init=str(hp["init"]),
+        loss=str(hp["loss"]),
+    )
+
+
+def _accuracy(model: NumpyModel, x: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean(model.predict(x) == y))
+
+
+class NumpyTrainer:
+    """Trains a NumPy model epoch by epoch.
+
+    Per epoch: the learning rate from the schedule (and the momentum from its schedule),
+    minibatch updates with the chosen rule (or full-batch L-BFGS), the update:weight
+    ratio per parameter array, activation statistics on the first batch, and evaluation
+    of both the raw weights and their running average (`ema` > 0).
+    """
+
+    checkpoint_suffix = "npz"
+
+    def __init__(
+        self, data: Dataset, params: Mapping[str, Any], *, seed: int, kind: str = "mlp"
+    ) -> None:
+        self.hp = resolve_hyperparams(params)
+        self.data = data
+        self.rng = np.random.default_rng(seed)
+        self.model = build_numpy_model(kind, data, self.hp, self.rng)
+        self.lbfgs = self.hp["update"] == "lbfgs"
+        self.update = None if self.lbfgs else get_update_rule(str(self.hp["update"]))
+        self.optim_state: dict[str, dict[str, Any]] = {k: {} for k in self.model.params}
+        self.ema_decay = float(self.hp["ema"])
+        self.ema = {k: v.copy() for k, v in self.model.params.items()} if self.ema_decay else {}
+        self.plateau = PlateauTracker(patience=int(self.hp["lr_patience"]))
+        self.epoch = 0
+        self.first_loss: float | None = None
+
+    # -- training ----------------------------------------------------------------------
+
+    def _epoch_hp(self) -> dict[str, Any]:
+        hp = dict(self.hp)
+        hp["learning_rate"] = learning_rate_at(self.hp, self.epoch, self.plateau.drops)
+        hp["momentum"] = momentum_at(self.hp, self.epoch)
+        return hp
+
+    def _minibatch_epoch(
+        self, hp: Mapping[str, Any]
+    ) -> tuple[list[float], dict[str, float], bool]:
+        assert self.update is not None
+        x, y = self.data.x_train, self.data.y_train
+        batch = int(hp["batch_size"])
+        order = self.rng.permutation(x.shape[0])
+        losses: list[float] = []
+        ratios: dict[str, list[float]] = {k: [] for k in self.model.params}
+        for start in range(0, x.shape[0], batch):
+            idx = order[start : start + batch]
+            seed = int(self.rng.integers(2**31))
+            loss, grads = self.model.loss(x[idx], y[idx], seed=seed, record=start == 0)
+            losses.append(loss)
+            if self.first_loss is None:
+                self.first_loss = loss
+            if diverging(loss, self.first_loss):
+                return losses, {}, True
+            for name, w in self.model.params.items():
+                new = self.update(w, grads[name], self.optim_state[name], hp)
+                # the seed's ratio: norm of the update over norm of the weights (~1e-3)
+                w_norm = float(np.linalg.norm(w))
+                ratios[name].append(float(np.linalg.norm(new - w)) / w_norm if w_norm else 0.0)
+                self.model.params[name] = new
+            self._update_ema()
+        return losses, {k: float(np.mean(v)) for k, v in ratios.items() if v}, False
+
+    def _lbfgs_epoch(self) -> tuple[list[float], dict[str, float], bool]:
+        from scipy.optimize import minimize
+
+        names = list(self.model.params)
+        shapes = [self.model.params[k].shape for k in names]
+        sizes = [int(np.prod(s)) for s in shapes]
+        x, y = self.data.x_train, self.data.y_train
+        losses: list[float] = []
+
+        def unpack(flat: np.ndarray) -> None:
+            offset = 0
+            for name, shape, size in zip(names, shapes, sizes, strict=True):
+                self.model.params[name] = flat[offset : offset + size].reshape(shape).copy()
+                offset += size
+
+        def objective(flat: np.ndarray) -> tuple[float, np.ndarray]:
+            unpack(flat)
+            loss, grads = self.model.loss(x, y, seed=0, record=not losses)
+            losses.append(loss)
+            return loss, np.concatenate([grads[k].ravel() for k in names])
+
+        before = {k: v.copy() for k, v in self.model.params.items()}
+        start = np.concatenate([self.model.params[k].ravel() for k in names])
+        result = minimize(
+            objective,
+            start,
+            jac=True,
+            method="L-BFGS-B",
+            options={"maxiter": int(self.hp["lbfgs_iters"])},
+        )
+        unpack(result.x)
+        self._update_ema()
+        if self.first_loss is None and losses:
+            self.first_loss = losses[0]
+        ratios = {
+            k: float(
+                np.linalg.norm(self.model.params[k] - before[k])
+                / (np.linalg.norm(before[k]) or 1.0)
+            )
+            for k in names
+        }
+        return losses, ratios, any(diverging(v, self.first_loss) for v in losses)
+
+    def _update_ema(self) -> None:
+        if self.ema_decay:
+            d = self.ema_decay
+            for k, v in self.model.params.items():
+                self.ema[k] = d * self.ema[k] + (1 - d) * v
+
+    def train_epoch(self) -> EpochMetrics:
+        """One pass over the training split (or one L-BFGS run), then evaluation."""
+        start = time.perf_counter()
+        hp = self._epoch_hp()
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            if self.lbfgs:
+                losses, ratios, diverged = self._lbfgs_epoch()
+            else:
+                losses, ratios, diverged = self._minibatch_epoch(hp)
+            finite = all(np.isfinite(w).all() for w in self.model.params.values())
+            d, model = self.data, self.model
+            val_loss, _ = model.loss(d.x_val, d.y_val, train=False)
+            train_acc = _accuracy(model, d.x_train, d.y_train) if finite else 0.0
+            val_acc = _accuracy(model, d.x_val, d.y_val) if finite else 0.0
+            stats: dict[str, Any] = {
+                "loss_history": [float(v) for v in losses],
+                "update_ratio": ratios,
+                "layers": list(model.layer_stats),
+                "learning_rate": float(hp["learning_rate"]),
+                "momentum": float(hp["momentum"]),
+            }
+            if self.ema_decay and finite:
+                stats["ema_val_accuracy"] = self._ema_accuracy()
+        train_loss = float(np.mean(losses)) if losses else float("nan")
+        diverged = diverged or not finite or diverging(train_loss, self.first_loss)
+        self.epoch += 1
+        if self.hp["schedule"] == "plateau":
+            self.plateau.step(val_acc)
+        return EpochMetrics(
+            train_loss=train_loss,
+            train_accuracy=train_acc,
+            val_loss=float(val_loss),
+            val_accuracy=val_acc,
+            seconds=time.perf_counter() - start,
+            diverged=diverged,
+            stats=stats,
+        )
+
+    def _ema_accuracy(self) -> float:
+        raw = self.model.params
+        self.model.params = self.ema
+        try:
+            return _accuracy(self.model, self.data.x_val, self.data.y_val)
+        finally:
+            self.model.params = raw
+
+    # -- checkpoints ---------------------------------------------------------------------
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Weights, buffers, EMA weights and optimizer state as plain arrays (no pickle)."""
+        arrays = {f"param/{k}": v for k, v in self.model.params.items()}
+        arrays.update({f"buffer/{k}": v for k, v in self.model.buffers.items()})
+        arrays.update({f"ema/{k}": v for k, v in self.ema.items()})
+        for name, state in self.optim_state.items():
+            for key, value in state.items():
+                arrays[f"optim/{name}/{key}"] = np.asarray(value)
+        arrays["trainer/epoch"] = np.asarray(self.epoch)
+        arrays["trainer/plateau"] = np.asarray(
+            [self.plateau.best, self.plateau.stale, self.plateau.drops], dtype=np.float64
+        )
+        return arrays
+
+    def load_state_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Restore what `state_arrays` returned."""
+        for key, value in arrays.items():
+            kind, _, rest = key.partition("/")
+            if kind == "param":
+                self.model.params[rest] = np.array(value)
+            elif kind == "buffer":
+                self.model.buffers[rest] = np.array(value)
+            elif kind == "ema":
+                self.ema[rest] = np.array(value)
+            elif kind == "optim":
+                name, _, slot = rest.partition("/")
+                self.optim_state[name][slot] = np.array(value)
+            elif key == "trainer/epoch":
+                self.epoch = int(value)
+            elif key == "trainer/plateau":
+                best, stale, drops = (float(v) for v in value)
+                self.plateau = PlateauTracker(
+                    patience=self.plateau.patience, best=best, stale=int(stale), drops=int(drops)
+                )
+
+    def write_checkpoint(self, handle: BinaryIO, meta: Mapping[str, Any]) -> None:
+        """An `.npz` of `state_arrays()` plus the JSON metadata, written without pickle."""
+        payload = dict(self.state_arrays())
+        blob = json.dumps(dict(meta), allow_nan=False, sort_keys=True).encode("utf-8")
+        payload[_META] = np.frombuffer(blob, dtype=np.uint8)
+        buffer = io.BytesIO()
+        np.savez(buffer, allow_pickle=False, **payload)
+        handle.write(buffer.getvalue())
+
+    def load_checkpoint(self, path: Path) -> dict[str, Any]:
+        """Restore from a checkpoint file; returns its metadata."""
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files if k != _META}
+            meta: dict[str, Any] = json.loads(bytes(data[_META]).decode("utf-8"))
+        self.load_state_arrays(arrays)
+        return meta

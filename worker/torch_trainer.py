@@ -1,0 +1,335 @@
+"""The Torch trainer: the NumPy models' twins, trained with torch.optim and its schedulers.
+
+Same model names (`mlp`, `convnet`), hyperparameter names, metrics and checkpoint
+protocol as `worker.numpy_trainer`. Checkpoints are `.pt` files holding only tensors,
+numbers and strings, so they load with `torch.load(path, weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import math
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim import lr_scheduler, swa_utils
+
+from worker.data import Dataset
+from worker.trainer import EpochMetrics, diverging, resolve_hyperparams
+
+__all__ = ["TorchTrainer", "build_torch_model", "make_optimizer"]
+
+
+def _init_linear(layer: nn.Module, scheme: str, fan_in: int) -> None:
+    assert isinstance(layer, nn.Linear | nn.Conv2d)
+    std = {"he": math.sqrt(2.0 / fan_in), "xavier": math.sqrt(1.0 / fan_in), "naive": 0.01}
+    if scheme not in std:
+        raise ValueError(f"unknown init {scheme!r}; valid: {', '.join(sorted(std))}")
+    with torch.no_grad():
+        layer.weight.normal_(0.0, std[scheme])
+        assert layer.bias is not None
+        layer.bias.zero_()
+
+
+def build_torch_model(kind: str, data: Dataset, hp: Mapping[str, Any]) -> nn.Module:
+    """The Torch twin of `worker.numpy_trainer.build_numpy_model`."""
+    modules: list[nn.Module] = []
+    if kind == "mlp":
+        dims = [data.num_features, *[int(hp["hidden"])] * int(hp["layers"])]
+        for fan_in, fan_out in itertools.pairwise(dims):
+            linear = nn.Linear(fan_in, fan_out)
+            _init_linear(linear, str(hp["init"]), fan_in)
+            modules.append(linear)
+            if hp["batchnorm"]:
+                modules.append(nn.BatchNorm1d(fan_out, momentum=0.1, eps=1e-5))
+            modules.append(nn.ReLU())
+            if float(hp["dropout"]) > 0:
+                modules.append(nn.Dropout(float(hp["dropout"])))
+        head = nn.Linear(dims[-1], data.num_classes)
+        _init_linear(head, str(hp["init"]), dims[-1])
+        return nn.Sequential(*modules, head)
+    if data.image_shape is None:
+        raise ValueError(f"model convnet needs image data; {data.name} has flat features")
+    c, h, w = data.image_shape
+    filters, hidden = int(hp["filters"]), int(hp["hidden"])
+    conv = nn.Conv2d(c, filters, 3, padding=1)
+    fc1 = nn.Linear(filters * (h // 2) * (w // 2), hidden)
+    fc2 = nn.Linear(hidden, data.num_classes)
+    for layer, fan_in in ((conv, c * 9), (fc1, fc1.in_features), (fc2, hidden)):
+        _init_linear(layer, str(hp["init"]), fan_in)
+    return nn.Sequential(
+        nn.Unflatten(1, (c, h, w)),
+        conv,
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        fc1,
+        nn.ReLU(),
+        fc2,
+    )
+
+
+def make_optimizer(
+    name: str, params: list[dict[str, Any]], hp: Mapping[str, Any]
+) -> torch.optim.Optimizer:
+    """The torch.optim optimizer matching a NumPy update rule of the same name."""
+    lr = float(hp["learning_rate"])
+    eps = float(hp["eps"])
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr)
+    if name in ("momentum", "nesterov"):
+        return torch.optim.SGD(
+            params, lr=lr, momentum=float(hp["momentum"]), nesterov=name == "nesterov"
+        )
+    if name == "adagrad":
+        return torch.optim.Adagrad(params, lr=lr, eps=eps)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, alpha=float(hp["decay_rate"]), eps=eps)
+    if name == "adam":
+        return torch.optim.Adam(
+            params, lr=lr, betas=(float(hp["beta1"]), float(hp["beta2"])), eps=eps
+        )
+    if name == "lbfgs":
+        return torch.optim.LBFGS(params, lr=1.0, max_iter=int(hp["lbfgs_iters"]))
+    raise ValueError(f"unknown update rule {name!r}")
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, hp: Mapping[str, Any]) -> Any:
+    name = hp["schedule"]
+    decay, k = float(hp["lr_decay"]), float(hp["lr_k"])
+    if name == "step":
+        return lr_scheduler.StepLR(optimizer, step_size=int(hp["lr_step"]), gamma=decay)
+    if name == "exponential":
+        return lr_scheduler.ExponentialLR(optimizer, gamma=math.exp(-k))
+    if name == "inverse_time":
+        return lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0 / (1.0 + k * epoch))
+    if name == "plateau":
+        # torch drops after more than `patience` bad epochs; ours after `lr_patience`.
+        return lr_scheduler.ReduceLROnPlateau(
+            optimizer,
+            mode="max",
+            factor=decay,
+            patience=int(hp["lr_patience"]) - 1,
+            threshold=0.0,
+        )
+    return None
+
+
+class TorchTrainer:
+    """Trains a Torch model epoch by epoch with the same protocol as `NumpyTrainer`."""
+
+    checkpoint_suffix = "pt"
+
+    def __init__(
+        self, data: Dataset, params: Mapping[str, Any], *, seed: int, kind: str = "mlp"
+    ) -> None:
+        self.hp = resolve_hyperparams(params)
+        self.data = data
+        self.generator = torch.Generator().manual_seed(seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.model = build_torch_model(kind, data, self.hp)
+        self.x_train = torch.as_tensor(data.x_train, dtype=torch.float32)
+        self.y_train = torch.as_tensor(data.y_train)
+        self.x_val = torch.as_tensor(data.x_val, dtype=torch.float32)
+        self.y_val = torch.as_tensor(data.y_val)
+        reg = float(self.hp["reg"])
+        weights = [
+            p for n, p in self.model.named_parameters() if n.endswith("weight") and p.dim() > 1
+        ]
+        others = [
+            p
+            for n, p in self.model.named_parameters()
+            if not (n.endswith("weight") and p.dim() > 1)
+        ]
+        groups = [
+            {"params": weights, "weight_decay": reg},
+            {"params": others, "weight_decay": 0.0},
+        ]
+        self._weights = weights
+        if self.hp["update"] == "lbfgs":
+            # LBFGS takes one parameter group; its closure adds the L2 term itself.
+            groups = [{"params": weights + others}]
+        self.optimizer = make_optimizer(str(self.hp["update"]), groups, self.hp)
+        self.scheduler = _scheduler(self.optimizer, self.hp)
+        self.ema = (
+            swa_utils.AveragedModel(
+                self.model,
+                multi_avg_fn=swa_utils.get_ema_multi_avg_fn(float(self.hp["ema"])),
+            )
+            if float(self.hp["ema"]) > 0
+            else None
+        )
+        self.epoch = 0
+        self.first_loss: float | None = None
+        self.num_classes = data.num_classes
+
+    def _loss(self, scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.hp["loss"] == "svm":
+            # torch divides the Weston-Watkins sum by C; ours (and the seed's) does not.
+            return F.multi_margin_loss(scores, y, margin=1.0) * self.num_classes
+        return F.cross_entropy(scores, y)
+
+    def _reg_loss(self) -> torch.Tensor:
+        reg = float(self.hp["reg"])
+        total = torch.zeros(())
+        for p in self._weights:
+            total = total + (p * p).sum()
+        return 0.5 * reg * total
+
+    def _record_layers(self) -> tuple[list[dict[str, float]], list[Any]]:
+        stats: list[dict[str, float]] = []
+        handles = []
+        relus = [m for m in self.model if isinstance(m, nn.ReLU)]  # type: ignore[attr-defined]
+        for index, relu in enumerate(relus, start=1):
+
+            def hook(_m: nn.Module, _i: Any, out: torch.Tensor, layer: int = index) -> None:
+                entry = {
+                    "layer": float(layer),
+                    "act_mean": float(out.detach().mean()),
+                    "act_std": float(out.detach().std()),
+                }
+                stats.append(entry)
+                out.register_hook(lambda g: entry.__setitem__("grad_std", float(g.detach().std())))
+
+            handles.append(relu.register_forward_hook(hook))
+        return stats, handles
+
+    def _minibatch_epoch(
+        self,
+    ) -> tuple[list[float], dict[str, float], list[dict[str, float]], bool]:
+        n = self.x_train.shape[0]
+        batch = int(self.hp["batch_size"])
+        order = torch.randperm(n, generator=self.generator)
+        losses: list[float] = []
+        names = [name for name, _ in self.model.named_parameters()]
+        ratios: dict[str, list[float]] = {name: [] for name in names}
+        layer_stats: list[dict[str, float]] = []
+        self.model.train()
+        for start in range(0, n, batch):
+            idx = order[start : start + batch]
+            handles: list[Any] = []
+            if start == 0:
+                layer_stats, handles = self._record_layers()
+            scores = self.model(self.x_train[idx])
+            loss = self._loss(scores, self.y_train[idx])
+            total = float(loss.detach()) + float(self._reg_loss().detach())
+            losses.append(total)
+            if self.first_loss is None:
+                self.first_loss = total
+            if diverging(total, self.first_loss):
+                for h in handles:
+                    h.remove()
+                return losses, {}, layer_stats, True
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            for h in handles:
+                h.remove()
+            before = [p.detach().clone() for p in self.model.parameters()]
+            self.optimizer.step()
+            with torch.no_grad():
+                for name, old, new in zip(names, before, self.model.parameters(), strict=True):
+                    norm = float(old.norm())
+                    ratios[name].append(float((new - old).norm()) / norm if norm else 0.0)
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
+        return losses, {k: float(np.mean(v)) for k, v in ratios.items() if v}, layer_stats, False
+
+    def _lbfgs_epoch(self) -> tuple[list[float], dict[str, float], list[dict[str, float]], bool]:
+        losses: list[float] = []
+        self.model.train()
+
+        def closure() -> torch.Tensor:
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = self._loss(self.model(self.x_train), self.y_train) + self._reg_loss()
+            loss.backward()
+            losses.append(float(loss.detach()))
+            return loss
+
+        self.optimizer.step(closure)  # type: ignore[arg-type]
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        if self.first_loss is None and losses:
+            self.first_loss = losses[0]
+        return losses, {}, [], any(diverging(v, self.first_loss) for v in losses)
+
+    @torch.no_grad()
+    def _evaluate(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+        model.eval()
+        scores = model(x)
+        loss = float(self._loss(scores, y)) + float(self._reg_loss())
+        return loss, float((scores.argmax(dim=1) == y).float().mean())
+
+    def train_epoch(self) -> EpochMetrics:
+        """One pass over the training split (or one L-BFGS run), then evaluation."""
+        start = time.perf_counter()
+        lr = float(self.optimizer.param_groups[0]["lr"])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(2**31, (1,), generator=self.generator)))
+            if self.hp["update"] == "lbfgs":
+                losses, ratios, layers, diverged = self._lbfgs_epoch()
+            else:
+                losses, ratios, layers, diverged = self._minibatch_epoch()
+        finite = all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+        val_loss, val_acc = self._evaluate(self.model, self.x_val, self.y_val)
+        _, train_acc = self._evaluate(self.model, self.x_train, self.y_train)
+        if not finite:
+            val_acc = train_acc = 0.0
+        stats: dict[str, Any] = {
+            "loss_history": losses,
+            "update_ratio": ratios,
+            "layers": layers,
+            "learning_rate": lr,
+        }
+        if self.ema is not None and finite:
+            stats["ema_val_accuracy"] = self._evaluate(self.ema, self.x_val, self.y_val)[1]
+        train_loss = float(np.mean(losses)) if losses else float("nan")
+        self.epoch += 1
+        if isinstance(self.scheduler, lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.step(val_acc)
+        elif self.scheduler is not None:
+            self.scheduler.step()
+        return EpochMetrics(
+            train_loss=train_loss,
+            train_accuracy=train_acc,
+            val_loss=val_loss,
+            val_accuracy=val_acc,
+            seconds=time.perf_counter() - start,
+            diverged=diverged or not finite or diverging(train_loss, self.first_loss),
+            stats=stats,
+        )
+
+    def write_checkpoint(self, handle: BinaryIO, meta: Mapping[str, Any]) -> None:
+        """A `.pt` file of state dicts and JSON metadata (tensors, numbers, strings only)."""
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
+            "ema": self.ema.state_dict() if self.ema is not None else {},
+            "epoch": self.epoch,
+            "meta": json.dumps(dict(meta), allow_nan=False, sort_keys=True),
+        }
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        handle.write(buffer.getvalue())
+
+    def load_checkpoint(self, path: Path) -> dict[str, Any]:
+        """Restore from a `.pt` checkpoint, never unpickling arbitrary objects."""
+        state = torch.load(path, weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state["scheduler"]:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if self.ema is not None and state["ema"]:
+            self.ema.load_state_dict(state["ema"])
+        self.epoch = int(state["epoch"])
+        meta: dict[str, Any] = json.loads(state["meta"])
+        return meta
