@@ -126,6 +126,8 @@ class TrialRow(Base):
     best_score: Mapped[float | None] = mapped_column(Float)
     best_epoch: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
+    # Babysitting findings, first occurrence of each code: [{"code", "message", "epoch"}].
+    warnings: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     heartbeat_at: Mapped[dt.datetime | None]
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[dt.datetime | None]

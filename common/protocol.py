@@ -81,6 +81,8 @@ class EpochReport(_Message):
     checkpoint: CheckpointInfo | None = None
     # Babysitting statistics (loss per iteration, update ratios, layer statistics, ...).
     stats: dict[str, Any] = Field(default_factory=dict)
+    # Findings derived from them: [{"code", "message", "epoch"}] (worker.diagnostics).
+    warnings: list[dict[str, Any]] = Field(default_factory=list, max_length=32)
 
 
 class ReportAck(_Message):

@@ -75,6 +75,7 @@ def _ranked_table(service: object, study_id: int, limit: int) -> tuple[Table, in
     table.add_column("state")
     for name in params:
         table.add_column(name, justify="right")
+    table.add_column("warnings")
     stage_index = {st.id: st.index for st in service.stages(study_id)}
     for rank, row in enumerate(rows, start=1):
         values = []
@@ -89,8 +90,73 @@ def _ranked_table(service: object, study_id: int, limit: int) -> tuple[Table, in
             str(row.best_epoch or "-"),
             row.state,
             *values,
+            ", ".join(w.get("code", "?") for w in row.warnings or []),
         )
     return table, count
+
+
+def _preflight(spec: StudySpec) -> object:
+    from worker.diagnostics.preflight import preflight
+
+    with console.status("preflight: gradient check and sanity checks..."):
+        try:
+            return preflight(spec.model, spec.dataset, spec.space, spec.fixed)
+        except ValueError as exc:
+            raise GridlessError(str(exc)) from None
+
+
+def _print_preflight(report: object) -> None:
+    from worker.diagnostics.preflight import PreflightReport
+
+    assert isinstance(report, PreflightReport)
+    shown = ", ".join(
+        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in report.params.items()
+    )
+    console.print(f"[bold]preflight[/] of {report.model} at the center of the space: {shown}")
+    if report.gradcheck is not None:
+        grads = report.gradcheck
+        table = Table(title=f"gradient check (pass: relative error <= {grads.threshold:.0e})")
+        for column in ("parameter", "phase", "dims", "best h", "rel. error", "kinks", "verdict"):
+            table.add_column(
+                column, justify="left" if column in ("parameter", "phase", "verdict") else "right"
+            )
+        for row in grads.rows:
+            style = "" if row.passed else "bold red"
+            table.add_row(
+                row.name,
+                row.phase,
+                str(row.dims),
+                f"{row.h:.0e}",
+                f"{row.error:.2e}",
+                str(row.kinks_crossed),
+                row.verdict,
+                style=style,
+            )
+        console.print(table)
+        for note in grads.notes:
+            console.print(f"[yellow]note:[/] {note}")
+    for result in report.sanity:
+        mark = "[green]pass[/]" if result.passed else "[bold red]FAIL[/]"
+        console.print(f"{mark}  {result.name}: {result.detail}")
+    for note in report.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    verdict = "[bold green]all checks pass[/]" if report.passed else "[bold red]checks failed[/]"
+    console.print(verdict)
+
+
+@app.command()
+def check(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="study spec (YAML)")],
+) -> None:
+    """Gradient check and sanity checks of a study's model (the preflight of `run`)."""
+    try:
+        spec = _validate(spec_path)
+    except GridlessError as exc:
+        raise _fail(str(exc)) from None
+    report = _preflight(spec)
+    _print_preflight(report)
+    if not report.passed:  # type: ignore[attr-defined]
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -104,12 +170,26 @@ def run(
         str | None, typer.Option(help="join a Ray cluster (default: start a local Ray)")
     ] = None,
     top: Annotated[int, typer.Option(min=1, max=1000, help="rows of the final table")] = 10,
+    force: Annotated[
+        bool, typer.Option("--force", help="start even if the preflight checks fail")
+    ] = False,
 ) -> None:
-    """Run a study end to end: master, local Ray workers, progress bar, ranked table."""
+    """Run a study end to end: preflight checks, master, local Ray workers, progress bar,
+    ranked table."""
     try:
         spec = _validate(spec_path)
     except GridlessError as exc:
         raise _fail(str(exc)) from None
+    report = _preflight(spec)
+    if not report.passed:  # type: ignore[attr-defined]
+        _print_preflight(report)
+        if not force:
+            raise _fail("preflight checks failed; fix the model or pass --force", code=1)
+        err.print("[yellow]--force: starting despite failed checks[/]")
+    else:
+        console.print(
+            "preflight: gradient check and sanity checks pass ([bold]gridless check[/] shows them)"
+        )
 
     from common.db import make_engine
     from master.app import create_app
@@ -155,6 +235,10 @@ def run(
     table, _ = _ranked_table(service, study.id, top)
     console.print(table)
     _print_flags(service, study.id)
+    counts = service.warning_counts(study.id)
+    if counts:
+        shown = ", ".join(f"{code} ({n})" for code, n in counts.items())
+        console.print(f"babysitting warnings (trials): {shown}")
     console.print(
         f"serve this run's API with: [bold]gridless master {target}[/]  "
         f"(checkpoints in {store_root})"

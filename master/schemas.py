@@ -51,6 +51,7 @@ class StudyDetailPublic(StudyPublic):
     total_trials: int
     best_score: float | None
     border_flags: list[dict[str, Any]]
+    warning_counts: dict[str, int]
 
 
 class StudiesPublic(BaseModel):
@@ -72,6 +73,7 @@ class TrialPublic(_Public):
     best_epoch: int | None
     worker_id: str | None
     error: str | None
+    warnings: list[dict[str, Any]] | None
     created_at: dt.datetime
     finished_at: dt.datetime | None
 

@@ -139,6 +139,20 @@ class StudyService:
                 )
             )
 
+    def warning_counts(self, study_id: int) -> dict[str, int]:
+        """How many trials of a study raised each warning code."""
+        with session_scope(self.sessions) as s:
+            counts: dict[str, int] = {}
+            rows = s.scalars(
+                select(TrialRow.warnings).where(
+                    TrialRow.study_id == study_id, TrialRow.warnings.is_not(None)
+                )
+            )
+            for warnings in rows:
+                for code in {w.get("code") for w in warnings or []}:
+                    counts[str(code)] = counts.get(str(code), 0) + 1
+            return dict(sorted(counts.items()))
+
     def progress(self, study_id: int) -> Progress:
         with session_scope(self.sessions) as s:
             study = s.get(StudyRow, study_id)
@@ -250,6 +264,7 @@ class StudyService:
         trial = TrialRow(
             study_id=study.id,
             stage_id=stage.id,
+            warnings=[],
             number=study.next_trial_number,
             state=TrialState.PENDING.value,
             attempt=0,
@@ -394,6 +409,10 @@ class StudyService:
                 )
             )
             trial.last_epoch = max(trial.last_epoch, report.epoch)
+            if report.warnings:
+                seen = {w.get("code") for w in trial.warnings or []}
+                fresh = [w for w in report.warnings if w.get("code") not in seen]
+                trial.warnings = [*(trial.warnings or []), *fresh]
             trial.heartbeat_at = utcnow()
             trial.state = TrialState.RUNNING.value
             score = report.val_accuracy if study.metric == "val_accuracy" else report.val_loss

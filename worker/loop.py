@@ -24,6 +24,7 @@ from common.protocol import (
 from common.space import parse_space, sample_params
 from common.spec import trial_rng
 from worker.client import MasterClient, MasterGone, TrialClosed
+from worker.diagnostics.babysit import epoch_warnings
 from worker.trainer import EpochMetrics, Trainer, make_trainer
 
 __all__ = ["run_trial", "run_worker", "trial_folder"]
@@ -129,10 +130,20 @@ def run_trial(
         return "failed"
     best = job.best_score
     state = "completed"
+    history: list[EpochMetrics] = []
     for epoch in range(first_epoch, job.epochs + 1):
         m = trainer.train_epoch()
+        history.append(m)
         score = m.val_accuracy if maximize else m.val_loss
         report = _report(worker_id, job, epoch, m)
+        report.warnings = [
+            {**w.to_json(), "epoch": epoch}
+            for w in epoch_warnings(
+                history,
+                num_classes=m.stats.get("num_classes"),
+                chance_loss=m.stats.get("chance_loss") if epoch == 1 else None,
+            )
+        ]
         improved = math.isfinite(score) and _better(score, best, maximize=maximize)
         if not m.diverged and math.isfinite(score) and (improved or epoch == job.epochs):
             report.checkpoint = _save(store, trainer, job, epoch, score, m, full_params)

@@ -44,6 +44,11 @@ def get_loss(name: str) -> LossFn:
     return LOSSES[name]
 
 
+def _svm_active(scores: np.ndarray, y: np.ndarray) -> np.ndarray:
+    correct = scores[np.arange(len(y)), y][:, None]
+    return np.asarray(scores - correct + 1.0 > 0)
+
+
 class NumpyModel:
     """What trainers, checks and diagnostics rely on."""
 
@@ -75,6 +80,16 @@ class NumpyModel:
     def weight_names(self) -> list[str]:
         """The arrays L2 regularization applies to."""
         return [k for k in self.params if k.startswith("W")]
+
+    def kink_signature(self, x: np.ndarray, y: np.ndarray, *, seed: int | None) -> np.ndarray:
+        """Every "winner" of a max in the forward pass, flattened: which ReLUs are on,
+        which SVM margins are positive, which pool inputs win. If it differs between
+        f(x+h) and f(x-h) a kink was crossed (the seed's "Kinks in the objective")."""
+        raise NotImplementedError
+
+    def depth(self) -> int:
+        """Layers with weights, for relaxing gradient-check thresholds with depth."""
+        return len(self.weight_names())
 
 
 class FullyConnectedNet(NumpyModel):
@@ -163,6 +178,13 @@ class FullyConnectedNet(NumpyModel):
     def scores(self, x: np.ndarray) -> np.ndarray:
         """Class scores (N, C) for x (N, D), evaluation mode (no dropout, running BN stats)."""
         return self._forward(x, train=False, seed=None)[0]
+
+    def kink_signature(self, x: np.ndarray, y: np.ndarray, *, seed: int | None) -> np.ndarray:
+        scores, caches = self._forward(x, train=True, seed=seed)
+        masks = [cache["relu"][0] > 0 for cache in caches if "relu" in cache]
+        if self.data_loss is svm_loss:
+            masks.append(_svm_active(scores, y))
+        return np.concatenate([m.ravel() for m in masks])
 
     def loss(
         self,
@@ -262,6 +284,20 @@ class ConvNet(NumpyModel):
     def scores(self, x: np.ndarray) -> np.ndarray:
         """Class scores (N, C) for x (N, C*H*W)."""
         return self._forward(x)[0]
+
+    def kink_signature(self, x: np.ndarray, y: np.ndarray, *, seed: int | None) -> np.ndarray:
+        scores, c = self._forward(x)
+        pool_in, pool_out, size = c["pool"]
+        n, ch, h, w = pool_in.shape
+        blocks = pool_in.reshape(n, ch, h // size, size, w // size, size)
+        masks = [
+            c["relu1"][0] > 0,
+            blocks == pool_out[:, :, :, None, :, None],
+            c["relu2"][0] > 0,
+        ]
+        if self.data_loss is svm_loss:
+            masks.append(_svm_active(scores, y))
+        return np.concatenate([m.ravel() for m in masks])
 
     def loss(
         self,

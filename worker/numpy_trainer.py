@@ -15,7 +15,13 @@ from worker.data import Dataset
 from worker.models import ConvNet, FullyConnectedNet, NumpyModel
 from worker.optim import get_update_rule, momentum_at
 from worker.schedules import PlateauTracker, learning_rate_at
-from worker.trainer import EpochMetrics, diverging, resolve_hyperparams
+from worker.trainer import (
+    EpochMetrics,
+    chance_stats,
+    diverging,
+    first_layer_snapshot,
+    resolve_hyperparams,
+)
 
 __all__ = ["NumpyTrainer", "build_numpy_model"]
 
@@ -187,7 +193,13 @@ class NumpyTrainer:
                 "layers": list(model.layer_stats),
                 "learning_rate": float(hp["learning_rate"]),
                 "momentum": float(hp["momentum"]),
+                **chance_stats(d.num_classes, str(self.hp["loss"])),
             }
+            snapshot = first_layer_snapshot(
+                model.params["W1"], d.image_shape, units_first=model.params["W1"].ndim == 4
+            )
+            if snapshot is not None:
+                stats["first_layer"] = snapshot
             if self.ema_decay and finite:
                 stats["ema_val_accuracy"] = self._ema_accuracy()
         train_loss = float(np.mean(losses)) if losses else float("nan")

@@ -23,7 +23,13 @@ from torch import nn
 from torch.optim import lr_scheduler, swa_utils
 
 from worker.data import Dataset
-from worker.trainer import EpochMetrics, diverging, resolve_hyperparams
+from worker.trainer import (
+    EpochMetrics,
+    chance_stats,
+    diverging,
+    first_layer_snapshot,
+    resolve_hyperparams,
+)
 
 __all__ = ["TorchTrainer", "build_torch_model", "make_optimizer"]
 
@@ -288,7 +294,14 @@ class TorchTrainer:
             "update_ratio": ratios,
             "layers": layers,
             "learning_rate": lr,
+            **chance_stats(self.num_classes, str(self.hp["loss"])),
         }
+        first = next(m for m in self.model.modules() if isinstance(m, nn.Linear | nn.Conv2d))
+        snapshot = first_layer_snapshot(
+            first.weight.detach().numpy(), self.data.image_shape, units_first=True
+        )
+        if snapshot is not None:
+            stats["first_layer"] = snapshot
         if self.ema is not None and finite:
             stats["ema_val_accuracy"] = self._evaluate(self.ema, self.x_val, self.y_val)[1]
         train_loss = float(np.mean(losses)) if losses else float("nan")

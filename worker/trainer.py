@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, runtime_checkable
 
+import numpy as np
+
 from worker.data import Dataset, load_dataset
 
 __all__ = [
@@ -120,6 +122,37 @@ def resolve_hyperparams(params: Mapping[str, Any]) -> dict[str, Any]:
     if float(hp["learning_rate"]) <= 0 or float(hp["reg"]) < 0:
         raise ValueError("learning_rate must be > 0 and reg >= 0")
     return hp
+
+
+FIRST_LAYER_UNITS = 16
+FIRST_LAYER_MAX_PIXELS = 1024
+
+
+def first_layer_snapshot(
+    weights: Any, image_shape: tuple[int, int, int] | None, *, units_first: bool
+) -> dict[str, Any] | None:
+    """Up to 16 first-layer units (or filters) as images, rounded to 4 decimals, for the
+    seed's "First-layer Visualizations"; None for non-image data or large images.
+
+    Args:
+        weights: (D, H) for an MLP's first affine layer (`units_first=False`), or
+            (H, D) / (F, C, k, k) when units come first.
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    if w.ndim == 4:  # conv filters (F, C, k, k)
+        units = w[:FIRST_LAYER_UNITS]
+    else:
+        if image_shape is None or int(np.prod(image_shape)) > FIRST_LAYER_MAX_PIXELS:
+            return None
+        rows = w if units_first else w.T
+        units = rows[:FIRST_LAYER_UNITS].reshape(-1, *image_shape)
+    return {"shape": list(units.shape), "values": np.round(units, 4).ravel().tolist()}
+
+
+def chance_stats(num_classes: int, loss: str) -> dict[str, Any]:
+    """What the warnings need to judge the initial loss and "not learning"."""
+    chance = float(num_classes - 1) if loss == "svm" else math.log(num_classes)
+    return {"num_classes": num_classes, "chance_loss": chance}
 
 
 def diverging(loss: float, first: float | None) -> bool:

@@ -45,6 +45,7 @@ def read_study(study: StudyDep, service: ServiceDep) -> StudyDetailPublic:
         total_trials=progress.total,
         best_score=progress.best,
         border_flags=flags,
+        warning_counts=service.warning_counts(study.id),
     )
 
 

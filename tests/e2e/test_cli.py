@@ -125,3 +125,82 @@ def test_master_refuses_a_directory_without_a_run(tmp_path: Path) -> None:
     result = cli("master", str(tmp_path), cwd=tmp_path, timeout=60)
     assert result.returncode == 2
     assert "no gridless.db here" in result.stderr
+
+
+def test_check_passes_on_a_shipped_example(tmp_path: Path) -> None:
+    examples = Path(__file__).parents[2] / "examples"
+    result = cli("check", str(examples / "digits.yaml"), cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "gradient check (pass: relative error <= 1e-05)" in result.stdout
+    assert "pass  overfits 20 examples" in result.stdout
+    assert result.stdout.rstrip().endswith("all checks pass")
+
+
+BROKEN_MODEL = """
+from worker.data import Dataset
+from worker.trainer import EpochMetrics
+
+
+class NeverLearns:
+    checkpoint_suffix = "npz"
+
+    def __init__(self, data, params, seed):
+        self.data = data
+
+    def train_epoch(self):
+        return EpochMetrics(2.3, 0.1, 2.3, 0.1, 0.0, False, {})
+
+    def write_checkpoint(self, handle, meta):
+        handle.write(b"")
+
+    def load_checkpoint(self, path):
+        return {}
+
+
+def build(data, params, seed):
+    return NeverLearns(data, params, seed)
+"""
+
+
+def test_run_refuses_a_model_that_fails_its_checks_unless_forced(tmp_path: Path) -> None:
+    (tmp_path / "broken_model.py").write_text(BROKEN_MODEL)
+    spec = write_spec(
+        tmp_path,
+        model="broken_model:build",
+        space={"reg": {"log_uniform": [1e-4, 1e-3]}},
+        stages=[{"trials": 2, "epochs": 1}],
+    )
+    result = cli("check", str(spec), cwd=tmp_path, timeout=120)
+    assert result.returncode == 1
+    assert (
+        "FAIL  overfits 20 examples: after 300 epochs: training accuracy 10.00%" in result.stdout
+    )
+    refused = cli("run", str(spec), "--run-dir", str(tmp_path / "runs"), cwd=tmp_path, timeout=120)
+    assert refused.returncode == 1
+    assert "error: preflight checks failed; fix the model or pass --force" in refused.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_force_runs_despite_failed_checks(tmp_path: Path) -> None:
+    (tmp_path / "broken_model.py").write_text(BROKEN_MODEL)
+    spec = write_spec(
+        tmp_path,
+        model="broken_model:build",
+        space={"reg": {"log_uniform": [1e-4, 1e-3]}},
+        stages=[{"trials": 2, "epochs": 1}],
+    )
+    result = cli(
+        "run",
+        str(spec),
+        "--force",
+        "--workers",
+        "1",
+        "--run-dir",
+        str(tmp_path / "runs"),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--force: starting despite failed checks" in result.stderr
+    assert "tiny: top 2 of 2 trials by val_accuracy" in result.stdout

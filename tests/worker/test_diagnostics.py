@@ -1,0 +1,265 @@
+"""Babysitting: plant each bug the seed warns about and see it caught."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from common.spec import load_spec
+from worker.data import load_dataset
+from worker.diagnostics.babysit import activation_variances, epoch_warnings
+from worker.diagnostics.gradcheck import NumpyTarget, gradient_check, relative_error, verdict
+from worker.diagnostics.preflight import center_params, preflight
+from worker.diagnostics.sanity import chance_loss_check, overfit_check, reg_check
+from worker.models import FullyConnectedNet
+from worker.trainer import MODELS, make_trainer
+
+EXAMPLES = Path(__file__).parents[2] / "examples"
+
+
+def digits_points(n: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    data = load_dataset("digits")
+    return data.x_train[:n], data.y_train[:n]
+
+
+class WrongLayer(FullyConnectedNet):
+    """W2's gradient is 5 % too large: a bug in one layer."""
+
+    def loss(self, x: np.ndarray, y: np.ndarray, **kw: Any) -> tuple[float, dict[str, np.ndarray]]:
+        value, grads = super().loss(x, y, **kw)
+        grads["W2"] = grads["W2"] * 1.05
+        return value, grads
+
+
+class WrongBias(FullyConnectedNet):
+    """b1's gradient is doubled: biases are a sliver of all parameters."""
+
+    def loss(self, x: np.ndarray, y: np.ndarray, **kw: Any) -> tuple[float, dict[str, np.ndarray]]:
+        value, grads = super().loss(x, y, **kw)
+        grads["b1"] = grads["b1"] * 2.0
+        return value, grads
+
+
+def net(cls: type[FullyConnectedNet] = FullyConnectedNet, **kw: Any) -> FullyConnectedNet:
+    options = {"reg": 1e-3, "rng": np.random.default_rng(0), **kw}
+    model = cls(64, [100, 100], 10, **options)
+    for name, value in model.params.items():  # characteristic mode: no exact kinks at 0
+        if name.startswith("b"):
+            value[...] = 0.01 * np.random.default_rng(1).standard_normal(value.shape)
+    return model
+
+
+@pytest.mark.parametrize(
+    ("a", "n", "error"),
+    [(0.0, 0.0, 0.0), (1.0, 1.0, 0.0), (1.0, 0.5, 0.5), (-1.0, 1.0, 2.0), (1e-12, 0.0, 0.0)],
+)
+def test_relative_error_is_the_seeds_formula(a: float, n: float, error: float) -> None:
+    assert relative_error(a, n) == pytest.approx(error)
+
+
+@pytest.mark.parametrize(
+    ("error", "kinks", "band"),
+    [
+        (0.5, True, "probably wrong"),
+        (1e-3, True, "uncomfortable"),
+        (1e-5, True, "ok (kinks)"),
+        (1e-5, False, "too high without kinks"),
+        (1e-8, False, "good"),
+    ],
+)
+def test_verdict_bands(error: float, kinks: bool, band: str) -> None:
+    assert verdict(error, kinks=kinks) == band
+
+
+def test_correct_net_passes_every_parameter_in_both_phases() -> None:
+    x, y = digits_points()
+    report = gradient_check(NumpyTarget(net(), x, y))
+    assert report.passed, [r.to_json() for r in report.failures()]
+    assert {(r.name, r.phase) for r in report.rows} == {
+        (name, phase)
+        for name in ("W1", "b1", "W2", "b2", "W3", "b3")
+        for phase in ("data", "regularization")
+    }
+
+
+def test_a_wrong_gradient_in_one_layer_is_caught_there() -> None:
+    x, y = digits_points()
+    report = gradient_check(NumpyTarget(net(WrongLayer), x, y))
+    failed = {(r.name, r.phase) for r in report.failures()}
+    assert failed == {("W2", "data")}
+    row = next(r for r in report.rows if r.name == "W2" and r.phase == "data")
+    assert row.verdict in ("probably wrong", "uncomfortable")
+
+
+def test_a_bias_bug_is_caught_per_parameter_but_missed_by_a_flat_sample() -> None:
+    x, y = digits_points()
+    model = net(WrongBias)
+    report = gradient_check(NumpyTarget(model, x, y))
+    assert {r.name for r in report.failures()} == {"b1"}
+    # The same budget (5 dims per array x 6 arrays) drawn from one flat vector of all
+    # parameters: b1 is 100 of 17,710 entries, so the sample holds none of it.
+    sizes = {k: v.size for k, v in model.params.items()}
+    offsets = np.cumsum([0, *sizes.values()])
+    flat = np.random.default_rng(0).choice(offsets[-1], size=30, replace=False)
+    b1 = list(sizes).index("b1")
+    assert not np.any((flat >= offsets[b1]) & (flat < offsets[b1 + 1]))
+
+
+def test_dropout_without_a_fixed_seed_fails_and_passes_once_seeded() -> None:
+    x, y = digits_points()
+    unseeded = gradient_check(NumpyTarget(net(dropout=0.5), x, y, fixed_seed=False))
+    seeded = gradient_check(NumpyTarget(net(dropout=0.5), x, y, fixed_seed=True))
+    assert not unseeded.passed
+    assert any(r.verdict == "probably wrong" for r in unseeded.rows)
+    assert seeded.passed, [r.to_json() for r in seeded.failures()]
+
+
+def test_kinks_crossed_are_reported_not_judged() -> None:
+    x, y = digits_points()
+    model = net(loss="svm")
+    report = gradient_check(NumpyTarget(model, x, y), steps=(1e-1,))
+    assert sum(r.kinks_crossed for r in report.rows) > 0
+
+
+def test_naive_init_vanishes_like_the_seeds_table_and_he_does_not() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1000, 500))
+    y = rng.integers(10, size=1000)
+    naive = activation_variances(
+        FullyConnectedNet(500, [500] * 8, 10, reg=0.0, rng=rng, init="naive"), x, y
+    )
+    he = activation_variances(
+        FullyConnectedNet(500, [500] * 8, 10, reg=0.0, rng=rng, init="he"), x, y
+    )
+    # The seed: "Layer 0: 1.0e+00 ... Layer 8: 6.6e-25" with std 0.01; here each ReLU layer
+    # scales the variance by 500 * 1e-4 / 2 = 0.025.
+    assert all(b < 0.05 * a for a, b in itertools.pairwise(naive))
+    assert naive[-1] < 1e-10 * naive[0]
+    assert max(he) / min(he) < 10
+
+
+def trial_warnings(**params: Any) -> set[str]:
+    trainer = make_trainer("numpy.mlp", "digits", params, seed=0)
+    history, codes = [], set()
+    for _ in range(2):
+        history.append(trainer.train_epoch())
+        m = history[-1]
+        codes |= {
+            w.code
+            for w in epoch_warnings(
+                history,
+                num_classes=m.stats.get("num_classes"),
+                chance_loss=m.stats.get("chance_loss"),
+            )
+        }
+        if m.diverged:
+            break
+    return codes
+
+
+def test_vanishing_warning_for_naive_deep_net_and_none_with_he() -> None:
+    assert "vanishing_activations" in trial_warnings(layers=8, init="naive")
+    assert "vanishing_activations" not in trial_warnings(layers=8, init="he")
+
+
+@pytest.mark.parametrize(
+    ("params", "expected", "absent"),
+    [
+        ({"learning_rate": 10.0}, {"diverged"}, set()),
+        ({"learning_rate": 1e-7}, {"lr_too_low", "not_learning"}, {"diverged"}),
+        ({"learning_rate": 3.0, "update": "sgd"}, {"lr_too_high"}, {"lr_too_low"}),
+        (
+            {"learning_rate": 0.1},
+            set(),
+            {"lr_too_low", "lr_too_high", "diverged", "not_learning", "vanishing_activations"},
+        ),
+        (
+            {"init": "naive", "layers": 1, "loss": "svm", "learning_rate": 1e-7},
+            set(),
+            {"initial_loss_far_from_chance"},
+        ),
+    ],
+)
+def test_learning_rate_warnings(
+    params: dict[str, Any], expected: set[str], absent: set[str]
+) -> None:
+    codes = trial_warnings(**params)
+    assert expected <= codes
+    assert not (absent & codes)
+
+
+def test_initial_loss_far_from_chance_is_flagged() -> None:
+    trainer = make_trainer("numpy.mlp", "digits", {"learning_rate": 1e-7}, seed=0)
+    trainer.model.params["W2"] *= 50  # type: ignore[attr-defined]  # scores far from zero
+    m = trainer.train_epoch()
+    codes = {w.code for w in epoch_warnings([m], num_classes=10, chance_loss=np.log(10))}
+    assert "initial_loss_far_from_chance" in codes
+
+
+def test_overfitting_is_flagged() -> None:
+    from worker.trainer import EpochMetrics
+
+    m = EpochMetrics(0.01, 1.0, 1.5, 0.7, 0.1, False, {"loss_history": [2.0, 0.01]})
+    assert [w.code for w in epoch_warnings([m], num_classes=10, chance_loss=None)] == [
+        "overfitting"
+    ]
+
+
+def test_sanity_checks_pass_on_a_correct_net_and_catch_bad_ones() -> None:
+    x, y = digits_points()
+    target = NumpyTarget(net(), x, y)
+    assert chance_loss_check(target, num_classes=10, loss="softmax").passed
+    assert chance_loss_check(NumpyTarget(net(loss="svm"), x, y), num_classes=10, loss="svm").passed
+    assert reg_check(target).passed
+    target.reg = 0.0
+    assert reg_check(target).passed  # the check sets its own strengths and restores them
+    assert target.reg == 0.0
+    # A loss implementation off by a constant factor misses chance.
+    assert not chance_loss_check(target, num_classes=10, loss="svm").passed
+
+
+def test_overfit_check_passes_and_fails() -> None:
+    data = load_dataset("digits")
+    good = overfit_check(MODELS["numpy.mlp"], data, {"reg": 0.0})
+    assert good.passed, good.detail
+    frozen = overfit_check(
+        MODELS["numpy.mlp"], data, {"reg": 0.0, "learning_rate": 1e-9}, max_epochs=20
+    )
+    assert not frozen.passed
+    assert "after 20 epochs" in frozen.detail
+
+
+@pytest.mark.parametrize("spec", sorted(p.name for p in EXAMPLES.glob("*.yaml")))
+def test_preflight_passes_on_every_shipped_example(
+    spec: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    study = load_spec(EXAMPLES / spec)
+    report = preflight(study.model, study.dataset, study.space, study.fixed)
+    assert report.passed, (
+        report.gradcheck and [r.to_json() for r in report.gradcheck.failures()],
+        report.sanity,
+    )
+
+
+def test_center_params_use_the_sampling_scale() -> None:
+    params = center_params(
+        {
+            "learning_rate": {"log_uniform": [1e-6, 1e-2]},
+            "hidden": {"int_log_uniform": [10, 1000]},
+            "dropout": {"uniform": [0.0, 0.5]},
+            "update": {"choice": ["adam", "sgd"]},
+        },
+        {"batch_size": 32},
+    )
+    assert params == {
+        "learning_rate": pytest.approx(1e-4),
+        "hidden": 100,
+        "dropout": 0.25,
+        "update": "adam",
+        "batch_size": 32,
+    }

@@ -1,0 +1,154 @@
+"""Warnings derived from a trial's per-epoch statistics (the seed's "Babysitting the
+learning process"). Pure functions of the epochs so far; the worker sends them with each
+report and the master keeps the first occurrence of each code per trial. The rules and
+their thresholds are listed in docs/babysitting.md.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from worker.models import NumpyModel
+from worker.trainer import EpochMetrics
+
+__all__ = ["TrialWarning", "activation_variances", "epoch_warnings"]
+
+RATIO_LOW, RATIO_HIGH = 1e-5, 1e-1
+VANISH_RATIO, EXPLODE_RATIO = 1e-3, 1e3
+VANISH_ABS, EXPLODE_ABS = 1e-6, 1e3
+OVERFIT_GAP = 0.15
+CHANCE_MARGIN = 0.05
+
+
+@dataclass(frozen=True)
+class TrialWarning:
+    """One finding about a trial: a stable code and a message a person can act on."""
+
+    code: str
+    message: str
+    epoch: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "epoch": self.epoch}
+
+
+def _weight_ratio(stats: dict[str, Any]) -> float | None:
+    ratios = [
+        v
+        for k, v in stats.get("update_ratio", {}).items()
+        if v is not None and ("W" in k.split(".")[-1] or k.endswith("weight"))
+    ]
+    return float(np.median(ratios)) if ratios else None
+
+
+def activation_variances(model: NumpyModel, x: np.ndarray, y: np.ndarray) -> list[float]:
+    """Variance of each hidden layer's activations on x (the seed's per-layer table)."""
+    model.loss(x, y, seed=0, record=True)
+    return [float(layer["act_std"]) ** 2 for layer in model.layer_stats]
+
+
+def _activations(layers: Sequence[dict[str, Any]], epoch: int) -> list[TrialWarning]:
+    stds = [float(layer["act_std"]) for layer in layers if layer.get("act_std") is not None]
+    if not stds:
+        return []
+    first, last = stds[0], stds[-1]
+    table = ", ".join(f"{s:.1e}" for s in stds)
+    if min(stds) < VANISH_ABS or (len(stds) > 1 and last < VANISH_RATIO * first):
+        return [
+            TrialWarning(
+                "vanishing_activations",
+                f"activation std falls through the layers ({table}): check the initialization",
+                epoch,
+            )
+        ]
+    if max(stds) > EXPLODE_ABS or (len(stds) > 1 and last > EXPLODE_RATIO * first):
+        return [
+            TrialWarning(
+                "exploding_activations",
+                f"activation std grows through the layers ({table}): check the initialization",
+                epoch,
+            )
+        ]
+    return []
+
+
+def epoch_warnings(
+    history: Sequence[EpochMetrics], *, num_classes: int | None, chance_loss: float | None
+) -> list[TrialWarning]:
+    """Warnings for the latest epoch of `history` (epochs numbered from 1)."""
+    if not history:
+        return []
+    epoch = len(history)
+    m = history[-1]
+    found: list[TrialWarning] = []
+    if m.diverged:
+        found.append(
+            TrialWarning(
+                "diverged",
+                f"the loss became non-finite or exploded in epoch {epoch}: the trial was stopped "
+                "(learning rate too high?)",
+                epoch,
+            )
+        )
+    ratio = _weight_ratio(m.stats)
+    if ratio is not None and math.isfinite(ratio) and ratio > 0:
+        if ratio > RATIO_HIGH:
+            found.append(
+                TrialWarning(
+                    "lr_too_high",
+                    f"update:weight ratio {ratio:.1e} is far above ~1e-3: learning rate too high",
+                    epoch,
+                )
+            )
+        elif ratio < RATIO_LOW:
+            found.append(
+                TrialWarning(
+                    "lr_too_low",
+                    f"update:weight ratio {ratio:.1e} is far below ~1e-3: learning rate too low",
+                    epoch,
+                )
+            )
+    found.extend(_activations(m.stats.get("layers", []), epoch))
+    losses = history[0].stats.get("loss_history") or []
+    if epoch == 1 and chance_loss and losses and math.isfinite(losses[0]):
+        first = float(losses[0])
+        if not 0.5 * chance_loss <= first <= 3.0 * chance_loss:
+            found.append(
+                TrialWarning(
+                    "initial_loss_far_from_chance",
+                    f"initial loss {first:.3g} is far from the chance loss {chance_loss:.3g}: "
+                    "check the initialization scale and the loss",
+                    epoch,
+                )
+            )
+    if not m.diverged and m.train_accuracy - m.val_accuracy > OVERFIT_GAP:
+        found.append(
+            TrialWarning(
+                "overfitting",
+                f"training accuracy {m.train_accuracy:.2f} is far above validation "
+                f"{m.val_accuracy:.2f}: more regularization or data",
+                epoch,
+            )
+        )
+    all_losses = [v for e in history for v in e.stats.get("loss_history", []) if v is not None]
+    if not m.diverged and len(all_losses) >= 2:
+        tenth = max(1, len(all_losses) // 10)
+        start, end = np.mean(all_losses[:tenth]), np.mean(all_losses[-tenth:])
+        flat = math.isfinite(start) and math.isfinite(end) and end > 0.95 * start
+        chance = 1 / num_classes + CHANCE_MARGIN if num_classes else None
+        at_chance = chance is not None and m.val_accuracy <= chance
+        if flat and at_chance:
+            found.append(
+                TrialWarning(
+                    "not_learning",
+                    f"after {epoch} epoch(s) validation accuracy {m.val_accuracy:.2f} is at "
+                    f"chance and the loss barely moved ({start:.3g} -> {end:.3g})",
+                    epoch,
+                )
+            )
+    return found
