@@ -68,8 +68,8 @@ def _target(library: str, kind: str, data: Dataset, hp: dict[str, Any]) -> Check
     if library == "numpy":
         from worker.numpy_trainer import build_numpy_model
 
-        model = build_numpy_model(kind, data, hp, np.random.default_rng(0))
-        return NumpyTarget(model, x, y, seed=0)
+        numpy_model = build_numpy_model(kind, data, hp, np.random.default_rng(0))
+        return NumpyTarget(numpy_model, x, y, seed=0)
     import torch
 
     from worker.diagnostics.torch_target import TorchTarget
@@ -77,8 +77,8 @@ def _target(library: str, kind: str, data: Dataset, hp: dict[str, Any]) -> Check
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = build_torch_model(kind, data, hp)
-    return TorchTarget(model, x, y, reg=float(hp["reg"]), loss=str(hp["loss"]))
+        torch_model = build_torch_model(kind, data, hp)
+    return TorchTarget(torch_model, x, y, reg=float(hp["reg"]), loss=str(hp["loss"]))
 
 
 def preflight(
