@@ -154,8 +154,9 @@ class WorkerRow(Base):
     __tablename__ = "workers"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    state: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))  # idle | busy | lost | dead | killed
     trial_id: Mapped[int | None] = mapped_column(Integer)
+    trials_run: Mapped[int] = mapped_column(Integer, default=0)
     started_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     heartbeat_at: Mapped[dt.datetime | None]
 
@@ -165,13 +166,17 @@ class CheckpointRow(Base):
     __table_args__ = (UniqueConstraint("trial_id", "epoch"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id"))
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id"), index=True)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
     epoch: Mapped[int] = mapped_column(Integer)
     score: Mapped[float] = mapped_column(Float)
     path: Mapped[str] = mapped_column(String(512))
     size: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # Retention (keep the best and the latest of a trial) deletes the others and says so.
+    deleted_at: Mapped[dt.datetime | None]
+    deleted_why: Mapped[str | None] = mapped_column(String(200))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

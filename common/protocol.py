@@ -17,6 +17,7 @@ __all__ = [
     "ClaimResponse",
     "EpochReport",
     "FinishRequest",
+    "HeartbeatRequest",
     "ReportAck",
     "StartRequest",
 ]
@@ -54,6 +55,13 @@ class ClaimResponse(_Message):
     action: Literal["train", "wait", "stop"]
     assignment: Assignment | None = None
     retry_after_s: float = 0.0
+    heartbeat_interval_s: float = 5.0  # how often the worker must send a heartbeat
+
+
+class HeartbeatRequest(_Message):
+    worker_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")
+    trial_id: int | None = None
+    attempt: int | None = Field(default=None, ge=0)
 
 
 class StartRequest(_Message):
@@ -95,5 +103,5 @@ class ReportAck(_Message):
 class FinishRequest(_Message):
     worker_id: str = Field(min_length=1, max_length=64)
     attempt: int = Field(ge=0)
-    state: Literal["completed", "diverged", "failed"]
+    state: Literal["completed", "diverged", "failed", "stopped"]
     error: str | None = Field(default=None, max_length=4000)

@@ -15,6 +15,8 @@ from common.space import Distribution, parse_space
 
 __all__ = [
     "METRICS",
+    "EarlyStoppingSpec",
+    "NarrowingSpec",
     "StageSpec",
     "StudySpec",
     "load_spec",
@@ -37,6 +39,25 @@ class StageSpec(_Strict):
     epochs: int = Field(ge=1, le=10_000)
 
 
+class EarlyStoppingSpec(_Strict):
+    """Stop hopeless trials within a stage (master/early_stopping.py)."""
+
+    rule: Literal["median", "none"] = "median"
+    grace_epochs: int = Field(default=1, ge=0, le=10_000)
+    min_trials: int = Field(default=5, ge=1, le=100_000)
+
+
+class NarrowingSpec(_Strict):
+    """How a stage's ranges follow from the previous stage's top trials."""
+
+    top_fraction: float = Field(default=0.2, gt=0.0, le=1.0)
+    min_top: int = Field(default=3, ge=1, le=10_000)
+    margin: float = Field(default=0.25, ge=0.0, le=10.0)
+    min_width: float = Field(default=0.1, ge=0.0, le=1.0)
+    border: float = Field(default=0.1, ge=0.0, lt=0.5)
+    extend: float = Field(default=1.0, ge=0.0, le=10.0)
+
+
 class StudySpec(_Strict):
     """A whole study: model, data, metric, search space and stages."""
 
@@ -48,6 +69,9 @@ class StudySpec(_Strict):
     space: dict[str, Any]
     fixed: dict[str, float | int | str | bool] = Field(default_factory=dict)
     stages: list[StageSpec] = Field(min_length=1, max_length=20)
+    sampler: Literal["random", "tpe"] = "random"
+    early_stopping: EarlyStoppingSpec = Field(default_factory=EarlyStoppingSpec)
+    narrowing: NarrowingSpec = Field(default_factory=NarrowingSpec)
 
     @field_validator("space")
     @classmethod

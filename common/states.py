@@ -37,12 +37,14 @@ class StageState(enum.StrEnum):
 
 
 class StudyState(enum.StrEnum):
-    """A study runs its stages in order and then completes (or is stopped)."""
+    """A study runs its stages in order and then completes; it may be paused (no new
+    trials, running ones finish) or stopped (running trials are told to stop)."""
 
     RUNNING = "running"
+    PAUSED = "paused"
     COMPLETED = "completed"
     STOPPED = "stopped"
 
     def is_finished(self) -> bool:
-        """Whether the study will hand out no more trials."""
-        return self is not StudyState.RUNNING
+        """Whether the study is over (it will never hand out trials again)."""
+        return self in (StudyState.COMPLETED, StudyState.STOPPED)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -13,8 +15,13 @@ from sqlalchemy.engine import Engine
 from common.checkpoints import CheckpointStore
 from common.db import make_engine, make_session_factory
 from common.errors import ConflictError, GridlessError, NotFoundError, SpecError, StorageError
+from master.launcher import WorkerLauncher
+from master.protocol import TrialProtocol
 from master.routes import studies, trials, workers
+from master.security import TokenMiddleware
 from master.services import StudyService
+from master.storage import Storage
+from master.workers import Monitor, WorkerManager
 
 __all__ = ["create_app"]
 
@@ -44,17 +51,55 @@ def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": f"{where}: {first['msg']}"}, status_code=422)
 
 
-def create_app(*, database_url: str, store_root: Path, engine: Engine | None = None) -> FastAPI:
-    """Build the master app over a database URL and a checkpoint store."""
+def create_app(
+    *,
+    database_url: str,
+    store_root: Path,
+    engine: Engine | None = None,
+    token: str | None = None,
+    heartbeat_interval_s: float = 5.0,
+    launcher_factory: Callable[[], WorkerLauncher] | None = None,
+) -> FastAPI:
+    """Build the master app over a database URL and a checkpoint store.
+
+    Args:
+        token: when set, every state-changing request needs `Authorization: Bearer <token>`.
+        heartbeat_interval_s: how often workers beat; a trial is lost after 3 intervals.
+        launcher_factory: makes the launcher `POST /workers` uses (Ray in production).
+    """
+    engine = engine or make_engine(database_url)
+    storage = Storage(
+        sessions=make_session_factory(engine),
+        store=CheckpointStore(store_root),
+        heartbeat_interval_s=heartbeat_interval_s,
+    )
+    protocol = TrialProtocol(storage)
+    manager = WorkerManager(protocol, launcher_factory)
+    monitor = Monitor(protocol, manager, interval_s=heartbeat_interval_s)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        monitor.start()
+        try:
+            yield
+        finally:
+            monitor.stop()
+
     app = FastAPI(
         title="gridless master",
         version="0.1.0",
         description="Coarse-to-fine random hyperparameter search (CS231n's worker/master).",
+        lifespan=lifespan,
     )
-    engine = engine or make_engine(database_url)
     app.state.engine = engine
-    app.state.service = StudyService(make_session_factory(engine))
-    app.state.store = CheckpointStore(store_root)
+    app.state.storage = storage
+    app.state.service = StudyService(storage)
+    app.state.protocol = protocol
+    app.state.workers = manager
+    app.state.monitor = monitor
+    app.state.store = storage.store
+    if token:
+        app.add_middleware(TokenMiddleware, token=token)
     app.add_exception_handler(GridlessError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     for router in (studies.router, trials.router, workers.router):

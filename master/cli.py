@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -202,7 +202,15 @@ def run(
     db_path, store_root = run_paths(target)
     store_root.mkdir()
     url = f"sqlite:///{db_path}"
-    app_ = create_app(database_url=url, store_root=store_root, engine=make_engine(url))
+    where: dict[str, str] = {}
+    app_ = create_app(
+        database_url=url,
+        store_root=store_root,
+        engine=make_engine(url),
+        launcher_factory=lambda: RayLauncher(
+            where["url"], str(store_root), python_path=_import_paths(spec_path)
+        ),
+    )
     service = app_.state.service
     study = service.create_study(spec)
     (target / "spec.yaml").write_text(spec_path.read_text(encoding="utf-8"), encoding="utf-8")
@@ -214,6 +222,7 @@ def run(
     # business on a local run; errors still show.
     logging.getLogger("ray").setLevel(logging.ERROR)
     with BackgroundServer(app_) as server:
+        where["url"] = server.url
         console.print(f"master on [link={server.url}/docs]{server.url}[/link] (API docs at /docs)")
         ray.init(
             address=ray_address or "local",
@@ -222,15 +231,15 @@ def run(
             log_to_driver=False,
             configure_logging=False,
         )
-        launcher = RayLauncher(server.url, str(store_root), python_path=_import_paths(spec_path))
+        manager = app_.state.workers
         try:
-            launcher.launch(workers)
-            _follow(service, study.id, launcher)
+            manager.launch(workers)
+            _follow(service, study.id, manager)
         except KeyboardInterrupt:
             err.print("interrupted: workers stopped; the run directory keeps what finished")
             raise typer.Exit(130) from None
         finally:
-            launcher.shutdown()
+            manager.shutdown()
             ray.shutdown()
     table, _ = _ranked_table(service, study.id, top)
     console.print(table)
@@ -245,12 +254,12 @@ def run(
     )
 
 
-def _follow(service: object, study_id: int, launcher: object) -> None:
-    from master.launcher import RayLauncher
+def _follow(service: object, study_id: int, manager: object) -> None:
     from master.services import StudyService
+    from master.workers import WorkerManager
 
     assert isinstance(service, StudyService)
-    assert isinstance(launcher, RayLauncher)
+    assert isinstance(manager, WorkerManager)
     progress = service.progress(study_id)
     columns = (
         TextColumn("[bold]{task.description}"),
@@ -272,7 +281,7 @@ def _follow(service: object, study_id: int, launcher: object) -> None:
             bar.update(task, completed=progress.finished, description=stage, best=best)
             if progress.state != "running":
                 break
-            if not launcher.alive():
+            if not manager.alive():
                 raise GridlessError("every worker ended before the study finished")
             time.sleep(0.25)
 
@@ -292,21 +301,219 @@ def _print_flags(service: object, study_id: int) -> None:
 
 @app.command()
 def master(
-    run_dir: Annotated[Path, typer.Argument(help="a run directory made by `gridless run`")],
+    run_dir: Annotated[Path, typer.Argument(help="run directory (created if missing)")],
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535)] = 8765,
+    token: Annotated[
+        str | None, typer.Option(envvar="GRIDLESS_TOKEN", help="required beyond loopback")
+    ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(envvar="GRIDLESS_DATABASE_URL", help="default: RUN_DIR/gridless.db"),
+    ] = None,
+    ray_address: Annotated[
+        str | None, typer.Option(help="Ray cluster for POST /workers (default: a local Ray)")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=0, max=256, help="workers to launch at start")] = 0,
+    advertise_url: Annotated[
+        str | None, typer.Option(help="URL workers use to reach this master")
+    ] = None,
+    heartbeat: Annotated[
+        float, typer.Option(min=0.1, max=600, help="heartbeat interval (s)")
+    ] = 5.0,
 ) -> None:
-    """Serve a run's database and checkpoints over the REST API."""
-    import uvicorn
+    """Serve a run directory's database and store: the REST API, claims and reports from
+    workers, and worker launching through Ray. A restarted master picks up where its
+    database left off."""
+    import signal
+    import threading
 
+    from common.db import make_engine
     from master.app import create_app
+    from master.launcher import RayLauncher
+    from master.security import require_token_beyond_loopback
+    from master.server import BackgroundServer
 
+    try:
+        require_token_beyond_loopback(host, token)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
     db_path, store_root = run_paths(run_dir)
-    if not db_path.is_file():
-        raise _fail(f"{run_dir}: no gridless.db here; pass a directory made by `gridless run`")
-    app_ = create_app(database_url=f"sqlite:///{db_path}", store_root=store_root)
-    console.print(f"serving {run_dir} on http://{host}:{port} (API docs at /docs)")
-    uvicorn.run(app_, host=host, port=port, log_level="warning")
+    url = database_url or f"sqlite:///{db_path}"
+    if database_url is None and not db_path.is_file() and not run_dir.is_dir():
+        run_dir.mkdir(parents=True)
+    store_root.mkdir(parents=True, exist_ok=True)
+    where: dict[str, str] = {}
+
+    def make_launcher() -> RayLauncher:
+        import ray
+
+        if not ray.is_initialized():
+            logging.getLogger("ray").setLevel(logging.ERROR)
+            ray.init(
+                address=ray_address or "local",
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+            )
+        return RayLauncher(where["url"], str(store_root), token=token)
+
+    try:
+        engine = make_engine(url)
+    except GridlessError as exc:
+        raise _fail(str(exc)) from None
+    app_ = create_app(
+        database_url=url,
+        store_root=store_root,
+        engine=engine,
+        token=token,
+        heartbeat_interval_s=heartbeat,
+        launcher_factory=make_launcher,
+    )
+    server = BackgroundServer(app_, host=host, port=port)
+    where["url"] = advertise_url or server.url
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    with server:
+        console.print(f"serving {run_dir} on {server.url} (API docs at /docs)")
+        if workers:
+            app_.state.workers.launch(workers)
+        try:
+            done.wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            app_.state.workers.shutdown()
+
+
+def _api(url: str, token: str | None) -> object:
+    import httpx
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=url.rstrip("/") + "/api/v1", headers=headers, timeout=30)
+
+
+def _call(client: object, method: str, path: str, **kwargs: object) -> object:
+    import httpx
+
+    assert isinstance(client, httpx.Client)
+    try:
+        response = client.request(method, path, **kwargs)  # type: ignore[arg-type]
+    except httpx.TransportError as exc:
+        raise GridlessError(
+            f"cannot reach the master at {client.base_url} ({exc.__class__.__name__})"
+        ) from None
+    if response.status_code >= 400:
+        detail = response.json().get("detail", response.text) if response.content else ""
+        raise GridlessError(f"{method} {path}: {response.status_code} {detail}")
+    return response.json()
+
+
+UrlOption = Annotated[str, typer.Option(envvar="GRIDLESS_URL", help="the master's URL")]
+TokenOption = Annotated[str | None, typer.Option(envvar="GRIDLESS_TOKEN", help="bearer token")]
+
+workers_app = typer.Typer(help="Launch, kill and list the workers of a running master.")
+app.add_typer(workers_app, name="workers")
+
+
+@workers_app.command("ls")
+def workers_ls(url: UrlOption = "http://127.0.0.1:8765", token: TokenOption = None) -> None:
+    """List workers: state, current trial, last heartbeat."""
+    body = _call(_api(url, token), "GET", "/workers")
+    assert isinstance(body, dict)
+    table = Table(title=f"{body['count']} workers ({len(body['running'])} running)")
+    for column in ("worker", "state", "trial", "trials run", "last heartbeat"):
+        table.add_column(column)
+    for w in body["data"]:
+        table.add_row(
+            w["id"],
+            w["state"],
+            str(w["trial_id"] or "-"),
+            str(w["trials_run"]),
+            str(w["heartbeat_at"] or "-"),
+        )
+    console.print(table)
+
+
+@workers_app.command("add")
+def workers_add(
+    count: Annotated[int, typer.Argument(min=1, max=256)] = 1,
+    url: UrlOption = "http://127.0.0.1:8765",
+    token: TokenOption = None,
+) -> None:
+    """Launch COUNT workers through the master's Ray."""
+    body = _call(_api(url, token), "POST", "/workers", json={"count": count})
+    assert isinstance(body, dict)
+    console.print("started " + ", ".join(body["started"]))
+
+
+@workers_app.command("kill")
+def workers_kill(
+    worker_id: Annotated[str | None, typer.Argument(help="a worker id")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="kill every worker")] = False,
+    url: UrlOption = "http://127.0.0.1:8765",
+    token: TokenOption = None,
+) -> None:
+    """Kill one worker (its trial resumes elsewhere) or all of them."""
+    if (worker_id is None) == (not all_):
+        raise _fail("name one worker id, or pass --all")
+    path = "/workers" if all_ else f"/workers/{worker_id}"
+    body = _call(_api(url, token), "DELETE", path)
+    assert isinstance(body, dict)
+    console.print("killed " + (", ".join(body["killed"]) or "none"))
+
+
+def _status_view(client: object, study_id: int) -> Group:
+    study = _call(client, "GET", f"/studies/{study_id}")
+    assert isinstance(study, dict)
+    best = f"{study['best_score']:.4f}" if study["best_score"] is not None else "-"
+    head = (
+        f"[bold]{study['name']}[/] ({study['state']}): {study['finished_trials']}/"
+        f"{study['total_trials']} trials finished, best {study['metric']} {best}"
+    )
+    table = Table(title="stages")
+    for column in ("stage", "state", "trials", "epochs", "ranges"):
+        table.add_column(column)
+    for st in study["stages"]:
+        ranges = (
+            "; ".join(f"{k} {next(iter(v.values()))}" for k, v in st["space"].items())
+            or "(after the previous stage)"
+        )
+        table.add_row(
+            str(st["index"] + 1), st["state"], str(st["trials"]), str(st["epochs"]), ranges
+        )
+    lines: list[RenderableType] = [head, table]
+    for flag in study["border_flags"]:
+        lines.append(f"[bold yellow]border flag[/] (stage {flag['stage']}): {flag['message']}")
+    if study["warning_counts"]:
+        lines.append(
+            "warnings: " + ", ".join(f"{k} ({v})" for k, v in study["warning_counts"].items())
+        )
+    return Group(*lines)
+
+
+@app.command()
+def status(
+    study_id: Annotated[int, typer.Argument(help="study id")] = 1,
+    url: UrlOption = "http://127.0.0.1:8765",
+    token: TokenOption = None,
+    watch: Annotated[bool, typer.Option(help="refresh every 2 s until the study ends")] = False,
+) -> None:
+    """Stages, ranges, best so far, border flags and warnings of a study."""
+    from rich.live import Live
+
+    client = _api(url, token)
+    if not watch:
+        console.print(_status_view(client, study_id))
+        return
+    with Live(_status_view(client, study_id), console=console, refresh_per_second=1) as live:
+        while True:
+            time.sleep(2)
+            live.update(_status_view(client, study_id))
+            study = _call(client, "GET", f"/studies/{study_id}")
+            assert isinstance(study, dict)
+            if study["state"] in ("completed", "stopped"):
+                break
 
 
 def main() -> None:

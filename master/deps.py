@@ -1,4 +1,4 @@
-"""FastAPI dependencies: the service, and load-or-404 lookups."""
+"""FastAPI dependencies: the services, and load-or-404 lookups."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 
 from common.db import StudyRow, TrialRow
+from master.protocol import TrialProtocol
 from master.services import StudyService
+from master.workers import WorkerManager
 
-__all__ = ["ServiceDep", "StudyDep", "TrialDep"]
+__all__ = ["ProtocolDep", "ServiceDep", "StudyDep", "TrialDep", "WorkersDep"]
 
 
 def get_service(request: Request) -> StudyService:
@@ -17,7 +19,19 @@ def get_service(request: Request) -> StudyService:
     return service
 
 
+def get_protocol(request: Request) -> TrialProtocol:
+    protocol: TrialProtocol = request.app.state.protocol
+    return protocol
+
+
+def get_workers(request: Request) -> WorkerManager:
+    workers: WorkerManager = request.app.state.workers
+    return workers
+
+
 ServiceDep = Annotated[StudyService, Depends(get_service)]
+ProtocolDep = Annotated[TrialProtocol, Depends(get_protocol)]
+WorkersDep = Annotated[WorkerManager, Depends(get_workers)]
 
 
 def load_study(service: ServiceDep, study_id: Annotated[int, Path(ge=1, le=2**62)]) -> StudyRow:

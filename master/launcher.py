@@ -28,6 +28,10 @@ class WorkerLauncher(Protocol):
         """Stop one worker at once (its trial is lost and resumed elsewhere)."""
         ...
 
+    def ended(self) -> list[tuple[str, str | None]]:
+        """Workers that ended since the last call: (id, error or None for a clean exit)."""
+        ...
+
     def alive(self) -> list[str]:
         """Ids of the workers still running."""
         ...
@@ -58,6 +62,7 @@ class RayLauncher:
         self._ids = itertools.count(1)
         self._actors: dict[str, Any] = {}
         self._runs: dict[str, Any] = {}
+        self._lock = threading.Lock()
 
     def launch(self, count: int) -> list[str]:
         from worker.actor import WorkerActor
@@ -67,55 +72,77 @@ class RayLauncher:
         if paths:
             env["PYTHONPATH"] = os.pathsep.join(paths)
         started = []
-        for _ in range(count):
-            worker_id = f"{self.prefix}{next(self._ids)}"
-            actor = WorkerActor.options(  # type: ignore[attr-defined]
-                runtime_env={"env_vars": env}
-            ).remote(self.master_url, self.store_root, worker_id, self.token)
-            self._actors[worker_id] = actor
-            self._runs[worker_id] = actor.run.remote()
-            started.append(worker_id)
+        with self._lock:
+            for _ in range(count):
+                worker_id = f"{self.prefix}{next(self._ids)}"
+                actor = WorkerActor.options(  # type: ignore[attr-defined]
+                    runtime_env={"env_vars": env}
+                ).remote(self.master_url, self.store_root, worker_id, self.token)
+                self._actors[worker_id] = actor
+                self._runs[worker_id] = actor.run.remote()
+                started.append(worker_id)
         return started
+
+    def pid(self, worker_id: str) -> int:
+        """The operating-system process id of a worker (for fault-injection tests)."""
+        import ray
+
+        return int(ray.get(self._actors[worker_id].pid.remote(), timeout=60))
 
     def kill(self, worker_id: str) -> None:
         import ray
 
-        actor = self._actors.pop(worker_id, None)
-        self._runs.pop(worker_id, None)
-        if actor is not None:
-            ray.kill(actor, no_restart=True)
+        with self._lock:
+            actor = self._actors.pop(worker_id, None)
+            self._runs.pop(worker_id, None)
+        if actor is None:
+            raise KeyError(worker_id)
+        ray.kill(actor, no_restart=True)
 
-    def alive(self) -> list[str]:
+    def ended(self) -> list[tuple[str, str | None]]:
         import ray
 
-        if not self._runs:
-            return []
-        refs = list(self._runs.values())
-        done, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
-        finished = set(done)
-        for worker_id, ref in list(self._runs.items()):
-            if ref in finished:
+        with self._lock:
+            if not self._runs:
+                return []
+            refs = list(self._runs.values())
+            done, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+            finished = set(done)
+            ended: list[tuple[str, str | None]] = []
+            for worker_id, ref in list(self._runs.items()):
+                if ref not in finished:
+                    continue
                 try:
                     ray.get(ref)
-                except Exception as exc:  # report it; the master carries on
-                    log.warning("worker %s ended with an error: %s", worker_id, exc)
+                    ended.append((worker_id, None))
+                except Exception as exc:  # the actor died or its loop raised
+                    ended.append((worker_id, exc.__class__.__name__))
                 del self._runs[worker_id]
                 self._actors.pop(worker_id, None)
-        return list(self._runs)
+            return ended
+
+    def alive(self) -> list[str]:
+        with self._lock:
+            return list(self._runs)
 
     def shutdown(self) -> None:
-        for worker_id in list(self._actors):
-            self.kill(worker_id)
+        for worker_id in self.alive():
+            try:
+                self.kill(worker_id)
+            except KeyError:
+                pass
 
 
 class ThreadLauncher:
     """The worker loop in threads of this process; for unit tests of the master."""
 
-    def __init__(self, master_url: str, store_root: str) -> None:
+    def __init__(self, master_url: str, store_root: str, *, token: str | None = None) -> None:
         self.master_url = master_url
         self.store_root = store_root
+        self.token = token
         self._ids = itertools.count(1)
         self._threads: dict[str, threading.Thread] = {}
+        self._reported: set[str] = set()
 
     def launch(self, count: int) -> list[str]:
         from worker.loop import run_worker
@@ -124,7 +151,10 @@ class ThreadLauncher:
         for _ in range(count):
             worker_id = f"t{next(self._ids)}"
             thread = threading.Thread(
-                target=run_worker, args=(self.master_url, self.store_root, worker_id), daemon=True
+                target=run_worker,
+                args=(self.master_url, self.store_root, worker_id),
+                kwargs={"token": self.token},
+                daemon=True,
             )
             thread.start()
             self._threads[worker_id] = thread
@@ -132,7 +162,14 @@ class ThreadLauncher:
         return started
 
     def kill(self, worker_id: str) -> None:
-        raise NotImplementedError("threads cannot be killed; use RayLauncher for kill tests")
+        raise NotImplementedError("threads cannot be killed; use RayLauncher to kill workers")
+
+    def ended(self) -> list[tuple[str, str | None]]:
+        done = [
+            w for w, t in self._threads.items() if not t.is_alive() and w not in self._reported
+        ]
+        self._reported.update(done)
+        return [(w, None) for w in done]
 
     def alive(self) -> list[str]:
         return [w for w, t in self._threads.items() if t.is_alive()]

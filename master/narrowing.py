@@ -33,7 +33,8 @@ class NarrowingPolicy:
         margin: added on each side, as a fraction of the top values' span in scale.
         min_width: the new range is at least this fraction of the old width (in scale).
         border: a best value within this fraction of the width from an edge is flagged.
-        extend: a flagged edge moves outward by this fraction of the old width.
+        extend: a flagged edge moves outward by this fraction of the old width (1.0: a
+            range of 3 decades flagged at its top gains 3 more decades above it).
     """
 
     top_fraction: float = 0.2
@@ -41,7 +42,12 @@ class NarrowingPolicy:
     margin: float = 0.25
     min_width: float = 0.1
     border: float = 0.1
-    extend: float = 0.5
+    extend: float = 1.0
+
+    @classmethod
+    def from_spec(cls, raw: Mapping[str, Any] | None) -> NarrowingPolicy:
+        """The policy of a study (its spec's `narrowing:` block), defaults elsewhere."""
+        return cls(**dict(raw or {}))
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "CheckpointPublic",
     "EpochMetricPublic",
+    "FlagsPublic",
     "StagePublic",
     "StudiesPublic",
     "StudyDetailPublic",
@@ -17,6 +18,10 @@ __all__ = [
     "TrialDetailPublic",
     "TrialPublic",
     "TrialsPublic",
+    "WarningsPublic",
+    "WorkerPublic",
+    "WorkersLaunch",
+    "WorkersPublic",
 ]
 
 
@@ -63,6 +68,7 @@ class TrialPublic(_Public):
     id: int
     study_id: int
     number: int
+    stage: int | None = None  # 1-based
     rank: int | None = None
     state: str
     attempt: int
@@ -96,12 +102,60 @@ class EpochMetricPublic(_Public):
 
 class CheckpointPublic(_Public):
     epoch: int
+    attempt: int
     score: float
     path: str
     size: int
     sha256: str
+    deleted_at: dt.datetime | None = None
+    deleted_why: str | None = None
 
 
 class TrialDetailPublic(TrialPublic):
     metrics: list[EpochMetricPublic]
     checkpoints: list[CheckpointPublic]
+
+
+class WorkerPublic(_Public):
+    id: str
+    state: str
+    trial_id: int | None
+    trials_run: int
+    started_at: dt.datetime
+    heartbeat_at: dt.datetime | None
+
+
+class WorkersPublic(BaseModel):
+    data: list[WorkerPublic]
+    count: int
+    running: list[str]
+
+
+class WorkersLaunch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    count: int = Field(default=1, ge=1, le=256)
+
+
+class WorkersLaunched(BaseModel):
+    started: list[str]
+
+
+class WorkersKilled(BaseModel):
+    killed: list[str]
+
+
+class FlagsPublic(BaseModel):
+    data: list[dict[str, Any]]
+    final: list[dict[str, Any]]
+
+
+class TrialWarningsPublic(BaseModel):
+    trial_id: int
+    number: int
+    warnings: list[dict[str, Any]]
+
+
+class WarningsPublic(BaseModel):
+    counts: dict[str, int]
+    data: list[TrialWarningsPublic]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import ray
 
 from worker.loop import run_worker
@@ -26,3 +28,7 @@ class WorkerActor:
     def ping(self) -> str:
         """Liveness probe for the master's worker manager."""
         return self.worker_id
+
+    def pid(self) -> int:
+        """The process id of this worker (fault-injection tests SIGKILL it)."""
+        return os.getpid()

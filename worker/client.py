@@ -18,6 +18,7 @@ from common.protocol import (
     ClaimResponse,
     EpochReport,
     FinishRequest,
+    HeartbeatRequest,
     ReportAck,
     StartRequest,
 )
@@ -100,3 +101,6 @@ class MasterClient:
 
     def finish(self, trial_id: int, request: FinishRequest) -> ReportAck:
         return self._post(f"/trials/{trial_id}/finish", request, ReportAck)
+
+    def heartbeat(self, request: HeartbeatRequest) -> ReportAck:
+        return self._post("/workers/heartbeat", request, ReportAck)

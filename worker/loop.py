@@ -25,6 +25,7 @@ from common.space import parse_space, sample_params
 from common.spec import trial_rng
 from worker.client import MasterClient, MasterGone, TrialClosed
 from worker.diagnostics.babysit import epoch_warnings
+from worker.heartbeat import Heartbeat
 from worker.trainer import EpochMetrics, Trainer, make_trainer
 
 __all__ = ["run_trial", "run_worker", "trial_folder"]
@@ -98,7 +99,11 @@ def _save(
 
 
 def run_trial(
-    client: MasterClient, store: CheckpointStore, worker_id: str, job: Assignment
+    client: MasterClient,
+    store: CheckpointStore,
+    worker_id: str,
+    job: Assignment,
+    heartbeat: Heartbeat | None = None,
 ) -> str:
     """Run one assigned trial to its end; returns the final state it reported.
 
@@ -145,7 +150,9 @@ def run_trial(
             )
         ]
         improved = math.isfinite(score) and _better(score, best, maximize=maximize)
-        if not m.diverged and math.isfinite(score) and (improved or epoch == job.epochs):
+        if not m.diverged and math.isfinite(score):
+            # every epoch: the latest checkpoint is what a lost trial resumes from; the
+            # master's retention keeps the best and the latest of each trial
             report.checkpoint = _save(store, trainer, job, epoch, score, m, full_params)
         if improved and not m.diverged:
             best = score
@@ -153,7 +160,12 @@ def run_trial(
         if m.diverged:
             state = "diverged"
             break
-        if ack.stop:
+        if ack.stop or (heartbeat is not None and heartbeat.stop_trial.is_set()):
+            stopped = FinishRequest(worker_id=worker_id, attempt=job.attempt, state="stopped")
+            try:
+                client.finish(job.trial_id, stopped)
+            except TrialClosed:
+                pass  # the master already closed it (early stopping, a stopped study)
             return "stopped"
     client.finish(
         job.trial_id, FinishRequest(worker_id=worker_id, attempt=job.attempt, state=state)
@@ -172,18 +184,26 @@ def run_worker(
     """Claim and run trials until the master says stop; returns the number of trials run."""
     client = MasterClient(master_url, token=token)
     store = CheckpointStore(store_root)
+    heartbeat: Heartbeat | None = None
     done = 0
     try:
         while max_trials is None or done < max_trials:
             answer = client.claim(worker_id)
+            if heartbeat is None:
+                beats = MasterClient(
+                    master_url, token=token, retry_for_s=answer.heartbeat_interval_s
+                )
+                heartbeat = Heartbeat(beats, worker_id, answer.heartbeat_interval_s).start()
             if answer.action == "stop":
                 break
             if answer.action == "wait" or answer.assignment is None:
+                heartbeat.watch(None)
                 time.sleep(max(answer.retry_after_s, 0.05))
                 continue
             job = answer.assignment
+            heartbeat.watch(job.trial_id, job.attempt)
             try:
-                run_trial(client, store, worker_id, job)
+                run_trial(client, store, worker_id, job, heartbeat)
             except TrialClosed as exc:
                 log.info("trial %s closed by the master: %s", job.trial_id, exc)
             except MasterGone:
@@ -198,7 +218,10 @@ def run_worker(
                     client.finish(job.trial_id, failed)
                 except TrialClosed:
                     pass
+            heartbeat.watch(None)
             done += 1
     finally:
+        if heartbeat is not None:
+            heartbeat.stop()
         client.close()
     return done

@@ -1,21 +1,26 @@
-"""Studies: list, read (with stages, progress and border flags), ranked trials."""
+"""Studies: create, read, pause/resume/stop, stages, flags, warnings, and trial lists."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Body, Query, status
 
+from common.spec import parse_spec
 from common.states import TrialState
 from master.deps import ServiceDep, StudyDep
 from master.schemas import (
+    FlagsPublic,
     StagePublic,
     StudiesPublic,
     StudyDetailPublic,
     StudyPublic,
     TrialPublic,
     TrialsPublic,
+    TrialWarningsPublic,
+    WarningsPublic,
 )
+from master.services import ParamRange
 
 router = APIRouter(prefix="/studies", tags=["studies"])
 
@@ -30,29 +35,76 @@ def list_studies(service: ServiceDep, limit: Limit = 100, offset: Offset = 0) ->
     return StudiesPublic(data=[StudyPublic.model_validate(r) for r in rows], count=count)
 
 
-@router.get("/{study_id}")
-def read_study(study: StudyDep, service: ServiceDep) -> StudyDetailPublic:
-    """One study with its stages, progress, best score and border flags."""
-    stages = service.stages(study.id)
+@router.post("", status_code=status.HTTP_201_CREATED)
+def create_study(
+    service: ServiceDep, spec: Annotated[dict[str, Any], Body(description="a study spec")]
+) -> StudyPublic:
+    """Create a study from a spec (the YAML file's content as JSON); workers pick it up."""
+    return StudyPublic.model_validate(service.create_study(parse_spec(spec)))
+
+
+def _detail(service: ServiceDep, study: Any) -> StudyDetailPublic:
     progress = service.progress(study.id)
-    flags: list[dict[str, Any]] = []
-    for stage in stages:
-        flags.extend({**f, "stage": stage.index} for f in stage.decisions.get("flags", []))
     return StudyDetailPublic(
         **StudyPublic.model_validate(study).model_dump(),
-        stages=[StagePublic.model_validate(s) for s in stages],
+        stages=[StagePublic.model_validate(s) for s in service.stages(study.id)],
         finished_trials=progress.finished,
         total_trials=progress.total,
         best_score=progress.best,
-        border_flags=flags,
+        border_flags=service.border_flags(study.id),
         warning_counts=service.warning_counts(study.id),
     )
 
 
+@router.get("/{study_id}")
+def read_study(study: StudyDep, service: ServiceDep) -> StudyDetailPublic:
+    """One study with its stages, progress, best score, border flags and warning counts."""
+    return _detail(service, study)
+
+
+@router.post("/{study_id}/pause")
+def pause_study(study: StudyDep, service: ServiceDep) -> StudyDetailPublic:
+    """Hand out no new trials; running trials finish."""
+    return _detail(service, service.set_state(study.id, "pause"))
+
+
+@router.post("/{study_id}/resume")
+def resume_study(study: StudyDep, service: ServiceDep) -> StudyDetailPublic:
+    """Hand out trials again after a pause."""
+    return _detail(service, service.set_state(study.id, "resume"))
+
+
+@router.post("/{study_id}/stop")
+def stop_study(study: StudyDep, service: ServiceDep) -> StudyDetailPublic:
+    """End the study: running trials stop at their next report or heartbeat."""
+    return _detail(service, service.set_state(study.id, "stop"))
+
+
 @router.get("/{study_id}/stages")
 def list_stages(study: StudyDep, service: ServiceDep) -> list[StagePublic]:
-    """The stages of a study with their ranges and narrowing decisions."""
+    """The stages with their ranges and narrowing decisions (old range, new range, why)."""
     return [StagePublic.model_validate(s) for s in service.stages(study.id)]
+
+
+@router.get("/{study_id}/flags")
+def list_flags(study: StudyDep, service: ServiceDep) -> FlagsPublic:
+    """Border flags: best values near an edge of their range, per stage."""
+    flags = service.border_flags(study.id)
+    return FlagsPublic(data=flags, final=[f for f in flags if f["final"]])
+
+
+@router.get("/{study_id}/warnings")
+def list_warnings(
+    study: StudyDep, service: ServiceDep, limit: Limit = 100, offset: Offset = 0
+) -> WarningsPublic:
+    """Babysitting warnings: counts per code, and the trials that raised any."""
+    rows, _ = service.list_trials(study.id, limit=limit, offset=offset, sort="number")
+    data = [
+        TrialWarningsPublic(trial_id=t.id, number=t.number, warnings=t.warnings or [])
+        for t in rows
+        if t.warnings
+    ]
+    return WarningsPublic(counts=service.warning_counts(study.id), data=data)
 
 
 @router.get("/{study_id}/trials")
@@ -62,15 +114,35 @@ def list_trials(
     limit: Limit = 50,
     offset: Offset = 0,
     state: TrialState | None = None,
+    stage: Annotated[int | None, Query(ge=1, le=1000, description="1-based stage")] = None,
+    param: Annotated[
+        list[str] | None, Query(description="name:low:high, repeatable; a bound may be empty")
+    ] = None,
+    sort: Annotated[
+        str | None,
+        Query(
+            max_length=100, description="best_score, number, ..., params.<name>; -name reverses"
+        ),
+    ] = None,
 ) -> TrialsPublic:
-    """A page of the study's trials ranked by its metric, best first (ties by trial number)."""
-    rows, count = service.ranked_trials(
-        study.id, limit=limit, offset=offset, state=state.value if state else None
+    """A page of the study's trials; by default ranked by its metric, best first."""
+    ranges = [ParamRange.parse(p) for p in param or []]
+    rows, count = service.list_trials(
+        study.id,
+        limit=limit,
+        offset=offset,
+        state=state.value if state else None,
+        stage=stage,
+        params=ranges,
+        sort=sort,
     )
+    stages = service.stage_index(study.id)
+    ranked = sort is None and state is None and stage is None and not ranges
     data = []
     for i, row in enumerate(rows):
         item = TrialPublic.model_validate(row)
-        if row.best_score is not None and state is None:
+        item.stage = stages.get(row.stage_id)
+        if ranked and row.best_score is not None:
             item.rank = offset + i + 1
         data.append(item)
     return TrialsPublic(data=data, count=count)

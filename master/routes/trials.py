@@ -1,11 +1,13 @@
-"""Trials: details for people, and the start/report/finish calls of workers."""
+"""Trials: details, metrics and checkpoints for people; start/report/finish for workers."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 
 from common.protocol import EpochReport, FinishRequest, ReportAck, StartRequest
-from master.deps import ServiceDep, TrialDep
+from master.deps import ProtocolDep, ServiceDep, TrialDep
 from master.schemas import (
     CheckpointPublic,
     EpochMetricPublic,
@@ -18,9 +20,11 @@ router = APIRouter(prefix="/trials", tags=["trials"])
 
 @router.get("/{trial_id}")
 def read_trial(trial: TrialDep, service: ServiceDep) -> TrialDetailPublic:
-    """One trial with its per-epoch metrics and recorded checkpoints."""
+    """One trial with its per-epoch metrics and live checkpoints."""
+    item = TrialPublic.model_validate(trial)
+    item.stage = service.stage_index(trial.study_id).get(trial.stage_id)
     return TrialDetailPublic(
-        **TrialPublic.model_validate(trial).model_dump(),
+        **item.model_dump(),
         metrics=[EpochMetricPublic.model_validate(m) for m in service.trial_metrics(trial.id)],
         checkpoints=[
             CheckpointPublic.model_validate(c) for c in service.trial_checkpoints(trial.id)
@@ -28,19 +32,40 @@ def read_trial(trial: TrialDep, service: ServiceDep) -> TrialDetailPublic:
     )
 
 
+@router.get("/{trial_id}/metrics")
+def list_metrics(
+    trial: TrialDep,
+    service: ServiceDep,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+) -> list[EpochMetricPublic]:
+    """Per-epoch metrics and babysitting statistics, oldest first."""
+    rows = service.trial_metrics(trial.id, limit=limit, offset=offset)
+    return [EpochMetricPublic.model_validate(m) for m in rows]
+
+
+@router.get("/{trial_id}/checkpoints")
+def list_checkpoints(
+    trial: TrialDep, service: ServiceDep, include_deleted: bool = False
+) -> list[CheckpointPublic]:
+    """Recorded checkpoints; with include_deleted, also those retention removed (and why)."""
+    rows = service.trial_checkpoints(trial.id, include_deleted=include_deleted)
+    return [CheckpointPublic.model_validate(c) for c in rows]
+
+
 @router.post("/{trial_id}/start")
-def start_trial(trial: TrialDep, body: StartRequest, service: ServiceDep) -> ReportAck:
+def start_trial(trial: TrialDep, body: StartRequest, protocol: ProtocolDep) -> ReportAck:
     """A worker registers the parameters it sampled; repeats are no-ops."""
-    return service.start_trial(trial.id, body)
+    return protocol.start_trial(trial.id, body)
 
 
 @router.post("/{trial_id}/reports")
-def create_report(trial: TrialDep, body: EpochReport, service: ServiceDep) -> ReportAck:
+def create_report(trial: TrialDep, body: EpochReport, protocol: ProtocolDep) -> ReportAck:
     """Store one epoch's metrics; idempotent on (trial, attempt, epoch); 409 once finished."""
-    return service.record_report(trial.id, body)
+    return protocol.record_report(trial.id, body)
 
 
 @router.post("/{trial_id}/finish")
-def finish_trial(trial: TrialDep, body: FinishRequest, service: ServiceDep) -> ReportAck:
-    """A worker ends its trial (completed, diverged or failed)."""
-    return service.finish_trial(trial.id, body)
+def finish_trial(trial: TrialDep, body: FinishRequest, protocol: ProtocolDep) -> ReportAck:
+    """A worker ends its trial (completed, diverged, failed or stopped)."""
+    return protocol.finish_trial(trial.id, body)

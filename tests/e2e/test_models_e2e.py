@@ -50,5 +50,8 @@ def test_custom_model_study_end_to_end(master: Master, ray_session: object) -> N
     study_id = run_study(master, spec, python_path=[str(EXAMPLES)])
     trials, count = master.service.ranked_trials(study_id, limit=50, offset=0)
     assert count == 18
-    assert {t.state for t in trials} == {"completed"}, [t.error for t in trials if t.error]
+    assert {t.state for t in trials} <= {"completed", "stopped"}, [t.error for t in trials]
+    for t in trials:
+        if t.state == "stopped":  # the median rule may stop a stage-2 trial early
+            assert t.error.startswith("early stop (median rule)")
     assert trials[0].best_score > 0.85
