@@ -124,7 +124,10 @@ def test_run_then_serve_gives_the_same_ranking(tmp_path: Path) -> None:
 def test_master_refuses_to_listen_beyond_loopback_without_a_token(tmp_path: Path) -> None:
     env_free = cli("master", str(tmp_path / "run"), "--host", "0.0.0.0", cwd=tmp_path, timeout=60)
     assert env_free.returncode == 2
-    assert "refusing to listen on 0.0.0.0 without a token: set GRIDLESS_TOKEN or --token" in env_free.stderr
+    assert (
+        "refusing to listen on 0.0.0.0 without a token: set GRIDLESS_TOKEN or --token"
+        in env_free.stderr
+    )
     assert not (tmp_path / "run").exists()
 
 
