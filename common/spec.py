@@ -55,7 +55,7 @@ class NarrowingSpec(_Strict):
     margin: float = Field(default=0.25, ge=0.0, le=10.0)
     min_width: float = Field(default=0.1, ge=0.0, le=1.0)
     border: float = Field(default=0.1, ge=0.0, lt=0.5)
-    extend: float = Field(default=1.0, ge=0.0, le=10.0)
+    extend: float = Field(default=0.5, ge=0.0, le=10.0)
 
 
 class StudySpec(_Strict):

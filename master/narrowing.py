@@ -19,6 +19,7 @@ __all__ = [
     "Decision",
     "NarrowingPolicy",
     "border_flags",
+    "learning_rate_flags",
     "narrow_space",
 ]
 
@@ -33,8 +34,8 @@ class NarrowingPolicy:
         margin: added on each side, as a fraction of the top values' span in scale.
         min_width: the new range is at least this fraction of the old width (in scale).
         border: a best value within this fraction of the width from an edge is flagged.
-        extend: a flagged edge moves outward by this fraction of the old width (1.0: a
-            range of 3 decades flagged at its top gains 3 more decades above it).
+        extend: a flagged edge moves outward by this fraction of the old width (0.5: a
+            range of 3 decades flagged at its top gains 1.5 decades above it).
     """
 
     top_fraction: float = 0.2
@@ -42,7 +43,7 @@ class NarrowingPolicy:
     margin: float = 0.25
     min_width: float = 0.1
     border: float = 0.1
-    extend: float = 1.0
+    extend: float = 0.5
 
     @classmethod
     def from_spec(cls, raw: Mapping[str, Any] | None) -> NarrowingPolicy:
@@ -59,13 +60,15 @@ class BorderFlag:
     edge: str  # "lower" | "upper"
     low: float
     high: float
+    evidence: str | None = None  # set when babysitting, not the best value, raised it
 
     @property
     def message(self) -> str:
-        return (
-            f"best {self.param} {self.value:.3g} is on the {self.edge} border of "
-            f"[{self.low:.3g}, {self.high:.3g}]"
-        )
+        where = f"[{self.low:.3g}, {self.high:.3g}]"
+        if self.evidence is not None:
+            side = "low" if self.edge == "upper" else "high"
+            return f"{self.param} range {where} is too {side}: {self.evidence}"
+        return f"best {self.param} {self.value:.3g} is on the {self.edge} border of {where}"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -74,6 +77,7 @@ class BorderFlag:
             "edge": self.edge,
             "low": self.low,
             "high": self.high,
+            "evidence": self.evidence,
             "message": self.message,
         }
 
@@ -145,10 +149,10 @@ def _narrow_numeric(
     hard_lo, hard_hi = _hard_limits(dist)
     if "lower" in flagged:
         new_lo = lo - policy.extend * width
-        why = "best value on the lower border: extended below it"
+        why = "on the lower border: extended below it"
     if "upper" in flagged:
         new_hi = hi + policy.extend * width
-        why = "best value on the upper border: extended above it"
+        why = "on the upper border: extended above it"
     low = max(dist.from_scale(new_lo), hard_lo)
     high = min(dist.from_scale(new_hi), hard_hi)
     if dist.log:
@@ -156,16 +160,46 @@ def _narrow_numeric(
     return dist.with_bounds(low, max(low, high)), why
 
 
+def learning_rate_flags(
+    space: Mapping[str, Distribution],
+    warning_counts: Mapping[str, int],
+    trials: int,
+    *,
+    majority: float = 0.5,
+) -> list[BorderFlag]:
+    """Flags from babysitting: when most of a stage's trials report an update:weight
+    ratio far below ~1e-3 (`lr_too_low`), the learning-rate range is too low, whatever
+    the noisy scores say; when most diverge or report `lr_too_high`, it is too high."""
+    dist = space.get("learning_rate")
+    if not isinstance(dist, NumericDistribution) or trials <= 0 or dist.low >= dist.high:
+        return []
+    low = warning_counts.get("lr_too_low", 0)
+    high = warning_counts.get("lr_too_high", 0) + warning_counts.get("diverged", 0)
+    if low >= majority * trials and low > high:
+        evidence = f"{low} of {trials} trials report an update:weight ratio far below 1e-3"
+        return [BorderFlag("learning_rate", dist.high, "upper", dist.low, dist.high, evidence)]
+    if high >= majority * trials and high > low:
+        evidence = f"{high} of {trials} trials diverged or report a ratio far above 1e-3"
+        return [BorderFlag("learning_rate", dist.low, "lower", dist.low, dist.high, evidence)]
+    return []
+
+
 def narrow_space(
     space: Mapping[str, Distribution],
     top_params: Sequence[Mapping[str, Any]],
     policy: NarrowingPolicy = NarrowingPolicy(),
+    *,
+    evidence_flags: Sequence[BorderFlag] = (),
 ) -> tuple[dict[str, Distribution], list[BorderFlag], list[Decision]]:
     """The next stage's space from this stage's top trials (best first).
 
+    Args:
+        evidence_flags: flags raised from babysitting (`learning_rate_flags`); they take
+            the place of a best-value flag on the same parameter.
+
     Returns:
-        The new space, the border flags of the best trial, and one decision per parameter.
-        With no scored trial the space is kept unchanged.
+        The new space, the border flags, and one decision per parameter. With no scored
+        trial the space is kept unchanged.
     """
     if not top_params:
         decisions = [
@@ -173,7 +207,11 @@ def narrow_space(
             for n, d in space.items()
         ]
         return dict(space), [], decisions
-    flags = border_flags(space, top_params[0], policy)
+    overridden = {f.param for f in evidence_flags}
+    flags = [
+        *evidence_flags,
+        *(f for f in border_flags(space, top_params[0], policy) if f.param not in overridden),
+    ]
     flagged: dict[str, set[str]] = {}
     for flag in flags:
         flagged.setdefault(flag.param, set()).add(flag.edge)

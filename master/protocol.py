@@ -40,7 +40,7 @@ from common.protocol import (
 from common.space import parse_space, space_to_json
 from common.states import StageState, StudyState, TrialState
 from master.early_stopping import should_stop
-from master.narrowing import NarrowingPolicy, border_flags, narrow_space
+from master.narrowing import NarrowingPolicy, border_flags, learning_rate_flags, narrow_space
 from master.storage import Storage, ranked
 from master.tpe import suggest_tpe
 
@@ -233,7 +233,15 @@ class TrialProtocol:
                 .limit(n_top)
             )
         )
-        new_space, flags, decisions = narrow_space(space, [t.params or {} for t in top], policy)
+        counts: dict[str, int] = {}
+        in_stage = list(s.scalars(select(TrialRow.warnings).where(TrialRow.stage_id == stage.id)))
+        for warnings in in_stage:
+            for code in {w.get("code") for w in warnings or []}:
+                counts[str(code)] = counts.get(str(code), 0) + 1
+        evidence = learning_rate_flags(space, counts, len(in_stage))
+        new_space, flags, decisions = narrow_space(
+            space, [t.params or {} for t in top], policy, evidence_flags=evidence
+        )
         stage.decisions = {
             "flags": [f.to_json() for f in flags],
             "decisions": [d.to_json() for d in decisions],

@@ -52,6 +52,7 @@ def _svm_active(scores: np.ndarray, y: np.ndarray) -> np.ndarray:
 class NumpyModel:
     """What trainers, checks and diagnostics rely on."""
 
+    data_loss: LossFn
     params: dict[str, np.ndarray]
     buffers: dict[str, np.ndarray]
     reg: float

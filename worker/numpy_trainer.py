@@ -184,7 +184,8 @@ class NumpyTrainer:
                 losses, ratios, diverged = self._minibatch_epoch(hp)
             finite = all(np.isfinite(w).all() for w in self.model.params.values())
             d, model = self.data, self.model
-            val_loss, _ = model.loss(d.x_val, d.y_val, train=False)
+            # the data loss alone: the L2 penalty is a training device, not a validation score
+            val_loss = model.data_loss(model.scores(d.x_val), d.y_val)[0]
             train_acc = _accuracy(model, d.x_train, d.y_train) if finite else 0.0
             val_acc = _accuracy(model, d.x_val, d.y_val) if finite else 0.0
             stats: dict[str, Any] = {

@@ -271,7 +271,7 @@ class TorchTrainer:
     def _evaluate(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
         model.eval()
         scores = model(x)
-        loss = float(self._loss(scores, y)) + float(self._reg_loss())
+        loss = float(self._loss(scores, y))  # data loss only: L2 is a training penalty
         return loss, float((scores.argmax(dim=1) == y).float().mean())
 
     def train_epoch(self) -> EpochMetrics:
