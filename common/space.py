@@ -136,7 +136,7 @@ class IntUniform(NumericDistribution):
         return int(rng.integers(int(self.low), int(self.high), endpoint=True))
 
     def with_bounds(self, low: float, high: float) -> NumericDistribution:
-        lo, hi = math.floor(low), math.ceil(high)
+        lo, hi = math.floor(low + 1e-9), math.ceil(high - 1e-9)
         return type(self)(lo, max(lo, hi))
 
 
@@ -157,7 +157,7 @@ class IntLogUniform(NumericDistribution):
         return int(min(max(value, int(self.low)), int(self.high)))
 
     def with_bounds(self, low: float, high: float) -> NumericDistribution:
-        lo, hi = max(1, math.floor(low)), math.ceil(high)
+        lo, hi = max(1, math.floor(low + 1e-9)), math.ceil(high - 1e-9)
         return type(self)(lo, max(lo, hi))
 
 

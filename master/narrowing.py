@@ -155,6 +155,11 @@ def _narrow_numeric(
         why = "on the upper border: extended above it"
     low = max(dist.from_scale(new_lo), hard_lo)
     high = min(dist.from_scale(new_hi), hard_hi)
+    # 10**log10(x) can land a hair outside the old bounds; only a flagged edge may move out.
+    if "lower" not in flagged:
+        low = max(low, dist.low)
+    if "upper" not in flagged:
+        high = min(high, dist.high)
     if dist.log:
         low = max(low, dist.low * 1e-12)  # stays positive
     return dist.with_bounds(low, max(low, high)), why

@@ -107,3 +107,19 @@ def test_no_scored_trials_keeps_the_space() -> None:
     assert space == {"learning_rate": LR}
     assert flags == []
     assert decisions[0].why == "no scored trial: range kept"
+
+
+@pytest.mark.parametrize(
+    "dist", [IntLogUniform(8, 512), LogUniform(1e-4, 10.0), Uniform(0.0, 0.9)]
+)
+def test_unflagged_narrowing_stays_inside_the_old_range(dist: object) -> None:
+    # top values at both ends of the range (but the best one inside): the margin must not
+    # push the new range past the old bounds, even through log10 round-off
+    space = {"p": dist}
+    lo, hi = dist.low, dist.high  # type: ignore[attr-defined]
+    mid = dist.from_scale((dist.to_scale(lo) + dist.to_scale(hi)) / 2)  # type: ignore[attr-defined]
+    new, flags, _ = narrow_space(
+        space, [{"p": mid}, {"p": lo}, {"p": hi}], NarrowingPolicy(margin=1.0)
+    )
+    assert flags == []
+    assert (new["p"].low, new["p"].high) == (lo, hi)  # type: ignore[attr-defined]
