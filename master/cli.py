@@ -287,16 +287,25 @@ def _follow(service: object, study_id: int, manager: object) -> None:
 
 
 def _print_flags(service: object, study_id: int) -> None:
+    from rich.panel import Panel
+
     from master.services import StudyService
 
     assert isinstance(service, StudyService)
-    stages = service.stages(study_id)
-    for stage in stages:
-        for flag in stage.decisions.get("flags", []):
-            last = stage.index == len(stages) - 1
-            style = "bold yellow" if last else "yellow"
-            where = "at the end" if last else f"after stage {stage.index + 1}, range extended"
-            console.print(f"[{style}]border flag ({where}):[/] {flag['message']}")
+    final = []
+    for flag in service.border_flags(study_id):
+        if flag["final"]:
+            final.append(flag["message"])
+        else:
+            where = f"after stage {flag['stage']}, range extended"
+            console.print(f"[yellow]border flag ({where}):[/] {flag['message']}")
+    if final:
+        body = (
+            "\n".join(final) + "\nThe best value may lie beyond the range: widen it and run again."
+        )
+        console.print(
+            Panel(body, title="best value still on a border", border_style="bold yellow")
+        )
 
 
 @app.command()
@@ -463,6 +472,10 @@ def workers_kill(
     console.print("killed " + (", ".join(body["killed"]) or "none"))
 
 
+def _short(values: list[object]) -> str:
+    return "[" + ", ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in values) + "]"
+
+
 def _status_view(client: object, study_id: int) -> Group:
     study = _call(client, "GET", f"/studies/{study_id}")
     assert isinstance(study, dict)
@@ -483,6 +496,11 @@ def _status_view(client: object, study_id: int) -> Group:
             str(st["index"] + 1), st["state"], str(st["trials"]), str(st["epochs"]), ranges
         )
     lines: list[RenderableType] = [head, table]
+    for st in study["stages"]:
+        for d in st["decisions"].get("decisions", []):
+            old, new = next(iter(d["old"].values())), next(iter(d["new"].values()))
+            step = f"stage {st['index'] + 1} -> {st['index'] + 2}"
+            lines.append(f"{step}: {d['param']} {_short(old)} -> {_short(new)} ({d['why']})")
     for flag in study["border_flags"]:
         lines.append(f"[bold yellow]border flag[/] (stage {flag['stage']}): {flag['message']}")
     if study["warning_counts"]:

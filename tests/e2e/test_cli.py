@@ -208,3 +208,44 @@ def test_force_runs_despite_failed_checks(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "--force: starting despite failed checks" in result.stderr
     assert "tiny: top 2 of 2 trials by val_accuracy" in result.stdout
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_master_status_and_workers_commands(tmp_path: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [*GRIDLESS, "master", str(tmp_path / "run"), "--port", str(port), "--heartbeat", "1"],
+        cwd=tmp_path,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"{url}/api/v1/health", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "gridless master did not come up"
+                time.sleep(0.2)
+        spec = {**TINY_SPEC, "stages": [{"trials": 2, "epochs": 1}, {"trials": 2, "epochs": 1}]}
+        assert httpx.post(f"{url}/api/v1/studies", json=spec).status_code == 201
+        assert "0 workers (0 running)" in cli("workers", "ls", "--url", url, cwd=tmp_path).stdout
+        missing = cli("workers", "kill", "w9", "--url", url, cwd=tmp_path)
+        assert missing.returncode == 1
+        assert "DELETE /workers/w9: 404 no running worker 'w9'" in missing.stderr
+        added = cli("workers", "add", "1", "--url", url, cwd=tmp_path, timeout=120)
+        assert added.returncode == 0, added.stderr
+        assert "started w1" in added.stdout
+        watched = cli("status", "1", "--url", url, "--watch", cwd=tmp_path, timeout=180)
+        assert watched.returncode == 0, watched.stderr
+        assert "tiny (completed): 4/4 trials finished" in watched.stdout
+        assert "stage 1 -> 2: learning_rate" in watched.stdout
+        listed = cli("workers", "ls", "--url", url, cwd=tmp_path).stdout
+        assert "w1" in listed
+        killed = cli("workers", "kill", "--all", "--url", url, cwd=tmp_path)
+        assert killed.returncode == 0
+        assert cli("workers", "kill", "--url", url, cwd=tmp_path).returncode == 2
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
