@@ -126,6 +126,10 @@ class TrialRow(Base):
     best_score: Mapped[float | None] = mapped_column(Float)
     best_epoch: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
+    # Set when a person resumed another trial's checkpoint into this one.
+    parent_id: Mapped[int | None] = mapped_column(Integer)
+    resume_path: Mapped[str | None] = mapped_column(String(512))
+    resume_epoch: Mapped[int] = mapped_column(Integer, default=0)
     # Babysitting findings, first occurrence of each code: [{"code", "message", "epoch"}].
     warnings: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     heartbeat_at: Mapped[dt.datetime | None]

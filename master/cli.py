@@ -472,6 +472,81 @@ def workers_kill(
     console.print("killed " + (", ".join(body["killed"]) or "none"))
 
 
+checkpoints_app = typer.Typer(help="Browse a master's checkpoints: list, show, download.")
+app.add_typer(checkpoints_app, name="checkpoints")
+
+
+@checkpoints_app.command("ls")
+def checkpoints_ls(
+    study_id: Annotated[int, typer.Argument(help="study id")] = 1,
+    trial: Annotated[int | None, typer.Option(help="only this trial id")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+    url: UrlOption = "http://127.0.0.1:8765",
+    token: TokenOption = None,
+) -> None:
+    """A study's checkpoints, best score first (the order of their file names)."""
+    params: dict[str, object] = {"limit": limit}
+    if trial is not None:
+        params["trial_id"] = trial
+    body = _call(_api(url, token), "GET", f"/studies/{study_id}/checkpoints", params=params)
+    assert isinstance(body, dict)
+    table = Table(title=f"{body['count']} checkpoints, best first")
+    for column in ("path", "trial", "epoch", "score", "bytes"):
+        table.add_column(column, justify="left" if column == "path" else "right")
+    for c in body["data"]:
+        table.add_row(
+            c["path"], str(c["trial_number"]), str(c["epoch"]), f"{c['score']:.4f}", str(c["size"])
+        )
+    console.print(table)
+
+
+@checkpoints_app.command("show")
+def checkpoints_show(
+    path: Annotated[str, typer.Argument(help="a path from `gridless checkpoints ls`")],
+    url: UrlOption = "http://127.0.0.1:8765",
+    token: TokenOption = None,
+) -> None:
+    """A checkpoint's metadata: trial parameters, epoch metrics, what the file records."""
+    import json
+
+    body = _call(_api(url, token), "GET", "/checkpoints/meta", params={"path": path})
+    console.print_json(json.dumps(body))
+
+
+@checkpoints_app.command("get")
+def checkpoints_get(
+    path: Annotated[str, typer.Argument(help="a path from `gridless checkpoints ls`")],
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="default: the file name")
+    ] = None,
+    url: UrlOption = "http://127.0.0.1:8765",
+    token: TokenOption = None,
+) -> None:
+    """Download a checkpoint (its SHA-256 is checked by the master and again here)."""
+    import hashlib
+
+    import httpx
+
+    client = _api(url, token)
+    assert isinstance(client, httpx.Client)
+    try:
+        response = client.get("/checkpoints/file", params={"path": path})
+    except httpx.TransportError as exc:
+        raise GridlessError(
+            f"cannot reach the master at {url} ({exc.__class__.__name__})"
+        ) from None
+    if response.status_code >= 400:
+        raise GridlessError(
+            f"GET {path}: {response.status_code} {response.json().get('detail', '')}"
+        )
+    expected = response.headers.get("x-checkpoint-sha256", "")
+    if hashlib.sha256(response.content).hexdigest() != expected:
+        raise GridlessError(f"{path}: the download does not match its SHA-256; nothing written")
+    target = output or Path(Path(path).name)
+    target.write_bytes(response.content)
+    console.print(f"wrote {target} ({len(response.content)} bytes, sha256 {expected[:16]}...)")
+
+
 def _short(values: list[object]) -> str:
     return "[" + ", ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in values) + "]"
 

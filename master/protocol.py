@@ -179,6 +179,8 @@ class TrialProtocol:
         job.best_score = trial.best_score
         if latest is not None:
             job.resume_from, job.resume_epoch = latest.path, latest.epoch
+        elif trial.resume_path is not None:  # a person resumed another trial's checkpoint
+            job.resume_from, job.resume_epoch = trial.resume_path, trial.resume_epoch
         log.info(
             "trial %s resumes as attempt %d on %s from epoch %d",
             trial.number,
@@ -452,6 +454,50 @@ class TrialProtocol:
             trial.finished_at = utcnow()
             self._release_worker(s, trial)
             return ReportAck(stored=True)
+
+    def resume_checkpoint(self, path: str, epochs: int) -> TrialRow:
+        """A new trial that continues from a recorded checkpoint for `epochs` more epochs;
+        the next claim hands it out. A completed study reopens for it.
+
+        Raises:
+            NotFoundError: for a path no live checkpoint has.
+            ConflictError: when the study was stopped.
+        """
+        with self.storage.write_lock, session_scope(self.sessions) as s:
+            row = s.execute(
+                select(CheckpointRow, TrialRow)
+                .join(TrialRow, TrialRow.id == CheckpointRow.trial_id)
+                .where(CheckpointRow.path == path, CheckpointRow.deleted_at.is_(None))
+            ).first()
+            if row is None:
+                raise NotFoundError(f"no checkpoint {path[:100]!r}")
+            ck, source = row
+            study = s.get(StudyRow, source.study_id)
+            assert study is not None
+            if study.state == StudyState.STOPPED.value:
+                raise ConflictError(
+                    f"study {study.id} is stopped; resume it before its checkpoints"
+                )
+            trial = TrialRow(
+                study_id=study.id,
+                stage_id=source.stage_id,
+                number=study.next_trial_number,
+                params=source.params,
+                state=TrialState.LOST.value,  # the next claim resumes it
+                attempt=0,
+                epochs=ck.epoch + epochs,
+                parent_id=source.id,
+                resume_path=ck.path,
+                resume_epoch=ck.epoch,
+                warnings=[],
+                heartbeat_at=utcnow(),
+            )
+            study.next_trial_number += 1
+            if study.state == StudyState.COMPLETED.value:
+                study.state, study.finished_at = StudyState.RUNNING.value, None
+            s.add(trial)
+            s.flush()
+            return trial
 
     # -- liveness ----------------------------------------------------------------------
 

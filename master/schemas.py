@@ -68,6 +68,7 @@ class TrialPublic(_Public):
     id: int
     study_id: int
     number: int
+    parent_id: int | None = None
     stage: int | None = None  # 1-based
     rank: int | None = None
     state: str
@@ -109,6 +110,38 @@ class CheckpointPublic(_Public):
     sha256: str
     deleted_at: dt.datetime | None = None
     deleted_why: str | None = None
+
+
+class StudyCheckpointPublic(BaseModel):
+    path: str
+    name: str
+    trial_id: int
+    trial_number: int
+    epoch: int
+    attempt: int
+    score: float
+    size: int
+    sha256: str
+    created_at: dt.datetime
+
+
+class StudyCheckpointsPublic(BaseModel):
+    data: list[StudyCheckpointPublic]
+    count: int
+
+
+class CheckpointMetaPublic(StudyCheckpointPublic):
+    params: dict[str, Any] | None
+    trial_state: str
+    metrics: EpochMetricPublic | None
+    file_meta: dict[str, Any] | None
+
+
+class CheckpointResume(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(min_length=1, max_length=512)
+    epochs: int = Field(default=5, ge=1, le=10_000)
 
 
 class TrialDetailPublic(TrialPublic):

@@ -321,6 +321,58 @@ class StudyService:
         """Stage row id -> 1-based stage number."""
         return {st.id: st.index + 1 for st in self.stages(study_id)}
 
+    # -- checkpoints -------------------------------------------------------------------
+
+    def study_checkpoints(
+        self, study_id: int, *, limit: int, offset: int, trial_id: int | None = None
+    ) -> tuple[list[tuple[CheckpointRow, TrialRow]], int]:
+        """Live checkpoints of a study, best score first (the order of their file names:
+        `sort -r` for accuracy, `sort` for loss), then epoch."""
+        with session_scope(self.sessions) as s:
+            study = load_study(s, study_id)
+            conditions = [TrialRow.study_id == study_id, CheckpointRow.deleted_at.is_(None)]
+            if trial_id is not None:
+                conditions.append(TrialRow.id == trial_id)
+            score = CheckpointRow.score.desc() if study.maximize else CheckpointRow.score.asc()
+            query = (
+                select(CheckpointRow, TrialRow)
+                .join(TrialRow, TrialRow.id == CheckpointRow.trial_id)
+                .where(*conditions)
+                .order_by(score, CheckpointRow.epoch.desc(), TrialRow.number)
+                .limit(limit)
+                .offset(offset)
+            )
+            rows = [(ck, trial) for ck, trial in s.execute(query)]
+            count = (
+                s.scalar(
+                    select(func.count())
+                    .select_from(CheckpointRow)
+                    .join(TrialRow, TrialRow.id == CheckpointRow.trial_id)
+                    .where(*conditions)
+                )
+                or 0
+            )
+            return rows, count
+
+    def recorded_checkpoint(self, path: str) -> tuple[CheckpointRow, TrialRow]:
+        """The live checkpoint recorded under exactly `path`; anything else is 404 (so no
+        traversal, encoding trick or symlink reaches a file the database does not name).
+
+        Raises:
+            NotFoundError: for a path no live checkpoint has.
+        """
+        if not path or len(path) > 512 or "\\" in path or "\x00" in path:
+            raise NotFoundError(f"no checkpoint {path[:100]!r}")
+        with session_scope(self.sessions) as s:
+            row = s.execute(
+                select(CheckpointRow, TrialRow)
+                .join(TrialRow, TrialRow.id == CheckpointRow.trial_id)
+                .where(CheckpointRow.path == path, CheckpointRow.deleted_at.is_(None))
+            ).first()
+            if row is None:
+                raise NotFoundError(f"no checkpoint {path[:100]!r}")
+            return row[0], row[1]
+
     # -- workers -----------------------------------------------------------------------
 
     def list_workers(self) -> list[WorkerRow]:

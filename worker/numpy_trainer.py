@@ -178,6 +178,11 @@ class NumpyTrainer:
         start = time.perf_counter()
         hp = self._epoch_hp()
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            initial = None
+            if self.epoch == 0:  # the seed's chance check is on the data loss alone
+                head = slice(0, int(self.hp["batch_size"]))
+                scores = self.model.scores(self.data.x_train[head])
+                initial = float(self.model.data_loss(scores, self.data.y_train[head])[0])
             if self.lbfgs:
                 losses, ratios, diverged = self._lbfgs_epoch()
             else:
@@ -203,6 +208,8 @@ class NumpyTrainer:
                 stats["first_layer"] = snapshot
             if self.ema_decay and finite:
                 stats["ema_val_accuracy"] = self._ema_accuracy()
+            if initial is not None:
+                stats["initial_data_loss"] = initial
         train_loss = float(np.mean(losses)) if losses else float("nan")
         diverged = diverged or not finite or diverging(train_loss, self.first_loss)
         self.epoch += 1

@@ -278,6 +278,10 @@ class TorchTrainer:
         """One pass over the training split (or one L-BFGS run), then evaluation."""
         start = time.perf_counter()
         lr = float(self.optimizer.param_groups[0]["lr"])
+        initial = None
+        if self.epoch == 0:  # the seed's chance check is on the data loss alone
+            batch = int(self.hp["batch_size"])
+            initial = self._evaluate(self.model, self.x_train[:batch], self.y_train[:batch])[0]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(torch.randint(2**31, (1,), generator=self.generator)))
             if self.hp["update"] == "lbfgs":
@@ -304,6 +308,8 @@ class TorchTrainer:
             stats["first_layer"] = snapshot
         if self.ema is not None and finite:
             stats["ema_val_accuracy"] = self._evaluate(self.ema, self.x_val, self.y_val)[1]
+        if initial is not None:
+            stats["initial_data_loss"] = initial
         train_loss = float(np.mean(losses)) if losses else float("nan")
         self.epoch += 1
         if isinstance(self.scheduler, lr_scheduler.ReduceLROnPlateau):

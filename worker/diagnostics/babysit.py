@@ -115,8 +115,10 @@ def epoch_warnings(
             )
     found.extend(_activations(m.stats.get("layers", []), epoch))
     losses = history[0].stats.get("loss_history") or []
-    if epoch == 1 and chance_loss and losses and math.isfinite(losses[0]):
-        first = float(losses[0])
+    # the data loss before any update (reg off, as the seed says); else the first loss
+    initial = history[0].stats.get("initial_data_loss", losses[0] if losses else None)
+    if epoch == 1 and chance_loss and initial is not None and math.isfinite(initial):
+        first = float(initial)
         if not 0.5 * chance_loss <= first <= 3.0 * chance_loss:
             found.append(
                 TrialWarning(

@@ -1,0 +1,134 @@
+"""Checkpoint browsing: list per study (best first), metadata, download, resume.
+
+Only checkpoints the database records (and has not deleted) are ever served: a path is
+looked up by exact match, then resolved inside the store, then its SHA-256 is checked.
+`..`, percent-encoded or double-encoded variants, backslashes, absolute paths and
+symlinks pointing out of the store all get a 4xx.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, status
+from fastapi.responses import FileResponse
+
+from common.checkpoints import CheckpointStore
+from common.db import CheckpointRow, TrialRow
+from common.errors import ConflictError, NotFoundError
+from master.deps import ProtocolDep, ServiceDep, StudyDep
+from master.schemas import (
+    CheckpointMetaPublic,
+    CheckpointResume,
+    EpochMetricPublic,
+    StudyCheckpointPublic,
+    StudyCheckpointsPublic,
+    TrialPublic,
+)
+
+router = APIRouter(tags=["checkpoints"])
+
+PathQuery = Annotated[str, Query(min_length=1, max_length=512, description="store path")]
+
+
+def _public(ck: CheckpointRow, trial: TrialRow) -> StudyCheckpointPublic:
+    return StudyCheckpointPublic(
+        path=ck.path,
+        name=Path(ck.path).name,
+        trial_id=trial.id,
+        trial_number=trial.number,
+        epoch=ck.epoch,
+        attempt=ck.attempt,
+        score=ck.score,
+        size=ck.size,
+        sha256=ck.sha256,
+        created_at=ck.created_at,
+    )
+
+
+@router.get("/studies/{study_id}/checkpoints")
+def list_study_checkpoints(
+    study: StudyDep,
+    service: ServiceDep,
+    trial_id: Annotated[int | None, Query(ge=1)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+) -> StudyCheckpointsPublic:
+    """A study's live checkpoints, best score first (the order of their file names)."""
+    rows, count = service.study_checkpoints(
+        study.id, limit=limit, offset=offset, trial_id=trial_id
+    )
+    return StudyCheckpointsPublic(data=[_public(ck, t) for ck, t in rows], count=count)
+
+
+def _verified(store: CheckpointStore, ck: CheckpointRow) -> Path:
+    try:
+        file = store.resolve(ck.path)  # refuses anything that resolves outside the store
+    except NotFoundError:
+        raise NotFoundError(
+            f"checkpoint {ck.path!r} is recorded but missing from the store"
+        ) from None
+    digest = hashlib.sha256()
+    with file.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    if digest.hexdigest() != ck.sha256:
+        raise ConflictError(f"checkpoint {ck.path!r} does not match its recorded SHA-256")
+    return file
+
+
+def _file_meta(file: Path) -> dict[str, Any] | None:
+    if file.suffix == ".npz":
+        import numpy as np
+
+        with np.load(file, allow_pickle=False) as data:
+            if "__meta__" in data.files:
+                meta: dict[str, Any] = json.loads(bytes(data["__meta__"]).decode("utf-8"))
+                return meta
+        return None
+    try:
+        import torch
+    except ImportError:
+        return None
+    state = torch.load(file, weights_only=True)
+    return json.loads(state["meta"]) if isinstance(state, dict) and "meta" in state else None
+
+
+@router.get("/checkpoints/meta")
+def read_checkpoint(
+    path: PathQuery, request: Request, service: ServiceDep
+) -> CheckpointMetaPublic:
+    """A checkpoint's metadata: its trial's parameters, its epoch's metrics, the metadata
+    stored in the file (read without unpickling anything)."""
+    ck, trial = service.recorded_checkpoint(path)
+    file = _verified(request.app.state.store, ck)
+    metrics = [m for m in service.trial_metrics(trial.id) if m.epoch == ck.epoch]
+    return CheckpointMetaPublic(
+        **_public(ck, trial).model_dump(),
+        params=trial.params,
+        trial_state=trial.state,
+        metrics=EpochMetricPublic.model_validate(metrics[0]) if metrics else None,
+        file_meta=_file_meta(file),
+    )
+
+
+@router.get("/checkpoints/file", response_class=FileResponse)
+def download_checkpoint(path: PathQuery, request: Request, service: ServiceDep) -> FileResponse:
+    """The checkpoint file itself, after checking its SHA-256 against the database."""
+    ck, _ = service.recorded_checkpoint(path)
+    file = _verified(request.app.state.store, ck)
+    return FileResponse(
+        file,
+        media_type="application/octet-stream",
+        filename=file.name,
+        headers={"X-Checkpoint-SHA256": ck.sha256},
+    )
+
+
+@router.post("/checkpoints/resume", status_code=status.HTTP_201_CREATED)
+def resume_checkpoint(body: CheckpointResume, protocol: ProtocolDep) -> TrialPublic:
+    """Continue a trial from a chosen checkpoint, as a new trial, for `epochs` more epochs."""
+    return TrialPublic.model_validate(protocol.resume_checkpoint(body.path, body.epochs))

@@ -1,0 +1,42 @@
+"""The dashboard: static files (no build step) served at /ui, reading the JSON API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.requests import Request
+from starlette.responses import Response
+
+__all__ = ["mount"]
+
+STATIC = Path(__file__).resolve().parent.parent / "static"
+
+# Everything the page loads comes from this origin; no inline script, no framing.
+CSP = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+
+
+class _Headers(BaseHTTPMiddleware):
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        response = await call_next(request)
+        if request.url.path.startswith("/ui"):
+            response.headers["Content-Security-Policy"] = CSP
+            response.headers["X-Content-Type-Options"] = "nosniff"
+            response.headers["Referrer-Policy"] = "no-referrer"
+        return response
+
+
+def mount(app: FastAPI) -> None:
+    """Serve the dashboard at /ui and send / there."""
+    app.mount("/ui", StaticFiles(directory=STATIC, html=True), name="ui")
+    app.add_middleware(_Headers)
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/ui/")

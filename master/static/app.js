@@ -1,0 +1,349 @@
+/* gridless dashboard: a small hash-routed page over the master's JSON API.
+ * Every number shown is read from the API and formatted by fmt*(); cells keep the raw
+ * value in data-value so tests can compare them with the API. */
+"use strict";
+
+const API = "/api/v1";
+const view = document.getElementById("view");
+const crumbs = document.getElementById("crumbs");
+const live = document.getElementById("live");
+const COLORS = ["#2f6fde", "#12b76a", "#f79009", "#9e77ed", "#f04438", "#0ba5ec"];
+let timer = null;
+let plots = [];
+
+const fmtScore = (v) => (v === null || v === undefined ? "-" : Number(v).toFixed(4));
+const fmtTick = (v) => (v === 0 ? "0" : Math.abs(v) < 1e-3 || Math.abs(v) >= 1e4 ? v.toExponential(0) : String(Number(v.toPrecision(3))));
+const tickValues = (u, splits) => splits.map((v) => (v === null ? "" : fmtTick(v)));
+const fmtNum = (v) =>
+  v === null || v === undefined ? "-" : typeof v === "number" ? Number(v.toPrecision(3)).toString() : String(v);
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "text") node.textContent = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else if (v !== undefined && v !== null) node.setAttribute(k, v);
+  }
+  for (const child of children) if (child !== null && child !== undefined) node.append(child);
+  return node;
+}
+
+async function get(path) {
+  const response = await fetch(API + path);
+  if (!response.ok) throw new Error(`${path}: ${response.status} ${(await response.json()).detail}`);
+  return response.json();
+}
+
+function cell(value, format, cls) {
+  return el("td", { class: cls, "data-value": value === null || value === undefined ? "" : String(value), text: format(value) });
+}
+
+function table(columns, rows, { onclick, sortable = false, id } = {}) {
+  const head = el("tr", {}, ...columns.map((c, i) => el("th", { class: (c.left ? "l " : "") + (sortable ? "sortable" : ""), "data-col": i, text: c.name })));
+  const body = el("tbody");
+  const render = (list) => {
+    body.replaceChildren(...list.map((row) => {
+      const tr = el("tr", { class: onclick ? "click" : "" }, ...columns.map((c) => cell(c.get(row), c.fmt || fmtNum, c.left ? "l" : "")));
+      if (onclick) tr.addEventListener("click", () => onclick(row));
+      return tr;
+    }));
+  };
+  const node = el("table", { id }, el("thead", {}, head), body);
+  if (sortable) {
+    let state = { col: -1, dir: 1 };
+    head.addEventListener("click", (event) => {
+      const th = event.target.closest("th");
+      if (!th) return;
+      const col = Number(th.dataset.col);
+      state = { col, dir: state.col === col ? -state.dir : 1 };
+      const key = columns[col].get;
+      const sorted = [...rows].sort((a, b) => {
+        const x = key(a), y = key(b);
+        if (x === y) return 0;
+        if (x === null || x === undefined) return 1;
+        if (y === null || y === undefined) return -1;
+        return (x < y ? -1 : 1) * state.dir;
+      });
+      head.querySelectorAll("th").forEach((h) => h.classList.remove("sorted-asc", "sorted-desc"));
+      th.classList.add(state.dir > 0 ? "sorted-asc" : "sorted-desc");
+      render(sorted);
+    });
+  }
+  render(rows);
+  return node;
+}
+
+function plot(title, opts, data, parent) {
+  const box = el("div", { class: "plot", "data-plot": title }, el("h3", { text: title }));
+  parent.append(box);
+  const width = Math.max(380, box.clientWidth - 16);
+  const u = new uPlot({ width, height: 240, legend: { show: true }, ...opts }, data, box);
+  plots.push(u);
+  return u;
+}
+
+function bandsPlugin(bands) {
+  // shaded border bands: values in them are "on the border" of the range
+  return {
+    hooks: {
+      drawClear: [(u) => {
+        const ctx = u.ctx;
+        ctx.save();
+        ctx.fillStyle = "rgba(247, 144, 9, 0.16)";
+        for (const [a, b] of bands) {
+          const x0 = u.valToPos(a, "x", true), x1 = u.valToPos(b, "x", true);
+          ctx.fillRect(Math.min(x0, x1), u.bbox.top, Math.abs(x1 - x0), u.bbox.height);
+        }
+        ctx.restore();
+      }],
+    },
+  };
+}
+
+function scaleOf(dist) {
+  const kind = Object.keys(dist)[0];
+  return { kind, log: kind === "log_uniform" || kind === "int_log_uniform", range: dist[kind] };
+}
+
+function borderBands(range, log, fraction = 0.1) {
+  const [lo, hi] = range;
+  if (log) {
+    const a = Math.log10(lo), b = Math.log10(hi), w = (b - a) * fraction;
+    return [[lo, 10 ** (a + w)], [10 ** (b - w), hi]];
+  }
+  const w = (hi - lo) * fraction;
+  return [[lo, lo + w], [hi - w, hi]];
+}
+
+function scatter(name, dist, trials, stages, metric, parent) {
+  const { log, range } = scaleOf(dist);
+  const points = trials.filter((t) => t.params && typeof t.params[name] === "number" && t.best_score !== null);
+  const xs = [...new Set(points.map((t) => t.params[name]))].sort((a, b) => a - b);
+  const series = [{}];
+  const data = [xs];
+  for (let s = 1; s <= stages.length; s++) {
+    const mine = new Map(points.filter((t) => t.stage === s).map((t) => [t.params[name], t.best_score]));
+    if (!mine.size) continue;
+    data.push(xs.map((x) => (mine.has(x) ? mine.get(x) : null)));
+    series.push({ label: `stage ${s}`, stroke: COLORS[(s - 1) % COLORS.length], paths: () => null, points: { show: true, size: 7, fill: COLORS[(s - 1) % COLORS.length] } });
+  }
+  plot(`${name} vs ${metric}`, {
+    scales: { x: { time: false, distr: log ? 3 : 1, range: () => range }, y: { auto: true } },
+    axes: [{ label: name + (log ? " (log)" : ""), values: tickValues }, { label: metric }],
+    series,
+    plugins: [bandsPlugin(borderBands(range, log))],
+  }, data, parent);
+}
+
+function stop() {
+  if (timer) clearTimeout(timer);
+  timer = null;
+  plots.forEach((u) => u.destroy());
+  plots = [];
+}
+
+function refreshWhile(running, fn) {
+  if (running && live.checked) timer = setTimeout(fn, 2000);
+}
+
+async function studiesView() {
+  crumbs.replaceChildren();
+  const studies = await get("/studies?limit=1000");
+  view.replaceChildren(
+    el("h1", { text: "Studies" }),
+    table([
+      { name: "id", get: (s) => s.id },
+      { name: "name", get: (s) => s.name, left: true },
+      { name: "state", get: (s) => s.state, left: true },
+      { name: "metric", get: (s) => s.metric, left: true },
+      { name: "created", get: (s) => s.created_at, left: true },
+    ], studies.data, { onclick: (s) => (location.hash = `#/studies/${s.id}`), id: "studies" }),
+  );
+}
+
+async function studyView(id) {
+  const [study, page] = await Promise.all([get(`/studies/${id}`), get(`/studies/${id}/trials?limit=1000`)]);
+  crumbs.replaceChildren(el("a", { href: `#/studies/${id}`, text: study.name }), el("a", { href: `#/checkpoints/${id}`, text: "checkpoints" }));
+  const space = study.spec.space;
+  const params = Object.keys(space);
+  const cards = el("div", { class: "cards" },
+    el("div", { class: "card" }, el("div", { class: "k", text: "state" }), el("div", { class: "v", id: "study-state", text: study.state })),
+    el("div", { class: "card" }, el("div", { class: "k", text: "trials finished" }), el("div", { class: "v", id: "study-progress", "data-value": `${study.finished_trials}/${study.total_trials}`, text: `${study.finished_trials}/${study.total_trials}` })),
+    el("div", { class: "card" }, el("div", { class: "k", text: `best ${study.metric}` }), el("div", { class: "v", id: "study-best", "data-value": study.best_score ?? "", text: fmtScore(study.best_score) })),
+  );
+  const flags = el("div", { id: "flags" }, ...study.border_flags.map((f) => el("div", { class: "flag" + (f.final ? " final" : ""), text: (f.final ? "At the end: " : `After stage ${f.stage}: `) + f.message })));
+  const warnings = Object.entries(study.warning_counts);
+  const warnBox = el("p", { id: "warnings", class: warnings.length ? "warn" : "muted", text: warnings.length ? "warnings (trials): " + warnings.map(([k, v]) => `${k} (${v})`).join(", ") : "no warnings" });
+  const stageRows = study.stages.map((s) => ({ ...s, ranges: s.space }));
+  const stagesTable = table([
+    { name: "stage", get: (s) => s.index + 1 },
+    { name: "state", get: (s) => s.state, left: true },
+    { name: "trials", get: (s) => s.trials },
+    { name: "epochs", get: (s) => s.epochs },
+    ...params.map((p) => ({ name: p, left: true, get: (s) => (s.ranges[p] ? JSON.stringify(Object.values(s.ranges[p])[0].map((v) => (typeof v === "number" ? Number(v.toPrecision(3)) : v))) : "") })),
+  ], stageRows, { id: "stages" });
+  const decisions = el("ul", { id: "decisions" }, ...study.stages.flatMap((s) => (s.decisions.decisions || []).map((d) => el("li", { text: `stage ${s.index + 1} -> ${s.index + 2}: ${d.param}: ${d.why}` }))));
+  const scatterBox = el("div", { class: "plots", id: "scatter" });
+  const trialsTable = table([
+    { name: "rank", get: (t) => t.rank },
+    { name: "trial", get: (t) => t.number },
+    { name: "stage", get: (t) => t.stage },
+    { name: study.metric, get: (t) => t.best_score, fmt: fmtScore },
+    { name: "epoch", get: (t) => t.best_epoch },
+    { name: "state", get: (t) => t.state, left: true },
+    ...params.map((p) => ({ name: p, get: (t) => (t.params ? t.params[p] : null) })),
+    { name: "warnings", left: true, get: (t) => (t.warnings || []).map((w) => w.code).join(", ") },
+  ], page.data, { onclick: (t) => (location.hash = `#/trials/${t.id}`), sortable: true, id: "trials" });
+  view.replaceChildren(
+    el("h1", { text: `${study.name}` }), cards, flags, warnBox,
+    el("h2", { text: "Stages and ranges" }), stagesTable, decisions,
+    el("h2", { text: "Hyperparameters vs " + study.metric + " (shaded: border bands of the first stage's range)" }), scatterBox,
+    el("h2", { text: `Trials (${page.count})` }), trialsTable,
+  );
+  const firstSpace = study.stages[0].space;
+  for (const p of params) {
+    const dist = firstSpace[p];
+    if (dist && !("choice" in dist)) scatter(p, dist, page.data, study.stages, study.metric, scatterBox);
+  }
+  refreshWhile(study.state === "running" || study.state === "paused", () => route());
+}
+
+function series(label, color, extra = {}) {
+  return { label, stroke: color, width: 2, ...extra };
+}
+
+async function trialView(id) {
+  const trial = await get(`/trials/${id}`);
+  const study = await get(`/studies/${trial.study_id}`);
+  crumbs.replaceChildren(el("a", { href: `#/studies/${study.id}`, text: study.name }), el("a", { href: `#/trials/${id}`, text: `trial ${trial.number}` }));
+  const metrics = trial.metrics;
+  const epochs = metrics.map((m) => m.epoch);
+  const info = el("div", { class: "cards" },
+    ...[["state", trial.state], ["stage", trial.stage], ["attempt", trial.attempt], [`best ${study.metric}`, fmtScore(trial.best_score)], ["best epoch", trial.best_epoch]]
+      .map(([k, v]) => el("div", { class: "card" }, el("div", { class: "k", text: k }), el("div", { class: "v", text: String(v ?? "-") }))));
+  const params = el("p", { id: "params", text: Object.entries(trial.params || {}).map(([k, v]) => `${k}=${fmtNum(v)}`).join("  ") });
+  const warn = el("div", {}, ...(trial.warnings || []).map((w) => el("div", { class: "flag", text: `epoch ${w.epoch}: ${w.message}` })));
+  const logToggle = el("label", {}, el("input", { type: "checkbox", id: "logloss" }), " log-scale loss");
+  const box = el("div", { class: "plots", id: "curves" });
+  const weightsBox = el("div", { class: "weights", id: "first-layer" });
+  const ckTable = table([
+    { name: "file", get: (c) => c.path.split("/").pop(), left: true },
+    { name: "epoch", get: (c) => c.epoch },
+    { name: "score", get: (c) => c.score, fmt: fmtScore },
+    { name: "bytes", get: (c) => c.size },
+  ], trial.checkpoints, { id: "trial-checkpoints" });
+  view.replaceChildren(el("h1", { text: `Trial ${trial.number}` }), info, params, warn, logToggle, box, el("h2", { text: "First-layer weights" }), weightsBox, el("h2", { text: "Checkpoints" }), ckTable);
+
+  const draw = () => {
+    plots.forEach((u) => u.destroy());
+    plots = [];
+    box.replaceChildren();
+    const losses = metrics.flatMap((m) => m.stats.loss_history || []);
+    const perEpoch = metrics.map((m) => (m.stats.loss_history || []).length);
+    const xs = [];
+    let e = 0;
+    metrics.forEach((m, i) => { for (let k = 0; k < perEpoch[i]; k++) xs.push(e + k / Math.max(1, perEpoch[i])); e += 1; });
+    const logScale = document.getElementById("logloss").checked;
+    if (losses.length) {
+      const finite = losses.map((v) => (v === null || !(v > 0) ? null : v));
+      plot("loss per iteration", { scales: { x: { time: false }, y: { distr: logScale ? 3 : 1 } }, axes: [{ label: "epoch" }, { label: "loss" }], series: [{}, series("loss", COLORS[0])] }, [xs, finite], box);
+    }
+    const ema = metrics.map((m) => m.stats.ema_val_accuracy ?? null);
+    const accSeries = [{}, series("train", COLORS[0]), series("validation", COLORS[1])];
+    const accData = [epochs, metrics.map((m) => m.train_accuracy), metrics.map((m) => m.val_accuracy)];
+    if (ema.some((v) => v !== null)) { accSeries.push(series("validation (EMA weights)", COLORS[2], { dash: [6, 4] })); accData.push(ema); }
+    plot("train / validation accuracy", { scales: { x: { time: false } }, axes: [{ label: "epoch" }, { label: "accuracy" }], series: accSeries }, accData, box);
+    const names = Object.keys(metrics[0]?.stats.update_ratio || {});
+    if (names.length) {
+      plot("update:weight ratio (want ~1e-3)", { scales: { x: { time: false }, y: { distr: 3 } }, axes: [{ label: "epoch" }, { values: tickValues }],
+        series: [{}, ...names.map((n, i) => series(n, COLORS[i % COLORS.length]))] },
+        [epochs, ...names.map((n) => metrics.map((m) => { const v = m.stats.update_ratio?.[n]; return v > 0 ? v : null; }))], box);
+    }
+    const layers = (metrics[0]?.stats.layers || []).map((l) => l.layer);
+    if (layers.length) {
+      const pick = (key) => layers.map((layer) => metrics.map((m) => { const l = (m.stats.layers || []).find((x) => x.layer === layer); const v = l ? l[key] : null; return v > 0 ? v : null; }));
+      plot("activation std per layer", { scales: { x: { time: false }, y: { distr: 3 } }, axes: [{ label: "epoch" }, { values: tickValues }], series: [{}, ...layers.map((l, i) => series(`layer ${l}`, COLORS[i % COLORS.length]))] }, [epochs, ...pick("act_std")], box);
+      plot("gradient std per layer", { scales: { x: { time: false }, y: { distr: 3 } }, axes: [{ label: "epoch" }, { values: tickValues }], series: [{}, ...layers.map((l, i) => series(`layer ${l}`, COLORS[i % COLORS.length]))] }, [epochs, ...pick("grad_std")], box);
+    }
+  };
+  draw();
+  document.getElementById("logloss").addEventListener("change", draw);
+
+  const last = [...metrics].reverse().find((m) => m.stats.first_layer);
+  if (last) {
+    const { shape, values } = last.stats.first_layer;
+    const [n, c, h, w] = shape;
+    for (let u = 0; u < n; u++) {
+      const canvas = el("canvas", { width: w, height: h, title: `unit ${u}` });
+      const ctx = canvas.getContext("2d");
+      const img = ctx.createImageData(w, h);
+      const start = u * c * h * w;
+      const unit = values.slice(start, start + c * h * w);
+      const lo = Math.min(...unit), hi = Math.max(...unit), span = hi - lo || 1;
+      for (let p = 0; p < h * w; p++) {
+        const rgb = [0, 1, 2].map((ch) => (c === 3 ? unit[ch * h * w + p] : unit[p]));
+        rgb.forEach((v, ch) => (img.data[4 * p + ch] = Math.round(((v - lo) / span) * 255)));
+        img.data[4 * p + 3] = 255;
+      }
+      ctx.putImageData(img, 0, 0);
+      weightsBox.append(canvas);
+    }
+  } else {
+    weightsBox.append(el("p", { class: "muted", text: "no image data" }));
+  }
+  refreshWhile(!["completed", "stopped", "diverged", "failed"].includes(trial.state), () => route());
+}
+
+async function checkpointsView(id) {
+  const study = await get(`/studies/${id}`);
+  const page = await get(`/studies/${id}/checkpoints?limit=1000`);
+  crumbs.replaceChildren(el("a", { href: `#/studies/${id}`, text: study.name }), el("a", { href: `#/checkpoints/${id}`, text: "checkpoints" }));
+  const detail = el("div", { id: "checkpoint-detail" });
+  const show = async (c) => {
+    const meta = await get(`/checkpoints/meta?path=${encodeURIComponent(c.path)}`);
+    const epochs = el("input", { type: "number", min: 1, max: 10000, value: 5, id: "resume-epochs" });
+    const result = el("span", { id: "resume-result" });
+    const resume = el("button", { id: "resume", text: "resume from this checkpoint", onclick: async () => {
+      const response = await fetch(`${API}/checkpoints/resume`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ path: c.path, epochs: Number(epochs.value) }) });
+      const body = await response.json();
+      result.textContent = response.ok ? ` created trial ${body.number}` : ` ${body.detail}`;
+      result.className = response.ok ? "" : "err";
+    } });
+    detail.replaceChildren(
+      el("h2", { text: c.name }),
+      el("p", {}, el("a", { id: "download", href: `${API}/checkpoints/file?path=${encodeURIComponent(c.path)}`, download: c.name, text: "download" }), `  sha256 ${c.sha256.slice(0, 16)}...  `),
+      el("p", {}, resume, " for ", epochs, " more epochs", result),
+      el("pre", { id: "checkpoint-meta", text: JSON.stringify({ params: meta.params, epoch: meta.epoch, metrics: meta.metrics && { train_loss: meta.metrics.train_loss, train_accuracy: meta.metrics.train_accuracy, val_loss: meta.metrics.val_loss, val_accuracy: meta.metrics.val_accuracy }, file_meta: meta.file_meta }, null, 2) }),
+    );
+  };
+  view.replaceChildren(
+    el("h1", { text: `Checkpoints of ${study.name} (${page.count}), best first` }),
+    table([
+      { name: "file", get: (c) => c.name, left: true },
+      { name: "trial", get: (c) => c.trial_number },
+      { name: "epoch", get: (c) => c.epoch },
+      { name: "score", get: (c) => c.score, fmt: fmtScore },
+      { name: "bytes", get: (c) => c.size },
+    ], page.data, { onclick: show, sortable: true, id: "checkpoints" }),
+    detail,
+  );
+}
+
+async function route() {
+  stop();
+  const parts = location.hash.replace(/^#\/?/, "").split("/");
+  try {
+    if (parts[0] === "studies" && parts[1]) await studyView(Number(parts[1]));
+    else if (parts[0] === "trials" && parts[1]) await trialView(Number(parts[1]));
+    else if (parts[0] === "checkpoints" && parts[1]) await checkpointsView(Number(parts[1]));
+    else await studiesView();
+    document.body.dataset.ready = "1";
+  } catch (error) {
+    view.replaceChildren(el("p", { class: "err", text: String(error.message || error) }));
+    document.body.dataset.ready = "1";
+  }
+}
+
+window.addEventListener("hashchange", () => { document.body.dataset.ready = ""; route(); });
+live.addEventListener("change", () => route());
+route();

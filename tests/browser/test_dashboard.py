@@ -1,0 +1,217 @@
+"""The dashboard in a real browser: Debian's headless Chromium driven by Selenium."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+
+from tests.conftest import Master, tiny_spec
+from worker.loop import run_worker
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+# How many canvas pixels must be painted for a plot to count as rendered.
+MIN_PAINTED = 500
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Master]:
+    """A finished two-stage digits study, served by a real master."""
+    master = Master(tmp_path_factory.mktemp("dash") / "run")
+    master.server.start()
+    master.service.create_study(tiny_spec(early_stopping={"rule": "none"}))
+    run_worker(master.url, master.store_root, "t1")
+    yield master
+    master.server.stop()
+
+
+@pytest.fixture(scope="module")
+def downloads(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("downloads")
+
+
+@pytest.fixture(scope="module")
+def browser(downloads: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1400,1800",
+        f"--user-data-dir={tmp_path_factory.mktemp('profile')}",
+    ):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    options.add_experimental_option(
+        "prefs",
+        {"download.default_directory": str(downloads), "download.prompt_for_download": False},
+    )
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    driver.execute_cdp_cmd(
+        "Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
+    )
+    yield driver
+    driver.quit()
+
+
+def open_page(driver: WebDriver, url: str) -> None:
+    driver.get("about:blank")
+    driver.get(url)
+    deadline = time.monotonic() + 20
+    while driver.execute_script("return document.body.dataset.ready") != "1":
+        assert time.monotonic() < deadline, f"{url} did not finish rendering"
+        time.sleep(0.1)
+
+
+def console_errors(driver: WebDriver) -> list[dict[str, Any]]:
+    return [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+
+
+PAINTED = """
+return [...document.querySelectorAll('.plot')].map(box => {
+  const canvas = box.querySelector('canvas');
+  if (!canvas) return [box.dataset.plot, 0];
+  const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+  let n = 0;
+  for (let i = 3; i < data.length; i += 4) if (data[i] > 0) n++;
+  return [box.dataset.plot, n];
+});
+"""
+
+
+def artifact_dir(tmp: Path) -> Path:
+    folder = Path(os.environ.get("GRIDLESS_ARTIFACTS", tmp))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def test_study_page_renders_every_plot_and_shows_the_apis_numbers(
+    study: Master, browser: WebDriver, tmp_path: Path
+) -> None:
+    api = httpx.get(f"{study.url}/api/v1/studies/1").json()
+    trials = httpx.get(f"{study.url}/api/v1/studies/1/trials?limit=1000").json()["data"]
+    browser.get_log("browser")
+    open_page(browser, f"{study.url}/ui/#/studies/1")
+    assert console_errors(browser) == []
+    painted = browser.execute_script(PAINTED)
+    assert [name for name, _ in painted] == [
+        "learning_rate vs val_accuracy",
+        "reg vs val_accuracy",
+        "hidden vs val_accuracy",
+    ]
+    assert all(n > MIN_PAINTED for _, n in painted), painted
+    best = browser.find_element(By.ID, "study-best")
+    assert float(best.get_attribute("data-value")) == api["best_score"]
+    assert best.text == f"{api['best_score']:.4f}"
+    assert (
+        browser.find_element(By.ID, "study-progress").text
+        == f"{api['finished_trials']}/{api['total_trials']}"
+    )
+    rows = browser.find_elements(By.CSS_SELECTOR, "#trials tbody tr")
+    assert len(rows) == len(trials)
+    for row, trial in zip(rows, trials, strict=True):
+        cells = row.find_elements(By.TAG_NAME, "td")
+        assert int(cells[1].text) == trial["number"]
+        score = cells[3]
+        if trial["best_score"] is None:
+            assert score.text == "-"
+        else:
+            assert float(score.get_attribute("data-value")) == trial["best_score"]
+            assert score.text == f"{trial['best_score']:.4f}"
+        assert float(cells[6].get_attribute("data-value")) == trial["params"]["learning_rate"]
+    stage_epochs = [
+        int(r.find_elements(By.TAG_NAME, "td")[3].text)
+        for r in browser.find_elements(By.CSS_SELECTOR, "#stages tbody tr")
+    ]
+    assert stage_epochs == [s["epochs"] for s in api["stages"]]
+    browser.save_screenshot(str(artifact_dir(tmp_path) / "dashboard-study.png"))
+
+
+def test_trial_table_sorts_by_a_clicked_column(study: Master, browser: WebDriver) -> None:
+    open_page(browser, f"{study.url}/ui/#/studies/1")
+    header = browser.find_element(By.XPATH, "//table[@id='trials']//th[text()='learning_rate']")
+
+    def column() -> list[float]:
+        return [
+            float(r.find_elements(By.TAG_NAME, "td")[6].get_attribute("data-value"))
+            for r in browser.find_elements(By.CSS_SELECTOR, "#trials tbody tr")
+        ]
+
+    header.click()
+    assert column() == sorted(column())
+    header.click()
+    assert column() == sorted(column(), reverse=True)
+    assert "sorted-desc" in header.get_attribute("class")
+
+
+def test_trial_page_renders_curves_and_first_layer_weights(
+    study: Master, browser: WebDriver
+) -> None:
+    best = httpx.get(f"{study.url}/api/v1/studies/1/trials?limit=1").json()["data"][0]
+    browser.get_log("browser")
+    open_page(browser, f"{study.url}/ui/#/trials/{best['id']}")
+    assert console_errors(browser) == []
+    painted = dict(browser.execute_script(PAINTED))
+    assert set(painted) == {
+        "loss per iteration",
+        "train / validation accuracy",
+        "update:weight ratio (want ~1e-3)",
+        "activation std per layer",
+        "gradient std per layer",
+    }
+    assert all(n > MIN_PAINTED for n in painted.values()), painted
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#first-layer canvas")) == 16
+    browser.find_element(By.ID, "logloss").click()  # the log-scale toggle redraws
+    assert dict(browser.execute_script(PAINTED))["loss per iteration"] > MIN_PAINTED
+    assert console_errors(browser) == []
+
+
+def test_checkpoint_browser_shows_metadata_and_downloads(
+    study: Master, browser: WebDriver, downloads: Path
+) -> None:
+    listing = httpx.get(f"{study.url}/api/v1/studies/1/checkpoints").json()["data"]
+    open_page(browser, f"{study.url}/ui/#/checkpoints/1")
+    rows = browser.find_elements(By.CSS_SELECTOR, "#checkpoints tbody tr")
+    assert [r.find_elements(By.TAG_NAME, "td")[0].text for r in rows] == [
+        c["name"] for c in listing
+    ]
+    rows[0].click()
+    deadline = time.monotonic() + 10
+    while not browser.find_elements(By.ID, "download"):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert f'"epoch": {listing[0]["epoch"]}' in browser.find_element(By.ID, "checkpoint-meta").text
+    browser.find_element(By.ID, "download").click()
+    target = downloads / listing[0]["name"]
+    deadline = time.monotonic() + 20
+    while not target.exists():
+        assert time.monotonic() < deadline, "the download did not arrive"
+        time.sleep(0.1)
+    time.sleep(0.3)
+    assert hashlib.sha256(target.read_bytes()).hexdigest() == listing[0]["sha256"]
+    assert console_errors(browser) == []
+
+
+def test_unknown_study_shows_an_error_not_a_blank_page(study: Master, browser: WebDriver) -> None:
+    open_page(browser, f"{study.url}/ui/#/studies/99")
+    assert (
+        browser.find_element(By.CSS_SELECTOR, "#view .err").text == "/studies/99: 404 no study 99"
+    )
