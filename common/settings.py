@@ -1,4 +1,5 @@
-"""Settings of the master, read from `GRIDLESS_*` environment variables."""
+"""Settings of the master from `GRIDLESS_*` environment variables; command-line options
+override them."""
 
 from __future__ import annotations
 
@@ -11,29 +12,18 @@ __all__ = ["Settings", "run_paths"]
 
 
 class Settings(BaseSettings):
-    """Where the master keeps its data and where it listens.
-
-    `database_url` and `store_root` default to `<run_dir>/gridless.db` and
-    `<run_dir>/store` when left empty.
-    """
+    """GRIDLESS_HOST, GRIDLESS_PORT, GRIDLESS_TOKEN, GRIDLESS_DATABASE_URL,
+    GRIDLESS_STORE_ROOT, GRIDLESS_RAY_ADDRESS, GRIDLESS_HEARTBEAT_INTERVAL_S."""
 
     model_config = SettingsConfigDict(env_prefix="GRIDLESS_", extra="ignore")
 
-    run_dir: Path = Path("gridless-runs")
-    database_url: str = ""
-    store_root: Path | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=8765, ge=0, le=65535)
     token: str | None = None
-    heartbeat_interval_s: float = Field(default=5.0, gt=0)
-
-    def resolved_database_url(self) -> str:
-        """The SQLAlchemy URL, defaulting to the run directory's SQLite file."""
-        return self.database_url or f"sqlite:///{run_paths(self.run_dir)[0]}"
-
-    def resolved_store_root(self) -> Path:
-        """The checkpoint store's root, defaulting to `<run_dir>/store`."""
-        return self.store_root or run_paths(self.run_dir)[1]
+    database_url: str | None = None  # default: <run_dir>/gridless.db (SQLite)
+    store_root: Path | None = None  # default: <run_dir>/store
+    ray_address: str | None = None  # default: a local Ray
+    heartbeat_interval_s: float = Field(default=5.0, ge=0.1, le=600)
 
 
 def run_paths(run_dir: Path) -> tuple[Path, Path]:

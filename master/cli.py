@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from common.errors import GridlessError
-from common.settings import run_paths
+from common.settings import Settings, run_paths
 from common.spec import StudySpec, load_spec
 
 __all__ = ["app", "main"]
@@ -311,29 +311,26 @@ def _print_flags(service: object, study_id: int) -> None:
 @app.command()
 def master(
     run_dir: Annotated[Path, typer.Argument(help="run directory (created if missing)")],
-    host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=0, max=65535)] = 8765,
-    token: Annotated[
-        str | None, typer.Option(envvar="GRIDLESS_TOKEN", help="required beyond loopback")
-    ] = None,
+    host: Annotated[str | None, typer.Option(help="address to bind [127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(min=0, max=65535, help="[8765]")] = None,
+    token: Annotated[str | None, typer.Option(help="required beyond loopback")] = None,
     database_url: Annotated[
-        str | None,
-        typer.Option(envvar="GRIDLESS_DATABASE_URL", help="default: RUN_DIR/gridless.db"),
+        str | None, typer.Option(help="SQLAlchemy URL [RUN_DIR/gridless.db]")
     ] = None,
     ray_address: Annotated[
-        str | None, typer.Option(help="Ray cluster for POST /workers (default: a local Ray)")
+        str | None, typer.Option(help="Ray cluster for POST /workers [a local Ray]")
     ] = None,
     workers: Annotated[int, typer.Option(min=0, max=256, help="workers to launch at start")] = 0,
     advertise_url: Annotated[
         str | None, typer.Option(help="URL workers use to reach this master")
     ] = None,
     heartbeat: Annotated[
-        float, typer.Option(min=0.1, max=600, help="heartbeat interval (s)")
-    ] = 5.0,
+        float | None, typer.Option(min=0.1, max=600, help="heartbeat interval in s [5]")
+    ] = None,
 ) -> None:
     """Serve a run directory's database and store: the REST API, claims and reports from
     workers, and worker launching through Ray. A restarted master picks up where its
-    database left off."""
+    database left off. Options default to GRIDLESS_* environment variables."""
     import signal
     import threading
 
@@ -343,11 +340,19 @@ def master(
     from master.security import require_token_beyond_loopback
     from master.server import BackgroundServer
 
+    settings = Settings()
+    host = host or settings.host
+    port = settings.port if port is None else port
+    token = token or settings.token
+    database_url = database_url or settings.database_url
+    ray_address = ray_address or settings.ray_address
+    heartbeat = heartbeat or settings.heartbeat_interval_s
     try:
         require_token_beyond_loopback(host, token)
     except ValueError as exc:
         raise _fail(str(exc)) from None
-    db_path, store_root = run_paths(run_dir)
+    db_path, default_store = run_paths(run_dir)
+    store_root = settings.store_root or default_store
     url = database_url or f"sqlite:///{db_path}"
     if database_url is None and not db_path.is_file() and not run_dir.is_dir():
         run_dir.mkdir(parents=True)
