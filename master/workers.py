@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from common.errors import ConflictError, NotFoundError
@@ -105,8 +106,14 @@ class Monitor:
         self.protocol.reap()
 
     def _run(self) -> None:
+        # After a (re)start, heartbeats in the database predate this process: give the
+        # workers one grace period to reconnect before judging them silent.
+        started = time.monotonic()
+        grace = self.protocol.storage.grace_s
         while not self._stop.wait(self.interval_s):
             try:
-                self.tick()
+                self.workers.poll()
+                if time.monotonic() - started >= grace:
+                    self.protocol.reap()
             except Exception:  # a failed tick must not end the timer
                 log.exception("monitor tick failed")
