@@ -35,6 +35,7 @@ from common.errors import StorageError
 __all__ = [
     "Base",
     "CheckpointRow",
+    "EnsembleRow",
     "EpochMetricRow",
     "StageRow",
     "StudyRow",
@@ -181,6 +182,17 @@ class CheckpointRow(Base):
     # Retention (keep the best and the latest of a trial) deletes the others and says so.
     deleted_at: Mapped[dt.datetime | None]
     deleted_why: Mapped[str | None] = mapped_column(String(200))
+
+
+class EnsembleRow(Base):
+    """A built ensemble report of a study (worker/ensembles.py), newest last."""
+
+    __tablename__ = "ensembles"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    report: Mapped[dict[str, Any]]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

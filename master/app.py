@@ -17,7 +17,7 @@ from common.db import make_engine, make_session_factory
 from common.errors import ConflictError, GridlessError, NotFoundError, SpecError, StorageError
 from master.launcher import WorkerLauncher
 from master.protocol import TrialProtocol
-from master.routes import checkpoints, dashboard, studies, trials, workers
+from master.routes import checkpoints, dashboard, ensembles, studies, trials, workers
 from master.security import TokenMiddleware
 from master.services import StudyService
 from master.storage import Storage
@@ -102,7 +102,13 @@ def create_app(
         app.add_middleware(TokenMiddleware, token=token)
     app.add_exception_handler(GridlessError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    for router in (studies.router, trials.router, workers.router, checkpoints.router):
+    for router in (
+        studies.router,
+        trials.router,
+        workers.router,
+        checkpoints.router,
+        ensembles.router,
+    ):
         app.include_router(router, prefix="/api/v1")
     dashboard.mount(app)
 

@@ -552,6 +552,44 @@ def checkpoints_get(
     console.print(f"wrote {target} ({len(response.content)} bytes, sha256 {expected[:16]}...)")
 
 
+@app.command()
+def ensemble(
+    study_id: Annotated[int, typer.Argument(help="study id")] = 1,
+    k: Annotated[int, typer.Option("-k", min=1, max=20, help="members per ensemble")] = 5,
+    no_retrain: Annotated[
+        bool, typer.Option("--no-retrain", help="only the top-K ensemble, no retraining")
+    ] = False,
+    url: UrlOption = "http://127.0.0.1:8765",
+    token: TokenOption = None,
+) -> None:
+    """Build and evaluate ensembles of a finished study on its held-out test split."""
+    client = _api(url, token)
+    with console.status("building ensembles (top-K, K seeds, K epochs, running average)..."):
+        body = _call(
+            client,
+            "POST",
+            f"/studies/{study_id}/ensembles",
+            json={"k": k, "retrain": not no_retrain},
+        )
+    assert isinstance(body, dict)
+    table = Table(title=f"ensembles of study {study_id}: validation chooses, test reports")
+    for column in ("kind", "model or ensemble", "members", "val acc", "test acc", "test gain"):
+        table.add_column(
+            column, justify="left" if column in ("kind", "model or ensemble") else "right"
+        )
+    for r in body["rows"]:
+        table.add_row(
+            r["kind"],
+            r["name"],
+            str(r["members"]),
+            f"{r['val_accuracy']:.4f}",
+            f"{r['test_accuracy']:.4f}",
+            f"{100 * r['test_gain']:+.2f} pt",
+        )
+    console.print(table)
+    console.print(f"test split: {body['test_examples']} examples, never used to choose")
+
+
 def _short(values: list[object]) -> str:
     return "[" + ", ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in values) + "]"
 

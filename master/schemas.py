@@ -144,6 +144,22 @@ class CheckpointResume(BaseModel):
     epochs: int = Field(default=5, ge=1, le=10_000)
 
 
+class EnsembleBuild(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    k: int = Field(default=5, ge=1, le=20, description="members per ensemble")
+    retrain: bool = Field(default=True, description="also retrain the best configuration")
+
+
+class EnsemblesPublic(BaseModel):
+    study_id: int
+    created_at: dt.datetime
+    rows: list[dict[str, Any]]
+    test_examples: int
+    val_examples: int
+    notes: list[str]
+
+
 class TrialDetailPublic(TrialPublic):
     metrics: list[EpochMetricPublic]
     checkpoints: list[CheckpointPublic]

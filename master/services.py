@@ -11,6 +11,7 @@ from sqlalchemy.orm import InstrumentedAttribute
 
 from common.db import (
     CheckpointRow,
+    EnsembleRow,
     EpochMetricRow,
     StageRow,
     StudyRow,
@@ -372,6 +373,59 @@ class StudyService:
             if row is None:
                 raise NotFoundError(f"no checkpoint {path[:100]!r}")
             return row[0], row[1]
+
+    # -- ensembles ---------------------------------------------------------------------
+
+    def ensemble_inputs(
+        self, study_id: int, k: int
+    ) -> tuple[StudyRow, list[tuple[TrialRow, str]]]:
+        """The top `k` trials by validation score, each with its best live checkpoint.
+
+        Raises:
+            ConflictError: while the study still runs.
+        """
+        with session_scope(self.sessions) as s:
+            study = load_study(s, study_id)
+            if study.state != StudyState.COMPLETED.value:
+                raise ConflictError(
+                    f"study {study_id} is {study.state}; ensembles need a completed study"
+                )
+            best_first = (
+                CheckpointRow.score.desc() if study.maximize else CheckpointRow.score.asc()
+            )
+            chosen: list[tuple[TrialRow, str]] = []
+            for trial in s.scalars(ranked(study).where(TrialRow.best_score.is_not(None))):
+                path = s.scalar(
+                    select(CheckpointRow.path)
+                    .where(CheckpointRow.trial_id == trial.id, CheckpointRow.deleted_at.is_(None))
+                    .order_by(best_first, CheckpointRow.epoch)
+                    .limit(1)
+                )
+                if path is not None:
+                    chosen.append((trial, path))
+                if len(chosen) == k:
+                    break
+            return study, chosen
+
+    def save_ensembles(self, study_id: int, report: dict[str, Any]) -> EnsembleRow:
+        with self.storage.write_lock, session_scope(self.sessions) as s:
+            row = EnsembleRow(study_id=study_id, report=report)
+            s.add(row)
+            s.flush()
+            return row
+
+    def latest_ensembles(self, study_id: int) -> EnsembleRow:
+        with session_scope(self.sessions) as s:
+            load_study(s, study_id)
+            row = s.scalar(
+                select(EnsembleRow)
+                .where(EnsembleRow.study_id == study_id)
+                .order_by(EnsembleRow.id.desc())
+                .limit(1)
+            )
+            if row is None:
+                raise NotFoundError(f"no ensembles built for study {study_id}; POST to build them")
+            return row
 
     # -- workers -----------------------------------------------------------------------
 

@@ -225,6 +225,22 @@ class NumpyTrainer:
             stats=stats,
         )
 
+    def predict_proba(self, x: np.ndarray, *, ema: bool = False) -> np.ndarray:
+        """Class probabilities (N, C): softmax of the scores, with the raw weights or their
+        running average."""
+        raw = self.model.params
+        if ema:
+            if not self.ema:
+                raise ValueError("no running average of the weights: train with ema > 0")
+            self.model.params = self.ema
+        try:
+            scores = self.model.scores(x)
+        finally:
+            self.model.params = raw
+        shifted = scores - scores.max(axis=1, keepdims=True)
+        exp = np.exp(shifted)
+        return np.asarray(exp / exp.sum(axis=1, keepdims=True))
+
     def _ema_accuracy(self) -> float:
         raw = self.model.params
         self.model.params = self.ema

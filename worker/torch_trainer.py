@@ -326,6 +326,16 @@ class TorchTrainer:
             stats=stats,
         )
 
+    @torch.no_grad()
+    def predict_proba(self, x: np.ndarray, *, ema: bool = False) -> np.ndarray:
+        """Class probabilities (N, C) from the raw weights or their running average."""
+        if ema and self.ema is None:
+            raise ValueError("no running average of the weights: train with ema > 0")
+        model = self.ema if ema and self.ema is not None else self.model
+        model.eval()
+        scores = model(torch.as_tensor(x, dtype=torch.float32))
+        return np.asarray(torch.softmax(scores, dim=1).numpy(), dtype=np.float64)
+
     def write_checkpoint(self, handle: BinaryIO, meta: Mapping[str, Any]) -> None:
         """A `.pt` file of state dicts and JSON metadata (tensors, numbers, strings only)."""
         state = {

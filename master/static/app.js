@@ -199,13 +199,34 @@ async function studyView(id) {
     el("h2", { text: "Stages and ranges" }), stagesTable, decisions,
     el("h2", { text: "Hyperparameters vs " + study.metric + " (shaded: border bands of the first stage's range)" }), scatterBox,
     el("h2", { text: `Trials (${page.count})` }), trialsTable,
+    el("h2", { text: "Ensembles (validation chooses, test reports)" }), el("div", { id: "ensembles" }),
   );
+  ensemblesPanel(id);
   const firstSpace = study.stages[0].space;
   for (const p of params) {
     const dist = firstSpace[p];
     if (dist && !("choice" in dist)) scatter(p, dist, page.data, study.stages, study.metric, scatterBox);
   }
   refreshWhile(study.state === "running" || study.state === "paused", () => route());
+}
+
+async function ensemblesPanel(id) {
+  const box = document.getElementById("ensembles");
+  const response = await fetch(`${API}/studies/${id}/ensembles`);
+  if (response.status === 404) {
+    box.append(el("p", { class: "muted", text: `not built yet: gridless ensemble ${id} (or POST /api/v1/studies/${id}/ensembles) once the study is completed` }));
+    return;
+  }
+  const body = await response.json();
+  const pct = (v) => `${v >= 0 ? "+" : ""}${(100 * v).toFixed(2)} pt`;
+  box.append(table([
+    { name: "kind", get: (r) => r.kind, left: true },
+    { name: "model or ensemble", get: (r) => r.name, left: true },
+    { name: "members", get: (r) => r.members },
+    { name: "val accuracy", get: (r) => r.val_accuracy, fmt: fmtScore },
+    { name: "test accuracy", get: (r) => r.test_accuracy, fmt: fmtScore },
+    { name: "test gain", get: (r) => r.test_gain, fmt: pct },
+  ], body.rows, { id: "ensemble-table" }), el("p", { class: "muted", text: `test split: ${body.test_examples} examples, never used to choose` }));
 }
 
 function series(label, color, extra = {}) {
