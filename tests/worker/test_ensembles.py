@@ -47,7 +47,7 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Master,
         )
     )
     run_worker(master.url, master.store_root, "t1")
-    study, chosen = master.service.ensemble_inputs(1, 3)
+    _, chosen = master.service.ensemble_inputs(1, 3)
     top = [
         TopTrial(t.number, t.params or {}, master.store_root / path, t.epochs)
         for t, path in chosen
