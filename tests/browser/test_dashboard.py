@@ -179,6 +179,22 @@ def test_trial_page_renders_curves_and_first_layer_weights(
     }
     assert all(n > MIN_PAINTED for n in painted.values()), painted
     assert len(browser.find_elements(By.CSS_SELECTOR, "#first-layer canvas")) == 16
+    detail = httpx.get(f"{study.url}/api/v1/trials/{best['id']}").json()
+    cards = {
+        c.find_element(By.CLASS_NAME, "k").text: c.find_element(By.CLASS_NAME, "v").text
+        for c in browser.find_elements(By.CSS_SELECTOR, ".card")
+    }
+    assert cards["best val_accuracy"] == f"{detail['best_score']:.4f}"
+    assert (cards["state"], cards["stage"], cards["attempt"]) == (
+        detail["state"],
+        str(detail["stage"]),
+        str(detail["attempt"]),
+    )
+    scores = [
+        float(r.find_elements(By.TAG_NAME, "td")[2].get_attribute("data-value"))
+        for r in browser.find_elements(By.CSS_SELECTOR, "#trial-checkpoints tbody tr")
+    ]
+    assert scores == [c["score"] for c in detail["checkpoints"]]
     browser.find_element(By.ID, "logloss").click()  # the log-scale toggle redraws
     assert dict(browser.execute_script(PAINTED))["loss per iteration"] > MIN_PAINTED
     assert console_errors(browser) == []
@@ -193,6 +209,10 @@ def test_checkpoint_browser_shows_metadata_and_downloads(
     assert [r.find_elements(By.TAG_NAME, "td")[0].text for r in rows] == [
         c["name"] for c in listing
     ]
+    scores = [
+        float(r.find_elements(By.TAG_NAME, "td")[3].get_attribute("data-value")) for r in rows
+    ]
+    assert scores == [c["score"] for c in listing]
     rows[0].click()
     deadline = time.monotonic() + 10
     while not browser.find_elements(By.ID, "download"):
