@@ -57,6 +57,7 @@ class StudyDetailPublic(StudyPublic):
     best_score: float | None
     border_flags: list[dict[str, Any]]
     warning_counts: dict[str, int]
+    ensembles_built: bool
 
 
 class StudiesPublic(BaseModel):

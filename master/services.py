@@ -414,6 +414,11 @@ class StudyService:
             s.flush()
             return row
 
+    def has_ensembles(self, study_id: int) -> bool:
+        with session_scope(self.sessions) as s:
+            query = select(EnsembleRow.id).where(EnsembleRow.study_id == study_id).limit(1)
+            return s.scalar(query) is not None
+
     def latest_ensembles(self, study_id: int) -> EnsembleRow:
         with session_scope(self.sessions) as s:
             load_study(s, study_id)

@@ -53,6 +53,7 @@ def _detail(service: ServiceDep, study: Any) -> StudyDetailPublic:
         best_score=progress.best,
         border_flags=service.border_flags(study.id),
         warning_counts=service.warning_counts(study.id),
+        ensembles_built=service.has_ensembles(study.id),
     )
 
 

@@ -201,7 +201,7 @@ async function studyView(id) {
     el("h2", { text: `Trials (${page.count})` }), trialsTable,
     el("h2", { text: "Ensembles (validation chooses, test reports)" }), el("div", { id: "ensembles" }),
   );
-  ensemblesPanel(id);
+  ensemblesPanel(id, study.ensembles_built);
   const firstSpace = study.stages[0].space;
   for (const p of params) {
     const dist = firstSpace[p];
@@ -210,14 +210,13 @@ async function studyView(id) {
   refreshWhile(study.state === "running" || study.state === "paused", () => route());
 }
 
-async function ensemblesPanel(id) {
+async function ensemblesPanel(id, built) {
   const box = document.getElementById("ensembles");
-  const response = await fetch(`${API}/studies/${id}/ensembles`);
-  if (response.status === 404) {
+  if (!built) {
     box.append(el("p", { class: "muted", text: `not built yet: gridless ensemble ${id} (or POST /api/v1/studies/${id}/ensembles) once the study is completed` }));
     return;
   }
-  const body = await response.json();
+  const body = await get(`/studies/${id}/ensembles`);
   const pct = (v) => `${v >= 0 ? "+" : ""}${(100 * v).toFixed(2)} pt`;
   box.append(table([
     { name: "kind", get: (r) => r.kind, left: true },

@@ -235,3 +235,25 @@ def test_unknown_study_shows_an_error_not_a_blank_page(study: Master, browser: W
     assert (
         browser.find_element(By.CSS_SELECTOR, "#view .err").text == "/studies/99: 404 no study 99"
     )
+
+
+def test_ensembles_panel_shows_the_apis_numbers(study: Master, browser: WebDriver) -> None:
+    built = httpx.post(
+        f"{study.url}/api/v1/studies/1/ensembles", json={"k": 2, "retrain": False}, timeout=120
+    )
+    assert built.status_code == 201
+    rows = built.json()["rows"]
+    browser.get_log("browser")
+    open_page(browser, f"{study.url}/ui/#/studies/1")
+    deadline = time.monotonic() + 10
+    while not browser.find_elements(By.CSS_SELECTOR, "#ensemble-table tbody tr"):
+        assert time.monotonic() < deadline, "the ensembles panel did not render"
+        time.sleep(0.1)
+    shown = browser.find_elements(By.CSS_SELECTOR, "#ensemble-table tbody tr")
+    assert len(shown) == len(rows)
+    for tr, row in zip(shown, rows, strict=True):
+        cells = tr.find_elements(By.TAG_NAME, "td")
+        assert (cells[0].text, cells[1].text) == (row["kind"], row["name"])
+        assert float(cells[3].get_attribute("data-value")) == row["val_accuracy"]
+        assert cells[4].text == f"{row['test_accuracy']:.4f}"
+    assert console_errors(browser) == []
