@@ -162,7 +162,8 @@ async function studiesView() {
 }
 
 async function studyView(id) {
-  const [study, page] = await Promise.all([get(`/studies/${id}`), get(`/studies/${id}/trials?limit=1000`)]);
+  const study = await get(`/studies/${id}`);
+  const page = await get(`/studies/${id}/trials?limit=1000`);
   crumbs.replaceChildren(el("a", { href: `#/studies/${id}`, text: study.name }), el("a", { href: `#/checkpoints/${id}`, text: "checkpoints" }));
   const space = study.spec.space;
   const params = Object.keys(space);
