@@ -24,7 +24,7 @@ from common.errors import ConflictError, NotFoundError, SpecError
 from common.space import space_to_json
 from common.spec import StudySpec
 from common.states import StageState, StudyState, TrialState
-from master.storage import Storage, load_study, ranked
+from master.storage import Storage, count_warning_codes, live_checkpoint, load_study, ranked
 
 __all__ = ["SORT_FIELDS", "ParamRange", "Progress", "StudyService"]
 
@@ -200,16 +200,10 @@ class StudyService:
     def warning_counts(self, study_id: int) -> dict[str, int]:
         """How many trials of a study raised each warning code."""
         with session_scope(self.sessions) as s:
-            counts: dict[str, int] = {}
-            rows = s.scalars(
-                select(TrialRow.warnings).where(
-                    TrialRow.study_id == study_id, TrialRow.warnings.is_not(None)
-                )
+            query = select(TrialRow.warnings).where(
+                TrialRow.study_id == study_id, TrialRow.warnings.is_not(None)
             )
-            for warnings in rows:
-                for code in {w.get("code") for w in warnings or []}:
-                    counts[str(code)] = counts.get(str(code), 0) + 1
-            return dict(sorted(counts.items()))
+            return count_warning_codes(s.scalars(query))
 
     # -- trials ------------------------------------------------------------------------
 
@@ -362,17 +356,8 @@ class StudyService:
         Raises:
             NotFoundError: for a path no live checkpoint has.
         """
-        if not path or len(path) > 512 or "\\" in path or "\x00" in path:
-            raise NotFoundError(f"no checkpoint {path[:100]!r}")
         with session_scope(self.sessions) as s:
-            row = s.execute(
-                select(CheckpointRow, TrialRow)
-                .join(TrialRow, TrialRow.id == CheckpointRow.trial_id)
-                .where(CheckpointRow.path == path, CheckpointRow.deleted_at.is_(None))
-            ).first()
-            if row is None:
-                raise NotFoundError(f"no checkpoint {path[:100]!r}")
-            return row[0], row[1]
+            return live_checkpoint(s, path)
 
     # -- ensembles ---------------------------------------------------------------------
 

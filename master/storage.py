@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.checkpoints import CheckpointStore
-from common.db import StudyRow, TrialRow
+from common.db import CheckpointRow, StudyRow, TrialRow
 from common.errors import NotFoundError
 
-__all__ = ["Storage", "load_study", "ranked"]
+__all__ = ["Storage", "count_warning_codes", "live_checkpoint", "load_study", "ranked"]
 
 
 @dataclass
@@ -32,6 +34,33 @@ class Storage:
     def grace_s(self) -> float:
         """A trial is lost after this long without a heartbeat (3x the interval)."""
         return 3.0 * self.heartbeat_interval_s
+
+
+def live_checkpoint(s: Session, path: str) -> tuple[CheckpointRow, TrialRow]:
+    """The live (recorded, not deleted) checkpoint stored under exactly `path`.
+
+    Raises:
+        NotFoundError: for any other path; traversal tricks can only miss.
+    """
+    if not path or len(path) > 512 or "\\" in path or "\x00" in path:
+        raise NotFoundError(f"no checkpoint {path[:100]!r}")
+    row = s.execute(
+        select(CheckpointRow, TrialRow)
+        .join(TrialRow, TrialRow.id == CheckpointRow.trial_id)
+        .where(CheckpointRow.path == path, CheckpointRow.deleted_at.is_(None))
+    ).first()
+    if row is None:
+        raise NotFoundError(f"no checkpoint {path[:100]!r}")
+    return row[0], row[1]
+
+
+def count_warning_codes(warning_lists: Iterable[list[dict[str, Any]] | None]) -> dict[str, int]:
+    """How many trials raised each warning code (a trial counts once per code)."""
+    counts: dict[str, int] = {}
+    for warnings in warning_lists:
+        for code in {w.get("code") for w in warnings or []}:
+            counts[str(code)] = counts.get(str(code), 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def load_study(s: Session, study_id: int) -> StudyRow:

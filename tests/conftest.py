@@ -51,6 +51,32 @@ class Master:
         return self.server.url
 
 
+def run_with_ray(
+    master: Master,
+    spec: StudySpec,
+    *,
+    workers: int = 2,
+    python_path: list[str] | None = None,
+    timeout_s: float = 300,
+) -> int:
+    """Create the study on `master`, run it with real Ray workers, wait for the end."""
+    import time
+
+    from master.launcher import RayLauncher
+
+    study = master.service.create_study(spec)
+    launcher = RayLauncher(master.url, str(master.store_root), python_path=python_path)
+    launcher.launch(workers)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while master.service.progress(study.id).state == "running":
+            assert time.monotonic() < deadline, "the study did not finish in time"
+            time.sleep(0.2)
+    finally:
+        launcher.shutdown()
+    return int(study.id)
+
+
 @pytest.fixture
 def master(tmp_path: Path) -> Iterator[Master]:
     m = Master(tmp_path / "run")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import time
 from pathlib import Path
 from typing import Any
 
@@ -12,25 +11,15 @@ import pytest
 
 from common.space import parse_space
 from common.spec import load_spec, parse_spec
-from master.launcher import RayLauncher
-from tests.conftest import Master
+from tests.conftest import Master, run_with_ray
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 EXAMPLES = Path(__file__).parents[2] / "examples"
 
 
 def run(master: Master, spec: Any) -> dict[str, Any]:
-    study = master.service.create_study(spec)
-    launcher = RayLauncher(master.url, str(master.store_root))
-    launcher.launch(2)
-    try:
-        deadline = time.monotonic() + 300
-        while master.service.progress(study.id).state == "running":
-            assert time.monotonic() < deadline, "the study did not finish in time"
-            time.sleep(0.2)
-    finally:
-        launcher.shutdown()
-    return dict(httpx.get(f"{master.url}/api/v1/studies/{study.id}").json())
+    study_id = run_with_ray(master, spec)
+    return dict(httpx.get(f"{master.url}/api/v1/studies/{study_id}").json())
 
 
 def test_three_stages_narrow_every_numeric_range_and_grow_the_epochs(
