@@ -41,7 +41,7 @@ from common.space import parse_space, space_to_json
 from common.states import StageState, StudyState, TrialState
 from master.early_stopping import should_stop
 from master.narrowing import NarrowingPolicy, border_flags, learning_rate_flags, narrow_space
-from master.storage import Storage, ranked
+from master.storage import Storage, count_warning_codes, live_checkpoint, ranked
 from master.tpe import suggest_tpe
 
 __all__ = ["ParamSuggester", "TrialProtocol"]
@@ -235,12 +235,11 @@ class TrialProtocol:
                 .limit(n_top)
             )
         )
-        counts: dict[str, int] = {}
-        in_stage = list(s.scalars(select(TrialRow.warnings).where(TrialRow.stage_id == stage.id)))
-        for warnings in in_stage:
-            for code in {w.get("code") for w in warnings or []}:
-                counts[str(code)] = counts.get(str(code), 0) + 1
-        evidence = learning_rate_flags(space, counts, len(in_stage))
+        stage_warnings = list(
+            s.scalars(select(TrialRow.warnings).where(TrialRow.stage_id == stage.id))
+        )
+        counts = count_warning_codes(stage_warnings)
+        evidence = learning_rate_flags(space, counts, len(stage_warnings))
         new_space, flags, decisions = narrow_space(
             space, [t.params or {} for t in top], policy, evidence_flags=evidence
         )
@@ -451,6 +450,8 @@ class TrialProtocol:
             self._open_trial(s, trial_id, request.attempt)
             trial.state = request.state
             trial.error = request.error
+            if request.state == TrialState.STOPPED.value and not request.error:
+                trial.error = "stopped at the master's request"
             trial.finished_at = utcnow()
             self._release_worker(s, trial)
             return ReportAck(stored=True)
@@ -464,14 +465,7 @@ class TrialProtocol:
             ConflictError: when the study was stopped.
         """
         with self.storage.write_lock, session_scope(self.sessions) as s:
-            row = s.execute(
-                select(CheckpointRow, TrialRow)
-                .join(TrialRow, TrialRow.id == CheckpointRow.trial_id)
-                .where(CheckpointRow.path == path, CheckpointRow.deleted_at.is_(None))
-            ).first()
-            if row is None:
-                raise NotFoundError(f"no checkpoint {path[:100]!r}")
-            ck, source = row
+            ck, source = live_checkpoint(s, path)
             study = s.get(StudyRow, source.study_id)
             assert study is not None
             if study.state == StudyState.STOPPED.value:

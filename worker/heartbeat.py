@@ -46,8 +46,11 @@ class Heartbeat:
             attempt=trial[1] if trial else None,
         )
         ack = self.client.heartbeat(request)
-        if ack.stop and trial is not None:
-            self.stop_trial.set()
+        with self._lock:
+            # the worker may have moved on while the beat was in flight: a "stop" about
+            # the previous trial must not stop the next one
+            if ack.stop and trial is not None and self._trial == trial:
+                self.stop_trial.set()
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
