@@ -34,15 +34,15 @@ def tiny_spec(**changes: Any) -> StudySpec:
 
 
 class Master:
-    """A real master (uvicorn on a free loopback port) over a fresh SQLite file."""
+    """A real master (uvicorn on a free loopback port) over a fresh database: a SQLite
+    file by default, or the PostgreSQL database `database_url` names."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, database_url: str | None = None) -> None:
         self.root = root
         self.store_root = root / "store"
         self.store_root.mkdir(parents=True, exist_ok=True)
-        self.app = create_app(
-            database_url=f"sqlite:///{root / 'gridless.db'}", store_root=self.store_root
-        )
+        self.database_url = database_url or f"sqlite:///{root / 'gridless.db'}"
+        self.app = create_app(database_url=self.database_url, store_root=self.store_root)
         self.service = self.app.state.service
         self.server = BackgroundServer(self.app)
 
@@ -75,6 +75,33 @@ def run_with_ray(
     finally:
         launcher.shutdown()
     return int(study.id)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Any]:
+    """One throwaway PostgreSQL 15 server for the session (tests/postgres.py)."""
+    from tests.postgres import Postgres
+
+    server = Postgres()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_master(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Master]:
+    """The master over SQLite, then over PostgreSQL: the same test runs on both."""
+    url = None
+    if request.param == "postgres":
+        url = request.getfixturevalue("postgres").new_database()
+    m = Master(tmp_path / "run", database_url=url)
+    m.server.start()
+    try:
+        yield m
+    finally:
+        m.server.stop()
+        m.app.state.engine.dispose()
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ from tests.conftest import Master, tiny_spec
 
 
 @pytest.fixture
-def api(master: Master) -> httpx.Client:
-    master.service.create_study(tiny_spec())
-    with httpx.Client(base_url=master.url + "/api/v1", timeout=10) as client:
+def api(any_master: Master) -> httpx.Client:
+    any_master.service.create_study(tiny_spec())
+    with httpx.Client(base_url=any_master.url + "/api/v1", timeout=10) as client:
         yield client  # type: ignore[misc]
 
 

@@ -15,8 +15,8 @@ from tests.conftest import TINY_SPEC, Master, tiny_spec
 
 
 @pytest.fixture
-def api(master: Master) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=master.url + "/api/v1", timeout=10) as client:
+def api(any_master: Master) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=any_master.url + "/api/v1", timeout=10) as client:
         yield client
 
 
@@ -250,7 +250,7 @@ def test_stages_flags_and_warnings(api: httpx.Client) -> None:
     assert warnings == {"counts": {}, "data": []}
 
 
-def test_trial_metrics_and_checkpoint_routes(api: httpx.Client, master: Master) -> None:
+def test_trial_metrics_and_checkpoint_routes(api: httpx.Client, any_master: Master) -> None:
     create(api)
     tid = run_trial(api, 0.8, {"learning_rate": 0.1, "reg": 1e-4, "hidden": 32})
     metrics = api.get(f"/trials/{tid}/metrics").json()
