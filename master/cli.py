@@ -223,7 +223,10 @@ def run(
     logging.getLogger("ray").setLevel(logging.ERROR)
     with BackgroundServer(app_) as server:
         where["url"] = server.url
-        console.print(f"master on [link={server.url}/docs]{server.url}[/link] (API docs at /docs)")
+        console.print(
+            f"master on {server.url}: dashboard at [link={server.url}/]{server.url}/[/link], "
+            "API docs at /docs (while this run lasts)"
+        )
         ray.init(
             address=ray_address or "local",
             num_cpus=None if ray_address else workers,
@@ -249,8 +252,8 @@ def run(
         shown = ", ".join(f"{code} ({n})" for code, n in counts.items())
         console.print(f"babysitting warnings (trials): {shown}")
     console.print(
-        f"serve this run's API with: [bold]gridless master {target}[/]  "
-        f"(checkpoints in {store_root})"
+        f"dashboard and API afterwards: [bold]gridless master {target}[/], then open "
+        f"http://127.0.0.1:8765/  (checkpoints in {store_root})"
     )
 
 
