@@ -14,7 +14,6 @@ server (the one the tests use).
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import httpx
 from sqlalchemy import func, select
 
 from common.db import EpochMetricRow, make_engine
+from tests.net import free_port, wait_for_master
 
 
 def reporter(url: str, name: str, epochs: int, seed: int, out: dict[str, Any]) -> None:
@@ -74,15 +74,9 @@ def reporter(url: str, name: str, epochs: int, seed: int, out: dict[str, Any]) -
     out[name] = (statuses, latencies)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def soak(database_url: str, root: Path, reporters: int, epochs: int) -> dict[str, Any]:
     """Run the soak against a real `gridless master` process on a free loopback port."""
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     master = subprocess.Popen(
         [
@@ -101,15 +95,7 @@ def soak(database_url: str, root: Path, reporters: int, epochs: int) -> dict[str
     )
     results: dict[str, Any] = {}
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"{url}/api/v1/health", timeout=1)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the master did not start") from None
-                time.sleep(0.1)
+        wait_for_master(url)
         spec = {
             "name": "soak",
             "space": {"learning_rate": {"log_uniform": [1e-3, 1.0]}},

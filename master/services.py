@@ -125,13 +125,6 @@ class StudyService:
         with session_scope(self.sessions) as s:
             return load_study(s, study_id)
 
-    def find_study(self, name: str) -> StudyRow:
-        with session_scope(self.sessions) as s:
-            study = s.scalar(select(StudyRow).where(StudyRow.name == name))
-            if study is None:
-                raise NotFoundError(f"no study named {name!r}")
-            return study
-
     def list_studies(self, *, limit: int, offset: int) -> tuple[list[StudyRow], int]:
         with session_scope(self.sessions) as s:
             rows = s.scalars(select(StudyRow).order_by(StudyRow.id).limit(limit).offset(offset))

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
 from pathlib import Path
+
+from tests.net import free_port
 
 BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -18,19 +19,13 @@ def _as_postgres(args: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Postgres:
     """One server; `new_database()` gives every test a database of its own."""
 
     def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="gridless-pg-"))
         self.data = self.root / "data"
-        self.port = _free_port()
+        self.port = free_port()
         if os.geteuid() == 0:
             shutil.chown(self.root, "postgres", "postgres")
         subprocess.run(

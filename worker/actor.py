@@ -25,10 +25,6 @@ class WorkerActor:
         """Claim and run trials until told to stop; returns the number of trials run."""
         return run_worker(self.master_url, self.store_root, self.worker_id, token=self.token)
 
-    def ping(self) -> str:
-        """Liveness probe for the master's worker manager."""
-        return self.worker_id
-
     def pid(self) -> int:
         """The process id of this worker (fault-injection tests SIGKILL it)."""
         return os.getpid()

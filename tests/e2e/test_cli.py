@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -15,6 +13,7 @@ import pytest
 import yaml
 
 from tests.conftest import TINY_SPEC
+from tests.net import free_port, wait_for_master
 
 GRIDLESS = [sys.executable, "-m", "master.cli"]
 
@@ -79,12 +78,6 @@ def test_bad_spec_exits_nonzero_with_one_line_and_writes_nothing(
     assert not (tmp_path / "runs").exists()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.mark.ray
 @pytest.mark.slow
 def test_run_then_serve_gives_the_same_ranking(tmp_path: Path) -> None:
@@ -107,14 +100,8 @@ def test_run_then_serve_gives_the_same_ranking(tmp_path: Path) -> None:
         [*GRIDLESS, "master", str(run_dir), "--port", str(port)], cwd=tmp_path
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                page = httpx.get(f"http://127.0.0.1:{port}/api/v1/studies/1/trials", timeout=2)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "gridless master did not come up"
-                time.sleep(0.2)
+        wait_for_master(f"http://127.0.0.1:{port}", 30)
+        page = httpx.get(f"http://127.0.0.1:{port}/api/v1/studies/1/trials", timeout=5)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -220,14 +207,7 @@ def test_master_status_and_workers_commands(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"{url}/api/v1/health", timeout=1)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "gridless master did not come up"
-                time.sleep(0.2)
+        wait_for_master(url)
         spec = {**TINY_SPEC, "stages": [{"trials": 2, "epochs": 1}, {"trials": 2, "epochs": 1}]}
         assert httpx.post(f"{url}/api/v1/studies", json=spec).status_code == 201
         assert "0 workers (0 running)" in cli("workers", "ls", "--url", url, cwd=tmp_path).stdout

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ from master.app import create_app
 from master.launcher import RayLauncher
 from master.server import BackgroundServer
 from tests.conftest import tiny_spec
+from tests.net import free_port, wait_for_master
 
 pytestmark = [pytest.mark.slow]
 
@@ -120,12 +120,6 @@ def test_sigkill_of_a_worker_mid_trial_resumes_from_its_checkpoint(ray_master: A
     assert workers[trial.worker_id] == "dead"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start_master(run_dir: Path, port: int) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
         [
@@ -141,15 +135,8 @@ def start_master(run_dir: Path, port: int) -> subprocess.Popen[bytes]:
         ],
         stdout=subprocess.DEVNULL,
     )
-    wait_for(lambda: _up(port), 60, "the master to listen")
+    wait_for_master(f"http://127.0.0.1:{port}")
     return process
-
-
-def _up(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=1).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 def test_sigkill_and_restart_of_the_master_loses_no_acknowledged_report(

@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -292,8 +292,3 @@ def burn_in(target: CheckTarget, *, steps: int, learning_rate: float) -> None:
         _, grads = target.loss(data=True, reg=True)
         for name, array in target.params.items():
             array -= learning_rate * grads[name]
-
-
-def params_snapshot(params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """A copy of a model's parameters (to restore after a check)."""
-    return {k: v.copy() for k, v in params.items()}
