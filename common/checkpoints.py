@@ -3,8 +3,8 @@
 A checkpoint's file name starts with its validation score (the seed: "include the
 validation performance directly in the filename, so that it is simple to inspect and
 sort"): `val0.9731_ep012.npz`. For a maximised metric `ls | sort -r` ranks best first.
-Files are NumPy `.npz` archives written and read without pickle; writes are atomic
-(temporary file in the trial's folder, fsync, rename).
+Files are NumPy `.npz` archives (or Torch `.pt` state dicts) written and read without
+pickle; writes are atomic (a temporary file, fsync, then a rename or a single PUT).
 """
 
 from __future__ import annotations
@@ -28,8 +28,13 @@ __all__ = [
     "CheckpointFile",
     "CheckpointName",
     "CheckpointStore",
+    "LocalStore",
+    "ObjectStore",
     "format_name",
+    "is_url",
+    "open_store",
     "parse_name",
+    "store_options_from_env",
 ]
 
 _NAME = re.compile(
@@ -111,23 +116,15 @@ def _check_part(kind: str, value: str) -> str:
 
 
 class CheckpointStore:
-    """A directory of checkpoints, one folder a trial: `<root>/<study>/<trial>/`."""
+    """Where checkpoints live, one folder a trial: `<root>/<study>/<trial>/<name>`.
 
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root).resolve()
+    Two backends share this interface: `LocalStore` (a directory, also an NFS-style
+    shared path) and `ObjectStore` (any fsspec URL: `s3://bucket/prefix`, `gs://...`).
+    `open_store` picks one from a location string. Paths handed out (`relpath`) are
+    relative to the root and always `<study>/<trial>/<checkpoint name>`.
+    """
 
-    def trial_dir(self, study: str, trial: str) -> Path:
-        """The folder of one trial (not created)."""
-        return self.root / _check_part("study name", study) / _check_part("trial id", trial)
-
-    def ensure_trial_dir(self, study: str, trial: str) -> Path:
-        """Create (if needed) and return the folder of one trial."""
-        path = self.trial_dir(study, trial)
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StorageError(f"cannot create {path}: {exc.strerror}") from exc
-        return path
+    location: str
 
     def write_with(
         self,
@@ -140,30 +137,31 @@ class CheckpointStore:
         suffix: str = "npz",
         writer: Callable[[BinaryIO], None],
     ) -> CheckpointFile:
-        """Write one checkpoint atomically: `writer` fills a temporary file in the trial's
-        folder, which is fsynced, hashed and renamed to its final score-first name."""
-        folder = self.ensure_trial_dir(study, trial)
-        final = folder / format_name(score, epoch, metric=metric, suffix=suffix)
-        fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix="." + suffix, dir=folder)
-        digest = hashlib.sha256()
-        try:
-            with os.fdopen(fd, "w+b") as handle:
-                writer(handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-                handle.seek(0)
-                for chunk in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(chunk)
-                size = handle.tell()
-            os.replace(tmp_name, final)
-            _fsync_dir(folder)
-        except OSError as exc:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise StorageError(f"cannot write checkpoint {final}: {exc.strerror}") from exc
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
-        return CheckpointFile(final.relative_to(self.root).as_posix(), size, digest.hexdigest())
+        """Write one checkpoint so that no reader ever sees a partial file under its final
+        score-first name; `writer` fills a file object."""
+        raise NotImplementedError
+
+    def fetch(self, relpath: str) -> Path:
+        """A local file holding the stored checkpoint `relpath` (the file itself for a
+        local store, a downloaded copy for an object store).
+
+        Raises:
+            NotFoundError: for a path outside the store or no such checkpoint.
+        """
+        raise NotImplementedError
+
+    def delete(self, relpath: str) -> None:
+        """Remove one checkpoint; a missing one is not an error."""
+        raise NotImplementedError
+
+    def list_trial(self, study: str, trial: str) -> list[str]:
+        """Checkpoint file names of one trial, sorted by name (ascending)."""
+        raise NotImplementedError
+
+    def ensure_trial_dir(self, study: str, trial: str) -> None:
+        """Make a trial's folder exist (only directories need it); checks the names."""
+        _check_part("study name", study)
+        _check_part("trial id", trial)
 
     def write(
         self,
@@ -195,6 +193,88 @@ class CheckpointStore:
             writer=lambda handle: np.savez(handle, allow_pickle=False, **payload),
         )
 
+    def read(self, relpath: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Load a checkpoint's arrays and metadata, never unpickling anything."""
+        with np.load(self.fetch(relpath), allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files if key != _META_KEY}
+            meta = json.loads(bytes(data[_META_KEY]).decode("utf-8"))
+        return arrays, meta
+
+
+def _fill(folder: Path, suffix: str, writer: Callable[[BinaryIO], None]) -> tuple[str, int, str]:
+    """Write a temporary file in `folder` with `writer`, fsync it; (name, size, sha256)."""
+    fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix="." + suffix, dir=folder)
+    digest = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "w+b") as handle:
+            writer(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+            handle.seek(0)
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+            size = handle.tell()
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return tmp_name, size, digest.hexdigest()
+
+
+def _split_relpath(relpath: str) -> tuple[str, str, str]:
+    """`<study>/<trial>/<checkpoint name>`, each part checked; anything else is not found."""
+    parts = relpath.split("/")
+    try:
+        if len(parts) != 3 or not _NAME.match(parts[2]):
+            raise ValueError(relpath)
+        return _check_part("study name", parts[0]), _check_part("trial id", parts[1]), parts[2]
+    except ValueError:
+        raise NotFoundError(f"no checkpoint {relpath[:200]!r} in the store") from None
+
+
+class LocalStore(CheckpointStore):
+    """A directory (local disk or a shared NFS-style mount): temporary file in the trial's
+    folder, fsync, rename, fsync of the folder."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).resolve()
+        self.location = str(self.root)
+
+    def trial_dir(self, study: str, trial: str) -> Path:
+        """The folder of one trial (not created)."""
+        return self.root / _check_part("study name", study) / _check_part("trial id", trial)
+
+    def ensure_trial_dir(self, study: str, trial: str) -> None:
+        path = self.trial_dir(study, trial)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create {path}: {exc.strerror}") from exc
+
+    def write_with(
+        self,
+        study: str,
+        trial: str,
+        *,
+        score: float,
+        epoch: int,
+        metric: str = "val_accuracy",
+        suffix: str = "npz",
+        writer: Callable[[BinaryIO], None],
+    ) -> CheckpointFile:
+        self.ensure_trial_dir(study, trial)
+        folder = self.trial_dir(study, trial)
+        final = folder / format_name(score, epoch, metric=metric, suffix=suffix)
+        tmp_name = ""
+        try:
+            tmp_name, size, sha256 = _fill(folder, suffix, writer)
+            os.replace(tmp_name, final)
+            _fsync_dir(folder)
+        except OSError as exc:
+            if tmp_name:
+                Path(tmp_name).unlink(missing_ok=True)
+            raise StorageError(f"cannot write checkpoint {final}: {exc.strerror}") from exc
+        return CheckpointFile(final.relative_to(self.root).as_posix(), size, sha256)
+
     def resolve(self, relpath: str) -> Path:
         """The absolute path of a stored file; refuses anything outside the store.
 
@@ -206,20 +286,139 @@ class CheckpointStore:
             raise NotFoundError(f"no checkpoint {relpath!r} in the store")
         return candidate
 
-    def read(self, relpath: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """Load a checkpoint's arrays and metadata, never unpickling anything."""
-        path = self.resolve(relpath)
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files if key != _META_KEY}
-            meta = json.loads(bytes(data[_META_KEY]).decode("utf-8"))
-        return arrays, meta
+    def fetch(self, relpath: str) -> Path:
+        return self.resolve(relpath)
+
+    def delete(self, relpath: str) -> None:
+        self._located(relpath).unlink(missing_ok=True)
+
+    def _located(self, relpath: str) -> Path:
+        """Where `relpath` would lie inside the store (the file need not exist)."""
+        study, trial, name = _split_relpath(relpath)
+        return self.trial_dir(study, trial) / name
 
     def list_trial(self, study: str, trial: str) -> list[str]:
-        """Checkpoint file names of one trial, sorted by name (ascending)."""
         folder = self.trial_dir(study, trial)
         if not folder.is_dir():
             return []
         return sorted(p.name for p in folder.iterdir() if _NAME.match(p.name))
+
+
+class ObjectStore(CheckpointStore):
+    """An fsspec file system, for object stores (`s3://bucket/prefix`).
+
+    A checkpoint is written to a local temporary file, hashed, then uploaded with one
+    PUT: an object store makes an object visible only once its upload completed, so no
+    partial file ever shows under a final name. Reads download into a local cache
+    folder (atomically too) and hand out that copy.
+
+    Options for the file system (`endpoint_url`, `key`, ...) come from the
+    `GRIDLESS_STORE_OPTIONS` environment variable (JSON) unless given; credentials are
+    best left to the provider's own variables (`AWS_ACCESS_KEY_ID`, ...) or roles.
+    """
+
+    def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
+        import fsspec
+
+        if options is None:
+            options = store_options_from_env()
+        try:
+            fs, root = fsspec.core.url_to_fs(url, **dict(options))
+        except (ImportError, ValueError) as exc:
+            raise StorageError(f"cannot open the store {url!r}: {exc}") from exc
+        self.fs = fs
+        self.root = root.rstrip("/")
+        self.location = url
+        cache_key = hashlib.sha256(url.encode()).hexdigest()[:16]
+        self.cache = Path(tempfile.gettempdir()) / f"gridless-store-cache-{cache_key}"
+
+    def _key(self, relpath: str) -> str:
+        study, trial, name = _split_relpath(relpath)
+        return f"{self.root}/{study}/{trial}/{name}"
+
+    def write_with(
+        self,
+        study: str,
+        trial: str,
+        *,
+        score: float,
+        epoch: int,
+        metric: str = "val_accuracy",
+        suffix: str = "npz",
+        writer: Callable[[BinaryIO], None],
+    ) -> CheckpointFile:
+        self.ensure_trial_dir(study, trial)
+        relpath = f"{study}/{trial}/{format_name(score, epoch, metric=metric, suffix=suffix)}"
+        with tempfile.TemporaryDirectory(prefix="gridless-upload-") as folder:
+            tmp_name, size, sha256 = _fill(Path(folder), suffix, writer)
+            try:
+                self.fs.put_file(tmp_name, self._key(relpath))
+            except Exception as exc:  # each fsspec backend raises its own (botocore, ...)
+                raise StorageError(f"cannot upload checkpoint {relpath}: {exc}") from exc
+        return CheckpointFile(relpath, size, sha256)
+
+    def fetch(self, relpath: str) -> Path:
+        key = self._key(relpath)
+        local = self.cache / relpath
+        local.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", dir=local.parent)
+        os.close(fd)
+        try:
+            self.fs.get_file(key, tmp_name)
+            os.replace(tmp_name, local)
+        except FileNotFoundError:
+            raise NotFoundError(f"no checkpoint {relpath!r} in the store") from None
+        except Exception as exc:  # each fsspec backend raises its own
+            raise StorageError(f"cannot download checkpoint {relpath}: {exc}") from exc
+        finally:
+            Path(tmp_name).unlink(missing_ok=True)
+        return local
+
+    def delete(self, relpath: str) -> None:
+        try:
+            self.fs.rm_file(self._key(relpath))
+        except FileNotFoundError:
+            pass
+        except Exception as exc:  # each fsspec backend raises its own
+            raise StorageError(f"cannot delete checkpoint {relpath}: {exc}") from exc
+        (self.cache / relpath).unlink(missing_ok=True)
+
+    def list_trial(self, study: str, trial: str) -> list[str]:
+        prefix = f"{self.root}/{_check_part('study name', study)}/{_check_part('trial id', trial)}"
+        try:
+            names = [str(p).rsplit("/", 1)[-1] for p in self.fs.ls(prefix, detail=False)]
+        except FileNotFoundError:
+            return []
+        return sorted(n for n in names if _NAME.match(n))
+
+
+def store_options_from_env() -> dict[str, Any]:
+    """fsspec options from `GRIDLESS_STORE_OPTIONS` (a JSON object), or none."""
+    raw = os.environ.get("GRIDLESS_STORE_OPTIONS", "").strip()
+    if not raw:
+        return {}
+    try:
+        options = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise StorageError(f"GRIDLESS_STORE_OPTIONS is not JSON: {exc.msg}") from None
+    if not isinstance(options, dict):
+        raise StorageError("GRIDLESS_STORE_OPTIONS must be a JSON object")
+    return options
+
+
+def is_url(location: str | Path) -> bool:
+    """Whether a store location names an fsspec URL rather than a local path."""
+    return isinstance(location, str) and re.match(r"^[a-z][a-z0-9+.-]*://", location) is not None
+
+
+def open_store(location: str | Path) -> CheckpointStore:
+    """The store at a path (`LocalStore`) or an fsspec URL such as `s3://bucket/runs`
+    (`ObjectStore`); `file://` URLs are local paths."""
+    if isinstance(location, str) and location.startswith("file://"):
+        return LocalStore(location.removeprefix("file://"))
+    if is_url(location):
+        return ObjectStore(str(location))
+    return LocalStore(location)
 
 
 def _fsync_dir(folder: Path) -> None:

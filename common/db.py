@@ -168,7 +168,10 @@ class WorkerRow(Base):
 
 class CheckpointRow(Base):
     __tablename__ = "checkpoints"
-    __table_args__ = (UniqueConstraint("trial_id", "epoch"),)
+    __table_args__ = (
+        UniqueConstraint("trial_id", "epoch"),
+        Index("ix_checkpoints_path", "path"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id"), index=True)
@@ -205,14 +208,17 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for `url` with the tables created; SQLite gets WAL and a busy timeout."""
+    """An engine for `url`, its schema migrated to the newest revision (common/migrate.py);
+    SQLite gets WAL and a busy timeout."""
+    from common.migrate import upgrade  # alembic's import costs ~0.1 s; only masters need it
+
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
         engine = create_engine(url, pool_pre_ping=True)
     try:
-        Base.metadata.create_all(engine)
+        upgrade(engine)
     except SQLAlchemyError as exc:
         raise StorageError(f"cannot open the database: {exc.__class__.__name__}") from exc
     return engine

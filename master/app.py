@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.engine import Engine
 
-from common.checkpoints import CheckpointStore
+from common.checkpoints import open_store
 from common.db import make_engine, make_session_factory
 from common.errors import ConflictError, GridlessError, NotFoundError, SpecError, StorageError
 from master.launcher import WorkerLauncher
@@ -54,7 +54,7 @@ def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
 def create_app(
     *,
     database_url: str,
-    store_root: Path,
+    store_root: str | Path,
     engine: Engine | None = None,
     token: str | None = None,
     heartbeat_interval_s: float = 5.0,
@@ -70,7 +70,7 @@ def create_app(
     engine = engine or make_engine(database_url)
     storage = Storage(
         sessions=make_session_factory(engine),
-        store=CheckpointStore(store_root),
+        store=open_store(store_root),
         heartbeat_interval_s=heartbeat_interval_s,
     )
     protocol = TrialProtocol(storage)

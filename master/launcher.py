@@ -41,6 +41,19 @@ class WorkerLauncher(Protocol):
         ...
 
 
+FORWARDED_ENV = frozenset(
+    {
+        "GRIDLESS_STORE_OPTIONS",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_DEFAULT_REGION",
+        "AWS_ENDPOINT_URL",
+        "AWS_PROFILE",
+    }
+)
+
+
 class RayLauncher:
     """Workers as Ray actors (`worker.actor.WorkerActor`), one CPU each."""
 
@@ -68,6 +81,9 @@ class RayLauncher:
         from worker.actor import WorkerActor
 
         env = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+        # The store's options and credentials travel with the workers, so one master
+        # setting serves every node of a cluster.
+        env.update({k: v for k, v in os.environ.items() if k in FORWARDED_ENV})
         paths = [*self.python_path, *filter(None, [os.environ.get("PYTHONPATH")])]
         if paths:
             env["PYTHONPATH"] = os.pathsep.join(paths)

@@ -27,7 +27,7 @@ from common.db import (
     session_scope,
     utcnow,
 )
-from common.errors import ConflictError, NotFoundError, SpecError
+from common.errors import ConflictError, GridlessError, NotFoundError, SpecError
 from common.protocol import (
     Assignment,
     ClaimResponse,
@@ -421,8 +421,8 @@ class TrialProtocol:
             if ck.id in (latest.id, best.id):
                 continue
             try:
-                (self.storage.store.root / ck.path).unlink(missing_ok=True)
-            except OSError as exc:
+                self.storage.store.delete(ck.path)
+            except (OSError, GridlessError) as exc:
                 log.warning("cannot delete %s: %s", ck.path, exc)
                 continue
             ck.deleted_at = utcnow()

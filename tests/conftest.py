@@ -37,10 +37,14 @@ class Master:
     """A real master (uvicorn on a free loopback port) over a fresh database: a SQLite
     file by default, or the PostgreSQL database `database_url` names."""
 
-    def __init__(self, root: Path, database_url: str | None = None) -> None:
+    def __init__(
+        self, root: Path, database_url: str | None = None, store_root: str | None = None
+    ) -> None:
         self.root = root
-        self.store_root = root / "store"
-        self.store_root.mkdir(parents=True, exist_ok=True)
+        root.mkdir(parents=True, exist_ok=True)
+        self.store_root: str | Path = store_root or root / "store"
+        if isinstance(self.store_root, Path):
+            self.store_root.mkdir(parents=True, exist_ok=True)
         self.database_url = database_url or f"sqlite:///{root / 'gridless.db'}"
         self.app = create_app(database_url=self.database_url, store_root=self.store_root)
         self.service = self.app.state.service
@@ -87,6 +91,26 @@ def postgres() -> Iterator[Any]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[Any]:
+    """One throwaway S3-compatible server (moto) for the session (tests/s3.py)."""
+    from tests.s3 import S3Server
+
+    server = S3Server()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_url(s3_server: Any, monkeypatch: pytest.MonkeyPatch) -> str:
+    """`s3://<a new bucket>/runs`, with GRIDLESS_STORE_OPTIONS pointing at the test server
+    (workers launched afterwards inherit it)."""
+    monkeypatch.setenv("GRIDLESS_STORE_OPTIONS", s3_server.options_json)
+    return f"s3://{s3_server.new_bucket()}/runs"
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -12,7 +12,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from common.checkpoints import CheckpointStore
+from common.checkpoints import CheckpointStore, open_store
 from common.jsonsafe import finite_or_none
 from common.protocol import (
     Assignment,
@@ -125,7 +125,7 @@ def run_trial(
         )
         first_epoch = 1
         if job.resume_from is not None:
-            trainer.load_checkpoint(store.resolve(job.resume_from))
+            trainer.load_checkpoint(store.fetch(job.resume_from))
             first_epoch = job.resume_epoch + 1
     except ValueError as exc:
         failed = FinishRequest(
@@ -183,7 +183,7 @@ def run_worker(
 ) -> int:
     """Claim and run trials until the master says stop; returns the number of trials run."""
     client = MasterClient(master_url, token=token)
-    store = CheckpointStore(store_root)
+    store = open_store(store_root)
     heartbeat: Heartbeat | None = None
     done = 0
     try:

@@ -66,7 +66,7 @@ def list_study_checkpoints(
 
 def _verified(store: CheckpointStore, ck: CheckpointRow) -> Path:
     try:
-        file = store.resolve(ck.path)  # refuses anything that resolves outside the store
+        file = store.fetch(ck.path)  # refuses anything that resolves outside the store
     except NotFoundError:
         raise NotFoundError(
             f"checkpoint {ck.path!r} is recorded but missing from the store"

@@ -37,7 +37,7 @@ def build_ensembles(
     options = body or EnsembleBuild()
     row, chosen = service.ensemble_inputs(study.id, options.k)
     store = request.app.state.store
-    top = [TopTrial(t.number, t.params or {}, store.resolve(path), t.epochs) for t, path in chosen]
+    top = [TopTrial(t.number, t.params or {}, store.fetch(path), t.epochs) for t, path in chosen]
     spec = row.spec
     try:
         report = evaluate_ensembles(

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.checkpoints import CheckpointName, CheckpointStore, format_name, parse_name
+from common.checkpoints import CheckpointName, LocalStore, format_name, parse_name
 from common.errors import NotFoundError, StorageError
 
 
@@ -73,7 +73,7 @@ def test_names_sort_by_score() -> None:
 
 
 def test_write_is_atomic_hashed_and_loads_without_pickle(tmp_path: Path) -> None:
-    store = CheckpointStore(tmp_path)
+    store = LocalStore(tmp_path)
     arrays = {"param/W1": np.arange(6.0).reshape(2, 3), "param/b1": np.zeros(3)}
     written = store.write("s", "000001", score=0.9, epoch=3, arrays=arrays, meta={"lr": 0.1})
     assert written.relpath == "s/000001/val0.9000_ep003.npz"
@@ -96,7 +96,7 @@ def test_disk_full_mid_write_leaves_no_file(
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr("common.checkpoints.np.savez", half_write)
-    store = CheckpointStore(tmp_path)
+    store = LocalStore(tmp_path)
     with pytest.raises(StorageError, match="No space left on device"):
         store.write("s", "000001", score=0.5, epoch=1, arrays={"a": np.zeros(1)}, meta={})
     assert os.listdir(tmp_path / "s" / "000001") == []
@@ -114,9 +114,7 @@ def test_unsafe_payloads_are_refused(
     tmp_path: Path, arrays: dict, meta: dict, message: str
 ) -> None:  # type: ignore[type-arg]
     with pytest.raises(ValueError, match=message):
-        CheckpointStore(tmp_path).write(
-            "s", "000001", score=0.5, epoch=1, arrays=arrays, meta=meta
-        )
+        LocalStore(tmp_path).write("s", "000001", score=0.5, epoch=1, arrays=arrays, meta=meta)
     assert list(tmp_path.rglob("*.npz")) == []
 
 
@@ -125,7 +123,7 @@ def test_unsafe_payloads_are_refused(
 )
 def test_resolve_refuses_paths_outside_or_missing(tmp_path: Path, relpath: str) -> None:
     (tmp_path / "outside.npz").write_bytes(b"x")
-    store = CheckpointStore(tmp_path / "store")
+    store = LocalStore(tmp_path / "store")
     (tmp_path / "store" / "s" / "000001").mkdir(parents=True)
     with pytest.raises(NotFoundError):
         store.resolve(relpath)
@@ -133,7 +131,7 @@ def test_resolve_refuses_paths_outside_or_missing(tmp_path: Path, relpath: str) 
 
 def test_resolve_refuses_symlink_out_of_store(tmp_path: Path) -> None:
     (tmp_path / "secret").write_text("x")
-    store = CheckpointStore(tmp_path / "store")
+    store = LocalStore(tmp_path / "store")
     folder = tmp_path / "store" / "s" / "000001"
     folder.mkdir(parents=True)
     (folder / "val0.9000_ep001.npz").symlink_to(tmp_path / "secret")
@@ -146,4 +144,4 @@ def test_resolve_refuses_symlink_out_of_store(tmp_path: Path) -> None:
 )
 def test_unsafe_store_parts_are_refused(tmp_path: Path, study: str, trial: str) -> None:
     with pytest.raises(ValueError, match="unsafe"):
-        CheckpointStore(tmp_path).trial_dir(study, trial)
+        LocalStore(tmp_path).trial_dir(study, trial)
