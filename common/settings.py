@@ -13,7 +13,8 @@ __all__ = ["Settings", "run_paths"]
 
 class Settings(BaseSettings):
     """GRIDLESS_HOST, GRIDLESS_PORT, GRIDLESS_TOKEN, GRIDLESS_DATABASE_URL,
-    GRIDLESS_STORE_ROOT, GRIDLESS_RAY_ADDRESS, GRIDLESS_HEARTBEAT_INTERVAL_S."""
+    GRIDLESS_STORE (GRIDLESS_STORE_OPTIONS: its fsspec options as JSON), GRIDLESS_RAY_ADDRESS,
+    GRIDLESS_HEARTBEAT_INTERVAL_S."""
 
     model_config = SettingsConfigDict(env_prefix="GRIDLESS_", extra="ignore")
 
@@ -21,7 +22,8 @@ class Settings(BaseSettings):
     port: int = Field(default=8765, ge=0, le=65535)
     token: str | None = None
     database_url: str | None = None  # default: <run_dir>/gridless.db (SQLite)
-    store_root: Path | None = None  # default: <run_dir>/store
+    # a folder (local or a shared mount) or an fsspec URL (s3://bucket/prefix)
+    store: str | None = None  # default: <run_dir>/store
     ray_address: str | None = None  # default: a local Ray
     heartbeat_interval_s: float = Field(default=5.0, ge=0.1, le=600)
 

@@ -8,13 +8,14 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console, Group, RenderableType
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from common.checkpoints import is_url
 from common.errors import GridlessError
 from common.settings import Settings, run_paths
 from common.spec import StudySpec, load_spec
@@ -57,41 +58,55 @@ def _validate(spec_path: Path) -> StudySpec:
     return spec
 
 
+def _trials_table(
+    name: str, metric: str, params: list[str], trials: list[dict[str, Any]], count: int
+) -> Table:
+    """The ranked table (`run`, `submit`): one row a trial, best first."""
+    table = Table(title=f"{name}: top {len(trials)} of {count} trials by {metric}")
+    for column in ("rank", "trial", "stage", metric, "epoch"):
+        table.add_column(column, justify="right")
+    table.add_column("state")
+    for param in params:
+        table.add_column(param, justify="right")
+    table.add_column("warnings")
+    for rank, t in enumerate(trials, start=1):
+        values = []
+        for param in params:
+            value = (t["params"] or {}).get(param)
+            values.append(f"{value:.3g}" if isinstance(value, float) else str(value))
+        table.add_row(
+            str(rank) if t["best_score"] is not None else "-",
+            str(t["number"]),
+            str(t["stage"]),
+            f"{t['best_score']:.4f}" if t["best_score"] is not None else "-",
+            str(t["best_epoch"] or "-"),
+            t["state"],
+            *values,
+            ", ".join(w.get("code", "?") for w in t["warnings"] or []),
+        )
+    return table
+
+
 def _ranked_table(service: object, study_id: int, limit: int) -> tuple[Table, int]:
     from master.services import StudyService
 
     assert isinstance(service, StudyService)
     study = service.get_study(study_id)
     rows, count = service.ranked_trials(study_id, limit=limit, offset=0)
-    params = list(study.spec["space"])
-    table = Table(
-        title=f"{study.name}: top {min(limit, count)} of {count} trials by {study.metric}"
-    )
-    table.add_column("rank", justify="right")
-    table.add_column("trial", justify="right")
-    table.add_column("stage", justify="right")
-    table.add_column(study.metric, justify="right")
-    table.add_column("epoch", justify="right")
-    table.add_column("state")
-    for name in params:
-        table.add_column(name, justify="right")
-    table.add_column("warnings")
     stage_index = {st.id: st.index for st in service.stages(study_id)}
-    for rank, row in enumerate(rows, start=1):
-        values = []
-        for name in params:
-            value = (row.params or {}).get(name)
-            values.append(f"{value:.3g}" if isinstance(value, float) else str(value))
-        table.add_row(
-            str(rank) if row.best_score is not None else "-",
-            str(row.number),
-            str(stage_index.get(row.stage_id, -1) + 1),
-            f"{row.best_score:.4f}" if row.best_score is not None else "-",
-            str(row.best_epoch or "-"),
-            row.state,
-            *values,
-            ", ".join(w.get("code", "?") for w in row.warnings or []),
-        )
+    trials = [
+        {
+            "params": row.params,
+            "best_score": row.best_score,
+            "number": row.number,
+            "stage": stage_index.get(row.stage_id, -1) + 1,
+            "best_epoch": row.best_epoch,
+            "state": row.state,
+            "warnings": row.warnings,
+        }
+        for row in rows
+    ]
+    table = _trials_table(study.name, study.metric, list(study.spec["space"]), trials, count)
     return table, count
 
 
@@ -169,6 +184,10 @@ def run(
     ray_address: Annotated[
         str | None, typer.Option(help="join a Ray cluster (default: start a local Ray)")
     ] = None,
+    store: Annotated[
+        str | None,
+        typer.Option(help="checkpoint store: a shared folder or s3://bucket/prefix [in RUN_DIR]"),
+    ] = None,
     top: Annotated[int, typer.Option(min=1, max=1000, help="rows of the final table")] = 10,
     force: Annotated[
         bool, typer.Option("--force", help="start even if the preflight checks fail")
@@ -199,18 +218,24 @@ def run(
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     target = (run_dir / f"{spec.name}-{stamp}").resolve()
     target.mkdir(parents=True, exist_ok=False)
-    db_path, store_root = run_paths(target)
-    store_root.mkdir()
+    db_path, default_store = run_paths(target)
+    store_root: str | Path = store or default_store
+    if not is_url(str(store_root)):
+        store_root = Path(store_root).resolve()
+        store_root.mkdir(parents=True, exist_ok=True)
     url = f"sqlite:///{db_path}"
     where: dict[str, str] = {}
-    app_ = create_app(
-        database_url=url,
-        store_root=store_root,
-        engine=make_engine(url),
-        launcher_factory=lambda: RayLauncher(
-            where["url"], str(store_root), python_path=_import_paths(spec_path)
-        ),
-    )
+    try:
+        app_ = create_app(
+            database_url=url,
+            store_root=store_root,
+            engine=make_engine(url),
+            launcher_factory=lambda: RayLauncher(
+                where["url"], str(store_root), python_path=_import_paths(spec_path)
+            ),
+        )
+    except GridlessError as exc:
+        raise _fail(str(exc)) from None
     service = app_.state.service
     study = service.create_study(spec)
     (target / "spec.yaml").write_text(spec_path.read_text(encoding="utf-8"), encoding="utf-8")
@@ -252,7 +277,8 @@ def run(
         shown = ", ".join(f"{code} ({n})" for code, n in counts.items())
         console.print(f"babysitting warnings (trials): {shown}")
     console.print(
-        f"dashboard and API afterwards: [bold]gridless master {target}[/], then open "
+        f"dashboard and API afterwards: [bold]gridless master {target}"
+        f"{f' --store {store}' if store else ''}[/], then open "
         f"http://127.0.0.1:8765/  (checkpoints in {store_root})"
     )
 
@@ -327,6 +353,12 @@ def master(
     advertise_url: Annotated[
         str | None, typer.Option(help="URL workers use to reach this master")
     ] = None,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            help="checkpoint store: a shared folder or s3://bucket/prefix [RUN_DIR/store]"
+        ),
+    ] = None,
     heartbeat: Annotated[
         float | None, typer.Option(min=0.1, max=600, help="heartbeat interval in s [5]")
     ] = None,
@@ -347,7 +379,7 @@ def master(
     host = host or settings.host
     port = settings.port if port is None else port
     token = token or settings.token
-    database_url = database_url or settings.database_url
+    database_url = database_url or settings.database_url or None  # "" means unset
     ray_address = ray_address or settings.ray_address
     heartbeat = heartbeat or settings.heartbeat_interval_s
     try:
@@ -355,11 +387,13 @@ def master(
     except ValueError as exc:
         raise _fail(str(exc)) from None
     db_path, default_store = run_paths(run_dir)
-    store_root = settings.store_root or default_store
+    store_root: str | Path = store or settings.store or default_store
     url = database_url or f"sqlite:///{db_path}"
     if database_url is None and not db_path.is_file() and not run_dir.is_dir():
         run_dir.mkdir(parents=True)
-    store_root.mkdir(parents=True, exist_ok=True)
+    if not is_url(str(store_root)):
+        store_root = Path(store_root).resolve()
+        store_root.mkdir(parents=True, exist_ok=True)
     where: dict[str, str] = {}
 
     def make_launcher() -> RayLauncher:
@@ -376,17 +410,16 @@ def master(
         return RayLauncher(where["url"], str(store_root), token=token)
 
     try:
-        engine = make_engine(url)
+        app_ = create_app(
+            database_url=url,
+            store_root=store_root,
+            engine=make_engine(url),
+            token=token,
+            heartbeat_interval_s=heartbeat,
+            launcher_factory=make_launcher,
+        )
     except GridlessError as exc:
         raise _fail(str(exc)) from None
-    app_ = create_app(
-        database_url=url,
-        store_root=store_root,
-        engine=engine,
-        token=token,
-        heartbeat_interval_s=heartbeat,
-        launcher_factory=make_launcher,
-    )
     server = BackgroundServer(app_, host=host, port=port)
     where["url"] = advertise_url or server.url
     done = threading.Event()
@@ -653,6 +686,80 @@ def status(
             assert isinstance(study, dict)
             if study["state"] in ("completed", "stopped"):
                 break
+
+
+@app.command()
+def submit(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="study spec (YAML)")],
+    workers: Annotated[
+        int, typer.Option("--workers", "-w", min=0, max=256, help="workers to launch [none]")
+    ] = 0,
+    url: UrlOption = "http://127.0.0.1:8765",
+    token: TokenOption = None,
+    watch: Annotated[bool, typer.Option(help="follow the study until it ends")] = True,
+    top: Annotated[int, typer.Option(min=1, max=1000, help="rows of the final table")] = 10,
+) -> None:
+    """Send a study to a running master (a cluster's, from deploy/launch.sh), launch
+    workers through its Ray, and follow it to the ranked table."""
+    import yaml
+
+    try:
+        _validate(spec_path)  # the same checks as `run`, before anything is sent
+    except GridlessError as exc:
+        raise _fail(str(exc)) from None
+    raw = yaml.safe_load(spec_path.read_text(encoding="utf-8"))
+    client = _api(url, token)
+    study = _call(client, "POST", "/studies", json=raw)
+    assert isinstance(study, dict)
+    base = url.rstrip("/")
+    console.print(
+        f"study {study['id']} ([bold]{study['name']}[/]) on {base}: dashboard at "
+        f"[link={base}/]{base}/[/link]"
+    )
+    if workers:
+        started = _call(client, "POST", "/workers", json={"count": workers})
+        assert isinstance(started, dict)
+        console.print("started workers " + ", ".join(started["started"]))
+    if not watch:
+        console.print(f"follow it with: gridless status {study['id']} --watch")
+        return
+    _watch_progress(client, int(study["id"]))
+    trials = _call(client, "GET", f"/studies/{study['id']}/trials", params={"limit": top})
+    detail = _call(client, "GET", f"/studies/{study['id']}")
+    assert isinstance(trials, dict)
+    assert isinstance(detail, dict)
+    params = list(detail["spec"]["space"])
+    console.print(
+        _trials_table(detail["name"], detail["metric"], params, trials["data"], trials["count"])
+    )
+    for flag in detail["border_flags"]:
+        console.print(f"[bold yellow]border flag[/] (stage {flag['stage']}): {flag['message']}")
+
+
+def _watch_progress(client: object, study_id: int) -> None:
+    """A progress bar of finished trials, until the study completes or stops."""
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[best]}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
+        task = bar.add_task("trials", total=None, best="")
+        while True:
+            study = _call(client, "GET", f"/studies/{study_id}")
+            assert isinstance(study, dict)
+            best = study["best_score"]
+            bar.update(
+                task,
+                completed=study["finished_trials"],
+                total=study["total_trials"],
+                best=f"best {study['metric']} {best:.4f}" if best is not None else "",
+            )
+            if study["state"] in ("completed", "stopped"):
+                return
+            time.sleep(1)
 
 
 def main() -> None:

@@ -229,3 +229,41 @@ def test_master_status_and_workers_commands(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=60)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_submit_sends_a_study_launches_workers_and_ends_with_the_ranked_table(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    spec = write_spec(tmp_path, stages=[{"trials": 3, "epochs": 1}, {"trials": 2, "epochs": 1}])
+    unreachable = cli("submit", str(spec), "--url", url, cwd=tmp_path)
+    assert unreachable.returncode == 1
+    assert f"cannot reach the master at {url}/api/v1" in unreachable.stderr
+    server = subprocess.Popen(
+        [*GRIDLESS, "master", str(tmp_path / "run"), "--port", str(port), "--heartbeat", "1"],
+        cwd=tmp_path,
+    )
+    try:
+        wait_for_master(url)
+        bad = cli("submit", str(write_spec(tmp_path, learnin_rate=1)), "--url", url, cwd=tmp_path)
+        assert bad.returncode == 2
+        assert "learnin_rate: unknown key" in bad.stderr
+        assert httpx.get(f"{url}/api/v1/studies").json()["count"] == 0  # nothing was sent
+        spec = write_spec(
+            tmp_path, stages=[{"trials": 3, "epochs": 1}, {"trials": 2, "epochs": 1}]
+        )
+        done = cli("submit", str(spec), "--workers", "1", "--url", url, cwd=tmp_path, timeout=180)
+        assert done.returncode == 0, done.stderr
+        assert f"study 1 (tiny) on {url}: dashboard at {url}/" in done.stdout
+        assert "started workers w1" in done.stdout
+        assert "5/5" in done.stdout  # the progress bar's last state
+        assert "tiny: top 5 of 5 trials by val_accuracy" in done.stdout
+        ranked = httpx.get(f"{url}/api/v1/studies/1/trials").json()["data"]
+        first_row = next(line for line in done.stdout.splitlines() if re.match(r"^│\s+1 │", line))
+        assert f"{ranked[0]['best_score']:.4f}" in first_row
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
