@@ -6,9 +6,11 @@ or infinite loss and sets `diverged` (DESIGN.md, protocol rules).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from common.jsonsafe import check_strict_json
 
 __all__ = [
     "Assignment",
@@ -27,8 +29,23 @@ class _Message(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
+# Letters, digits and . _ : - only: no control, bidi or path characters in logs and tables.
+WorkerId = Annotated[
+    str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+]
+
+
 class ClaimRequest(_Message):
-    worker_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")
+    worker_id: WorkerId
+
+
+class ResumePoint(_Message):
+    """A stored checkpoint a lost trial may resume from, with what it must hash to."""
+
+    path: str = Field(max_length=512)
+    epoch: int = Field(ge=0)
+    size: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
 class Assignment(_Message):
@@ -48,6 +65,9 @@ class Assignment(_Message):
     params: dict[str, Any] | None = None  # set when the master chose them (resume, TPE)
     resume_from: str | None = None  # store path of the checkpoint to resume from
     resume_epoch: int = 0  # the epoch that checkpoint ends; training goes on after it
+    # Newest first: the worker resumes from the first whose size and SHA-256 match and
+    # skips truncated or corrupt ones (it sets resume_from/resume_epoch from its choice).
+    resume_candidates: list[ResumePoint] = Field(default_factory=list)
     best_score: float | None = None  # the trial's best so far (a resumed trial has one)
 
 
@@ -59,13 +79,13 @@ class ClaimResponse(_Message):
 
 
 class HeartbeatRequest(_Message):
-    worker_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")
+    worker_id: WorkerId
     trial_id: int | None = None
     attempt: int | None = Field(default=None, ge=0)
 
 
 class StartRequest(_Message):
-    worker_id: str = Field(min_length=1, max_length=64)
+    worker_id: WorkerId
     attempt: int = Field(ge=0)
     params: dict[str, float | int | str | bool]
 
@@ -77,7 +97,7 @@ class CheckpointInfo(_Message):
 
 
 class EpochReport(_Message):
-    worker_id: str = Field(min_length=1, max_length=64)
+    worker_id: WorkerId
     attempt: int = Field(ge=0)
     epoch: int = Field(ge=1, le=1_000_000)
     train_loss: float | None = None
@@ -92,6 +112,12 @@ class EpochReport(_Message):
     # Findings derived from them: [{"code", "message", "epoch"}] (worker.diagnostics).
     warnings: list[dict[str, Any]] = Field(default_factory=list, max_length=32)
 
+    @field_validator("stats", "warnings")
+    @classmethod
+    def _strict_json(cls, value: Any) -> Any:
+        check_strict_json(value, "value")  # no NaN/Infinity, no deep nesting
+        return value
+
 
 class ReportAck(_Message):
     """`stop` tells the worker to end the trial now (stopped study, early stopping)."""
@@ -101,7 +127,7 @@ class ReportAck(_Message):
 
 
 class FinishRequest(_Message):
-    worker_id: str = Field(min_length=1, max_length=64)
+    worker_id: WorkerId
     attempt: int = Field(ge=0)
     state: Literal["completed", "diverged", "failed", "stopped"]
     error: str | None = Field(default=None, max_length=4000)

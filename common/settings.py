@@ -14,7 +14,7 @@ __all__ = ["Settings", "run_paths"]
 class Settings(BaseSettings):
     """GRIDLESS_HOST, GRIDLESS_PORT, GRIDLESS_TOKEN, GRIDLESS_DATABASE_URL,
     GRIDLESS_STORE (GRIDLESS_STORE_OPTIONS: its fsspec options as JSON), GRIDLESS_RAY_ADDRESS,
-    GRIDLESS_HEARTBEAT_INTERVAL_S."""
+    GRIDLESS_HEARTBEAT_INTERVAL_S, GRIDLESS_ALLOWED_HOSTS."""
 
     model_config = SettingsConfigDict(env_prefix="GRIDLESS_", extra="ignore")
 
@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     store: str | None = None  # default: <run_dir>/store
     ray_address: str | None = None  # default: a local Ray
     heartbeat_interval_s: float = Field(default=5.0, ge=0.1, le=600)
+    # Host names the master answers to besides loopback names, IP literals, the bind host
+    # and the advertised URL's host (comma-separated); others get 421 (DNS rebinding).
+    allowed_hosts: str = ""
 
 
 def run_paths(run_dir: Path) -> tuple[Path, Path]:

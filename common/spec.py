@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from common.errors import SpecError
+from common.jsonsafe import check_strict_json
 from common.space import Distribution, parse_space
 
 __all__ = [
@@ -120,6 +121,10 @@ def parse_spec(raw: Any) -> StudySpec:
     """
     if not isinstance(raw, dict):
         raise SpecError(f"spec: must be a mapping at the top level, but got {type(raw).__name__}")
+    try:
+        check_strict_json(raw, "spec")
+    except ValueError as exc:
+        raise SpecError(str(exc)) from None
     try:
         return StudySpec.model_validate(raw)
     except ValidationError as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -15,6 +15,7 @@ from sqlalchemy.engine import Engine
 from common.checkpoints import open_store
 from common.db import make_engine, make_session_factory
 from common.errors import ConflictError, GridlessError, NotFoundError, SpecError, StorageError
+from master.guard import GuardMiddleware
 from master.launcher import WorkerLauncher
 from master.protocol import TrialProtocol
 from master.routes import checkpoints, dashboard, ensembles, studies, trials, workers
@@ -59,6 +60,9 @@ def create_app(
     token: str | None = None,
     heartbeat_interval_s: float = 5.0,
     launcher_factory: Callable[[], WorkerLauncher] | None = None,
+    allowed_hosts: Iterable[str] = (),
+    max_body_bytes: int = 4 * 1024 * 1024,
+    max_inflight: int = 256,
 ) -> FastAPI:
     """Build the master app over a database URL and a checkpoint store.
 
@@ -66,6 +70,8 @@ def create_app(
         token: when set, every state-changing request needs `Authorization: Bearer <token>`.
         heartbeat_interval_s: how often workers beat; a trial is lost after 3 intervals.
         launcher_factory: makes the launcher `POST /workers` uses (Ray in production).
+        allowed_hosts: host names (beyond loopback names and IP literals) the master
+            answers to; see master/guard.py for this and the two limits.
     """
     engine = engine or make_engine(database_url)
     storage = Storage(
@@ -100,6 +106,13 @@ def create_app(
     app.state.store = storage.store
     if token:
         app.add_middleware(TokenMiddleware, token=token)
+    # Added last, so it runs first: hosts, origins, sizes and load before anything else.
+    app.add_middleware(
+        GuardMiddleware,
+        allowed_hosts=allowed_hosts,
+        max_body_bytes=max_body_bytes,
+        max_inflight=max_inflight,
+    )
     app.add_exception_handler(GridlessError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     for router in (

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console, Group, RenderableType
@@ -417,6 +418,11 @@ def master(
             token=token,
             heartbeat_interval_s=heartbeat,
             launcher_factory=make_launcher,
+            allowed_hosts=[
+                host,
+                urlsplit(advertise_url or "").hostname or "",
+                *settings.allowed_hosts.split(","),
+            ],
         )
     except GridlessError as exc:
         raise _fail(str(exc)) from None

@@ -35,6 +35,7 @@ from common.protocol import (
     FinishRequest,
     HeartbeatRequest,
     ReportAck,
+    ResumePoint,
     StartRequest,
 )
 from common.space import parse_space, space_to_json
@@ -168,18 +169,23 @@ class TrialProtocol:
         trial.state = TrialState.PENDING.value
         trial.worker_id = worker_id
         trial.heartbeat_at = utcnow()
-        latest = s.scalar(
+        live = s.scalars(
             select(CheckpointRow)
             .where(CheckpointRow.trial_id == trial.id, CheckpointRow.deleted_at.is_(None))
             .order_by(CheckpointRow.epoch.desc())
-            .limit(1)
-        )
+        ).all()
+        if trial.resume_path is not None:  # a person resumed another trial's checkpoint
+            origin = s.scalar(select(CheckpointRow).where(CheckpointRow.path == trial.resume_path))
+            live = [*live, *([origin] if origin is not None else [])]
         job = self._assignment(study, stage, trial)
         job.params = trial.params
         job.best_score = trial.best_score
-        if latest is not None:
-            job.resume_from, job.resume_epoch = latest.path, latest.epoch
-        elif trial.resume_path is not None:  # a person resumed another trial's checkpoint
+        job.resume_candidates = [
+            ResumePoint(path=c.path, epoch=c.epoch, size=c.size, sha256=c.sha256) for c in live
+        ]
+        if live:
+            job.resume_from, job.resume_epoch = live[0].path, live[0].epoch
+        elif trial.resume_path is not None:
             job.resume_from, job.resume_epoch = trial.resume_path, trial.resume_epoch
         log.info(
             "trial %s resumes as attempt %d on %s from epoch %d",
@@ -312,7 +318,10 @@ class TrialProtocol:
                 )
             )
             if exists is not None:
-                if report.checkpoint is not None:  # a resumed attempt re-trained this epoch
+                # A resumed attempt re-trained this epoch: its metrics are not stored
+                # again, but its checkpoint and findings (a skipped checkpoint) are.
+                _merge_warnings(trial, report)
+                if report.checkpoint is not None:
                     self._record_checkpoint(s, study, trial, report)
                 return ReportAck(stored=False, stop=self._must_stop(study, trial))
             s.add(
@@ -330,10 +339,7 @@ class TrialProtocol:
             )
             trial.last_epoch = max(trial.last_epoch, report.epoch)
             trial.state = TrialState.RUNNING.value
-            if report.warnings:
-                seen = {w.get("code") for w in trial.warnings or []}
-                fresh = [w for w in report.warnings if w.get("code") not in seen]
-                trial.warnings = [*(trial.warnings or []), *fresh]
+            _merge_warnings(trial, report)
             score = report.val_accuracy if study.metric == "val_accuracy" else report.val_loss
             if report.diverged:
                 trial.state = TrialState.DIVERGED.value
@@ -557,3 +563,11 @@ class TrialProtocol:
             for trial in trials:
                 trial.state = TrialState.LOST.value
             return [t.id for t in trials]
+
+
+def _merge_warnings(trial: TrialRow, report: EpochReport) -> None:
+    """Add a report's findings whose code the trial does not have yet (first one wins)."""
+    if report.warnings:
+        seen = {w.get("code") for w in trial.warnings or []}
+        fresh = [w for w in report.warnings if w.get("code") not in seen]
+        trial.warnings = [*(trial.warnings or []), *fresh]

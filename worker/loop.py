@@ -5,6 +5,7 @@ Plain functions, testable without Ray; `worker.actor` wraps `run_worker` in a Ra
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from common.checkpoints import CheckpointStore, open_store
+from common.errors import GridlessError, StorageError
 from common.jsonsafe import finite_or_none
 from common.protocol import (
     Assignment,
@@ -98,6 +100,42 @@ def _save(
     return CheckpointInfo(relpath=written.relpath, size=written.size, sha256=written.sha256)
 
 
+def pick_resume_point(store: CheckpointStore, job: Assignment) -> tuple[Path | None, list[str]]:
+    """The local file of the newest resume candidate whose size and SHA-256 match what the
+    master recorded; missing, truncated or corrupt ones are skipped (and returned, for a
+    warning). Sets `job.resume_from`/`job.resume_epoch` to the choice; with no usable
+    candidate the trial starts over from epoch 1."""
+    if not job.resume_candidates:
+        if job.resume_from is None:
+            return None, []
+        return store.fetch(job.resume_from), []  # a master that sends no hashes
+    skipped: list[str] = []
+    for point in job.resume_candidates:
+        try:
+            local = store.fetch(point.path)
+        except GridlessError as exc:
+            skipped.append(f"{point.path} ({exc})")
+            continue
+        size, digest = _digest(local)
+        if (size, digest) != (point.size, point.sha256):
+            skipped.append(f"{point.path} (size {size} or SHA-256 does not match the record)")
+            continue
+        job.resume_from, job.resume_epoch = point.path, point.epoch
+        return local, skipped
+    job.resume_from, job.resume_epoch = None, 0
+    return None, skipped
+
+
+def _digest(path: Path) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
 def run_trial(
     client: MasterClient,
     store: CheckpointStore,
@@ -124,8 +162,9 @@ def run_trial(
             job.model, job.dataset, full_params, seed=job.seed * 1_000_003 + job.trial_number
         )
         first_epoch = 1
-        if job.resume_from is not None:
-            trainer.load_checkpoint(store.fetch(job.resume_from))
+        resume, skipped = pick_resume_point(store, job)
+        if resume is not None:
+            trainer.load_checkpoint(resume)
             first_epoch = job.resume_epoch + 1
     except ValueError as exc:
         failed = FinishRequest(
@@ -149,11 +188,34 @@ def run_trial(
                 chance_loss=m.stats.get("chance_loss") if epoch == 1 else None,
             )
         ]
+        if skipped and epoch == first_epoch:
+            report.warnings.append(
+                {
+                    "code": "checkpoint_skipped",
+                    "message": (
+                        f"resumed without {len(skipped)} unusable checkpoint(s): "
+                        + "; ".join(skipped)
+                    )[:1000],
+                    "epoch": epoch,
+                }
+            )
         improved = math.isfinite(score) and _better(score, best, maximize=maximize)
         if not m.diverged and math.isfinite(score):
             # every epoch: the latest checkpoint is what a lost trial resumes from; the
             # master's retention keeps the best and the latest of each trial
-            report.checkpoint = _save(store, trainer, job, epoch, score, m, full_params)
+            try:
+                report.checkpoint = _save(store, trainer, job, epoch, score, m, full_params)
+            except StorageError as exc:
+                # A full disk or an unreachable bucket costs the checkpoint, not the
+                # trial: the epoch is reported without one and the finding says so.
+                log.warning("trial %s epoch %d: %s", job.trial_id, epoch, exc)
+                report.warnings.append(
+                    {
+                        "code": "checkpoint_write_failed",
+                        "message": f"epoch {epoch} has no checkpoint: {exc}"[:1000],
+                        "epoch": epoch,
+                    }
+                )
         if improved and not m.diverged:
             best = score
         ack = client.report(job.trial_id, report)

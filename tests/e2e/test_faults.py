@@ -120,6 +120,57 @@ def test_sigkill_of_a_worker_mid_trial_resumes_from_its_checkpoint(ray_master: A
     assert workers[trial.worker_id] == "dead"
 
 
+@pytest.mark.ray
+def test_a_corrupt_checkpoint_is_skipped_when_resuming(ray_master: Any, tmp_path: Path) -> None:
+    """Kill the worker, then truncate the trial's newest checkpoint: the next attempt
+    checks size and SHA-256, skips it with a warning, resumes from an older one (or
+    from scratch), and the trial completes with every epoch stored once."""
+    app = ray_master
+    spec = tiny_spec(
+        space={"learning_rate": {"log_uniform": [0.01, 0.05]}},
+        fixed=SLOW,
+        stages=[{"trials": 2, "epochs": 10}],
+        early_stopping={"rule": "none"},
+    )
+    study = app.state.service.create_study(spec)
+    manager = app.state.workers
+    manager.launch(2)
+    sessions = app.state.storage.sessions
+
+    def victim() -> TrialRow | None:
+        with Session(app.state.engine) as s:
+            return s.scalar(
+                select(TrialRow).where(TrialRow.state == "running", TrialRow.last_epoch >= 3)
+            )
+
+    trial = wait_for(victim, 120, "a trial three epochs in")
+    os.kill(manager.launcher.pid(trial.worker_id), signal.SIGKILL)
+    with sessions() as s:
+        newest = s.scalar(
+            select(CheckpointRow)
+            .where(CheckpointRow.trial_id == trial.id, CheckpointRow.deleted_at.is_(None))
+            .order_by(CheckpointRow.epoch.desc())
+        )
+    assert newest is not None
+    file = tmp_path / "store" / newest.path
+    file.write_bytes(file.read_bytes()[: newest.size // 2])  # truncated, as by a crash
+
+    wait_for(lambda: app.state.service.progress(study.id).state == "completed", 180, "the study")
+    with sessions() as s:
+        done = s.get(TrialRow, trial.id)
+        epochs = sorted(
+            m.epoch
+            for m in s.scalars(select(EpochMetricRow).where(EpochMetricRow.trial_id == trial.id))
+        )
+    assert done.state == "completed"
+    assert done.attempt >= 1
+    assert epochs == list(range(1, 11))
+    skipped = [w for w in done.warnings if w["code"] == "checkpoint_skipped"]
+    assert len(skipped) == 1, done.warnings
+    assert newest.path in skipped[0]["message"]
+    assert "does not match" in skipped[0]["message"]
+
+
 def start_master(run_dir: Path, port: int) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
         [
