@@ -40,7 +40,7 @@ def check_strict_json(value: Any, where: str, *, depth: int = 0) -> None:
         raise ValueError(f"{where}: must be a finite number, but got {value!r}")
     if isinstance(value, Mapping):
         for key, item in value.items():
-            check_strict_json(item, f"{where}.{key}", depth=depth + 1)
+            check_strict_json(item, f"{where}.{key}" if where else str(key), depth=depth + 1)
     elif isinstance(value, list | tuple):
         for index, item in enumerate(value):
             check_strict_json(item, f"{where}[{index}]", depth=depth + 1)

@@ -80,21 +80,39 @@ def _verified(store: CheckpointStore, ck: CheckpointRow) -> Path:
     return file
 
 
-def _file_meta(file: Path) -> dict[str, Any] | None:
+def _file_meta(file: Path, relpath: str) -> dict[str, Any] | None:
+    """The JSON metadata inside a checkpoint, read without unpickling anything.
+
+    Raises:
+        ConflictError: for a file that is not a plain checkpoint (a pickle, garbage).
+    """
+    refusal = ConflictError(
+        f"checkpoint {relpath!r} is not a plain array/weights file (gridless never "
+        "unpickles; a file that needs pickle was not written by gridless)"
+    )
     if file.suffix == ".npz":
         import numpy as np
 
-        with np.load(file, allow_pickle=False) as data:
-            if "__meta__" in data.files:
+        try:
+            with np.load(file, allow_pickle=False) as data:
+                if "__meta__" not in data.files:
+                    return None
                 meta: dict[str, Any] = json.loads(bytes(data["__meta__"]).decode("utf-8"))
                 return meta
-        return None
+        except (ValueError, OSError, EOFError, UnicodeDecodeError) as exc:
+            raise refusal from exc
     try:
         import torch
     except ImportError:
         return None
-    state = torch.load(file, weights_only=True)
-    return json.loads(state["meta"]) if isinstance(state, dict) and "meta" in state else None
+    try:
+        state = torch.load(file, weights_only=True)
+        if isinstance(state, dict) and "meta" in state:
+            loaded: dict[str, Any] = json.loads(state["meta"])
+            return loaded
+    except Exception as exc:  # weights_only refusals arrive as UnpicklingError, RuntimeError
+        raise refusal from exc
+    return None
 
 
 @router.get("/checkpoints/meta")
@@ -111,7 +129,7 @@ def read_checkpoint(
         params=trial.params,
         trial_state=trial.state,
         metrics=EpochMetricPublic.model_validate(metrics[0]) if metrics else None,
-        file_meta=_file_meta(file),
+        file_meta=_file_meta(file, ck.path),
     )
 
 

@@ -262,3 +262,104 @@ def test_error_bodies_carry_no_traceback_path_or_token(tmp_path: Path) -> None:
     for response in responses:
         assert 400 <= response.status_code < 600
         _no_leak(response, "s3cret-token", str(tmp_path))
+
+
+class _Marker:
+    """Unpickling this writes a file: the proof that something was unpickled."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.write_text, (Path(self.target), "unpickled!"))
+
+
+@pytest.mark.parametrize("suffix", ["npz", "pt"])
+def test_a_planted_pickle_checkpoint_is_never_unpickled(
+    api: httpx.Client, master: Master, tmp_path: Path, suffix: str
+) -> None:
+    import hashlib
+    import io
+    import pickle
+
+    import numpy as np
+
+    marker = tmp_path / "pwned"
+    if suffix == "npz":
+        buffer = io.BytesIO()
+        evil = np.empty(1, dtype=object)
+        evil[0] = _Marker(str(marker))
+        np.savez(buffer, __meta__=evil, w=np.ones(3))  # an object array is a pickle
+        payload = buffer.getvalue()
+    else:
+        payload = pickle.dumps({"meta": _Marker(str(marker))})
+    assert b"write_text" in payload
+    trial_id = _claimed_trial(api)
+    name = f"val0.5000_ep001.{suffix}"
+    folder = Path(master.store_root) / "tiny" / f"{0:06d}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_bytes(payload)
+    relpath = f"tiny/000000/{name}"
+    checkpoint = {
+        "relpath": relpath,
+        "size": len(payload),
+        "sha256": hashlib.sha256(payload).hexdigest(),
+    }
+    report = {
+        "worker_id": "w1",
+        "attempt": 0,
+        "epoch": 1,
+        "val_accuracy": 0.5,
+        "checkpoint": checkpoint,
+    }
+    assert api.post(f"/trials/{trial_id}/reports", json=report).status_code == 200
+    meta = api.get("/checkpoints/meta", params={"path": relpath})
+    assert 400 <= meta.status_code < 500, meta.text
+    assert "pickle" in meta.json()["detail"]
+    assert not marker.exists()
+    # Downloading hands over the bytes without reading them.
+    download = api.get("/checkpoints/file", params={"path": relpath})
+    assert download.content == payload
+    assert not marker.exists()
+
+
+def test_the_token_is_never_logged(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.net import free_port, wait_for_master
+
+    port = free_port()
+    token = "tok-" + "z" * 40
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "master.log"
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "master.cli",
+                "master",
+                str(tmp_path / "run"),
+                "--port",
+                str(port),
+            ],
+            env={**__import__("os").environ, "GRIDLESS_TOKEN": token},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_for_master(url)
+            auth = {"Authorization": f"Bearer {token}"}
+            httpx.post(url + "/api/v1/studies", json=TINY_SPEC, headers=auth)
+            httpx.post(url + "/api/v1/studies", json=TINY_SPEC, headers=auth)  # 409
+            httpx.post(
+                url + "/api/v1/studies/1/pause", headers={"Authorization": f"Bearer {token}x"}
+            )
+            httpx.get(url + f"/api/v1/studies?token={token}")
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+    text = log.read_text()
+    assert "serving" in text
+    assert token not in text.replace(f"token={token}", "")  # the header's token: never
