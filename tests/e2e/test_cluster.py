@@ -162,10 +162,13 @@ def test_a_study_survives_the_loss_of_a_worker_node(
         def finished() -> bool:
             return bool(api.get("/studies/1").json()["state"] == "completed")
 
+        killed_t = time.monotonic()
         wait_for(finished, 400, "the study to complete after the node loss")
+        print(f"node loss: study completed {time.monotonic() - killed_t:.1f} s after the kill")
         api.close()
         acks = proxy.acked()
 
+    print(f"node loss: {len(acks)} acknowledged reports, {killed_at} before the kill")
     assert len(acks) > killed_at, "reports went on after the node died"
     engine = create_engine(f"sqlite:///{cluster.state / 'run' / 'gridless.db'}")
     with Session(engine) as s:
