@@ -140,10 +140,17 @@ class TrialRow(Base):
 
 class EpochMetricRow(Base):
     __tablename__ = "epoch_metrics"
-    __table_args__ = (UniqueConstraint("trial_id", "epoch"),)
+    __table_args__ = (
+        UniqueConstraint("trial_id", "epoch"),
+        # The median rule reads one epoch's scores of a stage on every report.
+        Index("ix_epoch_metrics_stage_epoch", "stage_id", "epoch"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id"), index=False)
+    # The trial's stage, copied so that one stage's scores at one epoch are one index
+    # range, whatever the number of trials (NULL only in rows made before revision 0003).
+    stage_id: Mapped[int | None] = mapped_column(Integer)
     attempt: Mapped[int] = mapped_column(Integer)
     epoch: Mapped[int] = mapped_column(Integer)
     train_loss: Mapped[float | None] = mapped_column(Float)

@@ -72,7 +72,8 @@ new_secret() { python3 -c 'import secrets; print(secrets.token_urlsafe(32))'; }
 
 wait_health() {
   local url="$1" tries=0
-  until curl -fsS "$url/api/v1/health" >/dev/null 2>&1; do
+  until python -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' \
+    "$url/api/v1/health" >/dev/null 2>&1; do
     tries=$((tries + 1))
     if ((tries > 120)); then
       echo "launch.sh: the master did not answer at $url; its log:" >&2
@@ -91,7 +92,6 @@ wait_health() {
 start_head() {
   need ray
   need gridless
-  need curl
   mkdir -p "$STATE"
   chmod 700 "$STATE"
   if [[ -f "$STATE/master.pid" ]] && kill -0 "$(cat "$STATE/master.pid")" 2>/dev/null; then

@@ -34,12 +34,10 @@ def should_stop(
     others = [
         v
         for v in s.scalars(
-            select(column)
-            .join(TrialRow, TrialRow.id == EpochMetricRow.trial_id)
-            .where(
-                TrialRow.stage_id == trial.stage_id,
-                TrialRow.id != trial.id,
+            select(column).where(
+                EpochMetricRow.stage_id == trial.stage_id,
                 EpochMetricRow.epoch == epoch,
+                EpochMetricRow.trial_id != trial.id,
             )
         )
         if v is not None

@@ -327,6 +327,7 @@ class TrialProtocol:
             s.add(
                 EpochMetricRow(
                     trial_id=trial_id,
+                    stage_id=trial.stage_id,
                     attempt=report.attempt,
                     epoch=report.epoch,
                     train_loss=report.train_loss,

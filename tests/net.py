@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import socket
 import time
+from typing import Any
 
 import httpx
 
-__all__ = ["free_port", "wait_for_master"]
+__all__ = ["free_port", "wait_for", "wait_for_master"]
 
 
 def free_port() -> int:
@@ -32,4 +33,16 @@ def wait_for_master(url: str, timeout_s: float = 60) -> None:
             pass
         if time.monotonic() > deadline:
             raise RuntimeError(f"no master answered at {url} within {timeout_s:g} s")
+        time.sleep(0.1)
+
+
+def wait_for(predicate: Any, timeout_s: float, what: str) -> Any:
+    """Poll `predicate` until it returns something truthy (returned); fail after
+    `timeout_s` naming `what`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.1)

@@ -14,7 +14,14 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, select, text
 from sqlalchemy.engine import Engine
 
-from common.db import Base, StudyRow, make_engine, make_session_factory, session_scope
+from common.db import (
+    Base,
+    EpochMetricRow,
+    StudyRow,
+    make_engine,
+    make_session_factory,
+    session_scope,
+)
 from common.migrate import BASELINE, current_revision, head_revision, upgrade
 
 
@@ -42,6 +49,27 @@ def _insert_study(engine: Engine) -> None:
                 "INSERT INTO studies (id, name, spec, metric, maximize, seed, state, "
                 "next_trial_number, created_at) VALUES (7, 'old-study', '{}', "
                 "'val_accuracy', true, 3, 'done', 5, :now)"
+            ),
+            {"now": dt.datetime(2026, 11, 1, tzinfo=dt.UTC)},
+        )
+        c.execute(
+            text(
+                "INSERT INTO stages (id, study_id, index, trials, epochs, space, state, decisions) "
+                "VALUES (4, 7, 0, 2, 1, '{}', 'done', '{}')".replace("index", '"index"')
+            )
+        )
+        c.execute(
+            text(
+                "INSERT INTO trials (id, study_id, stage_id, number, state, attempt, epochs, "
+                "last_epoch, resume_epoch, warnings, created_at) "
+                "VALUES (9, 7, 4, 0, 'completed', 0, 1, 1, 0, '[]', :now)"
+            ),
+            {"now": dt.datetime(2026, 11, 1, tzinfo=dt.UTC)},
+        )
+        c.execute(
+            text(
+                "INSERT INTO epoch_metrics (trial_id, attempt, epoch, val_accuracy, seconds, "
+                "stats, created_at) VALUES (9, 0, 1, 0.75, 0.1, '{}', :now)"
             ),
             {"now": dt.datetime(2026, 11, 1, tzinfo=dt.UTC)},
         )
@@ -79,6 +107,9 @@ def test_a_database_at_an_older_revision_upgrades_in_place_keeping_its_rows(
     with session_scope(make_session_factory(engine)) as s:
         study = s.execute(select(StudyRow)).scalar_one()
         assert (study.id, study.name, study.next_trial_number) == (7, "old-study", 5)
+        metric = s.execute(select(EpochMetricRow)).scalar_one()
+        # revision 0003 copied the trial's stage into its epoch rows
+        assert (metric.trial_id, metric.stage_id, metric.val_accuracy) == (9, 4, 0.75)
     assert _diff(engine) == []
 
 

@@ -23,23 +23,13 @@ from sqlalchemy.orm import Session
 
 from common.db import CheckpointRow, EpochMetricRow, TrialRow
 from tests.conftest import tiny_spec
-from tests.net import free_port
+from tests.net import free_port, wait_for
 from tests.proxy import RecordingProxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 LAUNCH = Path(__file__).resolve().parents[2] / "deploy" / "launch.sh"
 SLOW = {"batch_size": 8, "hidden": 256, "layers": 2}
-
-
-def wait_for(predicate: Any, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def kill_node(group: int) -> list[int]:

@@ -25,7 +25,7 @@ from master.app import create_app
 from master.launcher import RayLauncher
 from master.server import BackgroundServer
 from tests.conftest import tiny_spec
-from tests.net import free_port, wait_for_master
+from tests.net import free_port, wait_for, wait_for_master
 
 pytestmark = [pytest.mark.slow]
 
@@ -33,14 +33,14 @@ pytestmark = [pytest.mark.slow]
 SLOW = {"batch_size": 8, "hidden": 256, "layers": 2}
 
 
-def wait_for(predicate: Any, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
+def a_trial_three_epochs_in(app: Any) -> TrialRow:
+    def victim() -> TrialRow | None:
+        with Session(app.state.engine) as s:
+            return s.scalar(
+                select(TrialRow).where(TrialRow.state == "running", TrialRow.last_epoch >= 3)
+            )
+
+    return wait_for(victim, 120, "a trial three epochs in")  # type: ignore[no-any-return]
 
 
 @pytest.fixture
@@ -80,13 +80,7 @@ def test_sigkill_of_a_worker_mid_trial_resumes_from_its_checkpoint(ray_master: A
     manager.launch(2)
     sessions = app.state.storage.sessions
 
-    def victim() -> TrialRow | None:
-        with Session(app.state.engine) as s:
-            return s.scalar(
-                select(TrialRow).where(TrialRow.state == "running", TrialRow.last_epoch >= 3)
-            )
-
-    trial = wait_for(victim, 120, "a trial three epochs in")
+    trial = a_trial_three_epochs_in(app)
     with sessions() as s:
         acked = {
             m.epoch: (m.attempt, m.val_accuracy, m.train_loss)
@@ -137,13 +131,7 @@ def test_a_corrupt_checkpoint_is_skipped_when_resuming(ray_master: Any, tmp_path
     manager.launch(2)
     sessions = app.state.storage.sessions
 
-    def victim() -> TrialRow | None:
-        with Session(app.state.engine) as s:
-            return s.scalar(
-                select(TrialRow).where(TrialRow.state == "running", TrialRow.last_epoch >= 3)
-            )
-
-    trial = wait_for(victim, 120, "a trial three epochs in")
+    trial = a_trial_three_epochs_in(app)
     os.kill(manager.launcher.pid(trial.worker_id), signal.SIGKILL)
     with sessions() as s:
         newest = s.scalar(

@@ -1,0 +1,157 @@
+"""One master under load (issue 10, part 2).
+
+- Report throughput and latency (p50, p99) with N concurrent simulated workers over
+  loopback against a `gridless master` process (the soak's reporters).
+- The cost of a report when a study holds 100,000 trials vs 1,000: the same 200 reports
+  to one running trial, timed over HTTP, after bulk-loading the finished trials (one
+  epoch row each) into the trial's stage.
+- The latency of the trial list (`GET /studies/1/trials`, ranked, 50 a page) with
+  100,000 trials stored: p50 and p95 over 50 requests.
+
+    python -m benchmarks.master_load [--reporters 32] [--epochs 20] [--trials 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import insert, select
+
+from common.db import EpochMetricRow, StageRow, TrialRow, session_scope, utcnow
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[int(q * (len(ordered) - 1))]
+
+
+def throughput(reporters: int, epochs: int) -> dict[str, Any]:
+    from benchmarks.soak import soak
+
+    with tempfile.TemporaryDirectory() as root:
+        result = soak(f"sqlite:///{root}/soak.db", Path(root), reporters, epochs)
+    result["reports_per_s"] = result["stored"] / result["seconds"]
+    return result
+
+
+def _bulk_load(app: Any, study_id: int, trials: int) -> None:
+    """`trials` finished trials with one epoch each, in the study's first stage."""
+    service = app.state.service
+    with session_scope(service.sessions) as s:
+        stage = s.scalar(select(StageRow).where(StageRow.study_id == study_id))
+        assert stage is not None
+        now = utcnow()
+        start = 1_000_000  # trial numbers far from the ones the master hands out
+        chunk = 20_000
+        for first in range(0, trials, chunk):
+            rows = [
+                {
+                    "study_id": study_id,
+                    "stage_id": stage.id,
+                    "number": start + i,
+                    "params": {"learning_rate": 0.01 + (i % 997) / 1000},
+                    "state": "completed",
+                    "attempt": 0,
+                    "epochs": 1,
+                    "last_epoch": 1,
+                    "best_score": (i % 1000) / 1000,
+                    "best_epoch": 1,
+                    "resume_epoch": 0,
+                    "warnings": [],
+                    "created_at": now,
+                    "finished_at": now,
+                }
+                for i in range(first, min(first + chunk, trials))
+            ]
+            ids = s.scalars(insert(TrialRow).returning(TrialRow.id), rows).all()
+            s.execute(
+                insert(EpochMetricRow),
+                [
+                    {
+                        "trial_id": tid,
+                        "stage_id": stage.id,
+                        "attempt": 0,
+                        "epoch": 1,
+                        "val_accuracy": 0.5,
+                        "train_loss": 1.0,
+                        "seconds": 0.1,
+                        "stats": {},
+                        "created_at": now,
+                    }
+                    for tid in ids
+                ],
+            )
+
+
+def at_scale(trials: int, reports: int = 200, queries: int = 50) -> dict[str, float]:
+    """Per-report time and trial-list latency with `trials` trials stored."""
+    from common.spec import parse_spec
+    from master.app import create_app
+    from master.server import BackgroundServer
+
+    spec = {
+        "name": "scale",
+        "space": {"learning_rate": {"log_uniform": [1e-3, 1.0]}},
+        "stages": [{"trials": trials, "epochs": reports}],
+    }
+    with tempfile.TemporaryDirectory() as root:
+        app = create_app(database_url=f"sqlite:///{root}/g.db", store_root=Path(root) / "store")
+        with BackgroundServer(app) as server:
+            study = app.state.service.create_study(parse_spec(spec))
+            _bulk_load(app, study.id, trials - 1)  # the claimed trial is the last one
+            with httpx.Client(base_url=server.url + "/api/v1", timeout=60) as api:
+                job = api.post("/workers/claim", json={"worker_id": "w1"}).json()["assignment"]
+                tid = job["trial_id"]
+                api.post(
+                    f"/trials/{tid}/start",
+                    json={"worker_id": "w1", "attempt": 0, "params": {"learning_rate": 0.1}},
+                )
+                times = []
+                for epoch in range(1, reports + 1):
+                    body = {
+                        "worker_id": "w1",
+                        "attempt": 0,
+                        "epoch": epoch,
+                        "val_accuracy": 0.5,
+                        "train_loss": 1.0,
+                    }
+                    t0 = time.perf_counter()
+                    answer = api.post(f"/trials/{tid}/reports", json=body)
+                    times.append(time.perf_counter() - t0)
+                    answer.raise_for_status()
+                lat = []
+                for _ in range(queries):
+                    t0 = time.perf_counter()
+                    api.get(f"/studies/{study.id}/trials", params={"limit": 50}).raise_for_status()
+                    lat.append(time.perf_counter() - t0)
+        app.state.engine.dispose()
+    return {
+        "report_ms": 1000 * statistics.median(times),
+        "query_p50_ms": 1000 * statistics.median(lat),
+        "query_p95_ms": 1000 * _percentile(lat, 0.95),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reporters", type=int, default=32)
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--trials", type=int, default=100_000)
+    args = parser.parse_args()
+    out = {
+        "throughput": throughput(args.reporters, args.epochs),
+        "small": at_scale(1_000),
+        "large": at_scale(args.trials),
+    }
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
