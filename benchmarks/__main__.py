@@ -166,7 +166,7 @@ def table(rows: list[tuple[str, str, str, str, str, str]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer trials and seeds (~5 min)")
+    parser.add_argument("--quick", action="store_true", help="fewer trials, seeds and epochs")
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
