@@ -363,3 +363,47 @@ def test_the_token_is_never_logged(tmp_path: Path) -> None:
     text = log.read_text()
     assert "serving" in text
     assert token not in text.replace(f"token={token}", "")  # the header's token: never
+
+
+ROUTES = {
+    ("DELETE", "/api/v1/workers"),
+    ("DELETE", "/api/v1/workers/{worker_id}"),
+    ("GET", "/api/v1/checkpoints/file"),
+    ("GET", "/api/v1/checkpoints/meta"),
+    ("GET", "/api/v1/health"),
+    ("GET", "/api/v1/studies"),
+    ("GET", "/api/v1/studies/{study_id}"),
+    ("GET", "/api/v1/studies/{study_id}/checkpoints"),
+    ("GET", "/api/v1/studies/{study_id}/ensembles"),
+    ("GET", "/api/v1/studies/{study_id}/flags"),
+    ("GET", "/api/v1/studies/{study_id}/stages"),
+    ("GET", "/api/v1/studies/{study_id}/trials"),
+    ("GET", "/api/v1/studies/{study_id}/warnings"),
+    ("GET", "/api/v1/trials/{trial_id}"),
+    ("GET", "/api/v1/trials/{trial_id}/checkpoints"),
+    ("GET", "/api/v1/trials/{trial_id}/metrics"),
+    ("GET", "/api/v1/workers"),
+    ("POST", "/api/v1/checkpoints/resume"),
+    ("POST", "/api/v1/studies"),
+    ("POST", "/api/v1/studies/{study_id}/ensembles"),
+    ("POST", "/api/v1/studies/{study_id}/pause"),
+    ("POST", "/api/v1/studies/{study_id}/resume"),
+    ("POST", "/api/v1/studies/{study_id}/stop"),
+    ("POST", "/api/v1/trials/{trial_id}/finish"),
+    ("POST", "/api/v1/trials/{trial_id}/reports"),
+    ("POST", "/api/v1/trials/{trial_id}/start"),
+    ("POST", "/api/v1/workers"),
+    ("POST", "/api/v1/workers/claim"),
+    ("POST", "/api/v1/workers/heartbeat"),
+}
+
+
+def test_no_route_runs_a_command(api: httpx.Client, master: Master) -> None:
+    """The API is exactly this list (a new route must be reviewed here), and launching
+    workers takes a count and nothing else: no command, no entry point, no environment."""
+    schema = httpx.get(master.url + "/openapi.json").json()
+    served = {(m.upper(), p) for p, ops in schema["paths"].items() for m in ops}
+    assert served == ROUTES
+    for extra in ({"command": "touch /tmp/x"}, {"entrypoint": "x"}, {"env": {"A": "1"}}):
+        response = api.post("/workers", json={"count": 1, **extra})
+        assert response.status_code == 422, extra
