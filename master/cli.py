@@ -44,6 +44,15 @@ def _import_paths(spec_path: Path) -> list[str]:
     return list(dict.fromkeys([str(spec_path.resolve().parent), str(Path.cwd())]))
 
 
+def _prepared_store(location: str | Path) -> str | Path:
+    """An fsspec URL as it is; a folder made absolute (workers run elsewhere) and created."""
+    if is_url(str(location)):
+        return str(location)
+    folder = Path(location).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def _validate(spec_path: Path) -> StudySpec:
     """Load and check a spec: schema, space, the model and its hyperparameter names."""
     from worker.trainer import _custom_factory, check_params
@@ -221,9 +230,7 @@ def run(
     target.mkdir(parents=True, exist_ok=False)
     db_path, default_store = run_paths(target)
     store_root: str | Path = store or default_store
-    if not is_url(str(store_root)):
-        store_root = Path(store_root).resolve()
-        store_root.mkdir(parents=True, exist_ok=True)
+    store_root = _prepared_store(store_root)
     url = f"sqlite:///{db_path}"
     where: dict[str, str] = {}
     try:
@@ -392,9 +399,7 @@ def master(
     url = database_url or f"sqlite:///{db_path}"
     if database_url is None and not db_path.is_file() and not run_dir.is_dir():
         run_dir.mkdir(parents=True)
-    if not is_url(str(store_root)):
-        store_root = Path(store_root).resolve()
-        store_root.mkdir(parents=True, exist_ok=True)
+    store_root = _prepared_store(store_root)
     where: dict[str, str] = {}
 
     def make_launcher() -> RayLauncher:

@@ -62,7 +62,6 @@ class GuardMiddleware:
         self.max_body = max_body_bytes
         self.max_inflight = max_inflight
         self.inflight = 0
-        self.shed = 0
         self._lock = threading.Lock()
 
     def host_allowed(self, host: str) -> bool:
@@ -98,7 +97,6 @@ class GuardMiddleware:
         if shed:
             with self._lock:
                 if self.inflight >= self.max_inflight:
-                    self.shed += 1
                     full = True
                 else:
                     self.inflight += 1

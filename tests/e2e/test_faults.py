@@ -33,6 +33,19 @@ pytestmark = [pytest.mark.slow]
 SLOW = {"batch_size": 8, "hidden": 256, "layers": 2}
 
 
+def start_slow_study(app: Any, *, trials: int, epochs: int) -> Any:
+    """A one-stage study of slow trials without early stopping, run by 2 Ray workers."""
+    spec = tiny_spec(
+        space={"learning_rate": {"log_uniform": [0.01, 0.05]}},
+        fixed=SLOW,
+        stages=[{"trials": trials, "epochs": epochs}],
+        early_stopping={"rule": "none"},
+    )
+    study = app.state.service.create_study(spec)
+    app.state.workers.launch(2)
+    return study
+
+
 def a_trial_three_epochs_in(app: Any) -> TrialRow:
     def victim() -> TrialRow | None:
         with Session(app.state.engine) as s:
@@ -69,15 +82,8 @@ def ray_master(tmp_path: Path, ray_session: object) -> Iterator[Any]:
 @pytest.mark.ray
 def test_sigkill_of_a_worker_mid_trial_resumes_from_its_checkpoint(ray_master: Any) -> None:
     app = ray_master
-    spec = tiny_spec(
-        space={"learning_rate": {"log_uniform": [0.01, 0.05]}},
-        fixed=SLOW,
-        stages=[{"trials": 3, "epochs": 12}],
-        early_stopping={"rule": "none"},
-    )
-    study = app.state.service.create_study(spec)
+    study = start_slow_study(app, trials=3, epochs=12)
     manager = app.state.workers
-    manager.launch(2)
     sessions = app.state.storage.sessions
 
     trial = a_trial_three_epochs_in(app)
@@ -120,15 +126,8 @@ def test_a_corrupt_checkpoint_is_skipped_when_resuming(ray_master: Any, tmp_path
     checks size and SHA-256, skips it with a warning, resumes from an older one (or
     from scratch), and the trial completes with every epoch stored once."""
     app = ray_master
-    spec = tiny_spec(
-        space={"learning_rate": {"log_uniform": [0.01, 0.05]}},
-        fixed=SLOW,
-        stages=[{"trials": 2, "epochs": 10}],
-        early_stopping={"rule": "none"},
-    )
-    study = app.state.service.create_study(spec)
+    study = start_slow_study(app, trials=2, epochs=10)
     manager = app.state.workers
-    manager.launch(2)
     sessions = app.state.storage.sessions
 
     trial = a_trial_three_epochs_in(app)
