@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 from sqlalchemy import insert, select
 
-from common.db import EpochMetricRow, StageRow, TrialRow, session_scope, utcnow
+from gridless.common.db import EpochMetricRow, StageRow, TrialRow, session_scope, utcnow
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -92,9 +92,9 @@ def _bulk_load(app: Any, study_id: int, trials: int) -> None:
 
 def at_scale(trials: int, reports: int = 200, queries: int = 50) -> dict[str, float]:
     """Per-report time and trial-list latency with `trials` trials stored."""
-    from common.spec import parse_spec
-    from master.app import create_app
-    from master.server import BackgroundServer
+    from gridless.common.spec import parse_spec
+    from gridless.master.app import create_app
+    from gridless.master.server import BackgroundServer
 
     spec = {
         "name": "scale",

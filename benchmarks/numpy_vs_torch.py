@@ -15,8 +15,8 @@ import time
 import torch
 from threadpoolctl import threadpool_limits
 
-from worker.data import load_dataset
-from worker.trainer import make_trainer
+from gridless.worker.data import load_dataset
+from gridless.worker.trainer import make_trainer
 
 
 def samples_per_second(model: str, epochs: int, params: dict[str, object]) -> float:

@@ -60,9 +60,9 @@ class _Master:
     """A gridless master in this process (uvicorn on loopback, SQLite) with Ray workers."""
 
     def __init__(self, root: Path) -> None:
-        from master.app import create_app
-        from master.launcher import RayLauncher
-        from master.server import BackgroundServer
+        from gridless.master.app import create_app
+        from gridless.master.launcher import RayLauncher
+        from gridless.master.server import BackgroundServer
 
         where: dict[str, str] = {}
         self.app = create_app(
@@ -76,7 +76,7 @@ class _Master:
         where["url"] = self.server.url
 
     def run(self, spec: dict[str, Any], workers: int = 2, timeout_s: float = 900) -> int:
-        from common.spec import parse_spec
+        from gridless.common.spec import parse_spec
 
         service = self.app.state.service
         study = service.create_study(parse_spec(spec))
@@ -165,7 +165,7 @@ def gridless_search(space: dict[str, Any], seed: int, budget: int) -> tuple[floa
     """Best validation accuracy and epochs trained by a gridless coarse-to-fine study."""
     from sqlalchemy import func, select
 
-    from common.db import EpochMetricRow, session_scope
+    from gridless.common.db import EpochMetricRow, session_scope
 
     spec = {
         "name": f"quality-{seed}",
@@ -185,7 +185,7 @@ def gridless_search(space: dict[str, Any], seed: int, budget: int) -> tuple[floa
 
 
 def _train(params: dict[str, Any], seed: int) -> Callable[[], float]:
-    from worker.trainer import make_trainer
+    from gridless.worker.trainer import make_trainer
 
     trainer = make_trainer("numpy.mlp", "digits", params, seed=seed)
 

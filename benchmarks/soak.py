@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 from sqlalchemy import func, select
 
-from common.db import EpochMetricRow, make_engine
+from gridless.common.db import EpochMetricRow, make_engine
 from tests.net import free_port, wait_for_master
 
 
@@ -82,7 +82,7 @@ def soak(database_url: str, root: Path, reporters: int, epochs: int) -> dict[str
         [
             sys.executable,
             "-m",
-            "master.cli",
+            "gridless.master.cli",
             "master",
             str(root / "run"),
             "--port",

@@ -14,8 +14,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from worker.data import Dataset
-from worker.trainer import EpochMetrics
+from gridless.worker.data import Dataset
+from gridless.worker.trainer import EpochMetrics
 
 
 def score(x: float) -> float:

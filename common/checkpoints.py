@@ -22,7 +22,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from common.errors import NotFoundError, StorageError
+from gridless.common.errors import NotFoundError, StorageError
 
 __all__ = [
     "CheckpointFile",

@@ -30,7 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
-from common.errors import StorageError
+from gridless.common.errors import StorageError
 
 __all__ = [
     "Base",
@@ -217,7 +217,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 def make_engine(url: str) -> Engine:
     """An engine for `url`, its schema migrated to the newest revision (common/migrate.py);
     SQLite gets WAL and a busy timeout."""
-    from common.migrate import upgrade  # alembic's import costs ~0.1 s; only masters need it
+    from gridless.common.migrate import (
+        upgrade,  # alembic's import costs ~0.1 s; only masters need it
+    )
 
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False})

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from common.jsonsafe import check_strict_json
+from gridless.common.jsonsafe import check_strict_json
 
 __all__ = [
     "Assignment",

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from common.errors import SpecError
+from gridless.common.errors import SpecError
 
 __all__ = [
     "Choice",

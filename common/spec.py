@@ -10,9 +10,9 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from common.errors import SpecError
-from common.jsonsafe import check_strict_json
-from common.space import Distribution, parse_space
+from gridless.common.errors import SpecError
+from gridless.common.jsonsafe import check_strict_json
+from gridless.common.space import Distribution, parse_space
 
 __all__ = [
     "METRICS",

@@ -19,9 +19,9 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from worker.data import Dataset
-from worker.layers import softmax_loss
-from worker.trainer import EpochMetrics
+from gridless.worker.data import Dataset
+from gridless.worker.layers import softmax_loss
+from gridless.worker.trainer import EpochMetrics
 
 
 class SoftmaxRegression:

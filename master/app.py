@@ -12,17 +12,23 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.engine import Engine
 
-from common.checkpoints import open_store
-from common.db import make_engine, make_session_factory
-from common.errors import ConflictError, GridlessError, NotFoundError, SpecError, StorageError
-from master.guard import GuardMiddleware
-from master.launcher import WorkerLauncher
-from master.protocol import TrialProtocol
-from master.routes import checkpoints, dashboard, ensembles, studies, trials, workers
-from master.security import TokenMiddleware
-from master.services import StudyService
-from master.storage import Storage
-from master.workers import Monitor, WorkerManager
+from gridless.common.checkpoints import open_store
+from gridless.common.db import make_engine, make_session_factory
+from gridless.common.errors import (
+    ConflictError,
+    GridlessError,
+    NotFoundError,
+    SpecError,
+    StorageError,
+)
+from gridless.master.guard import GuardMiddleware
+from gridless.master.launcher import WorkerLauncher
+from gridless.master.protocol import TrialProtocol
+from gridless.master.routes import checkpoints, dashboard, ensembles, studies, trials, workers
+from gridless.master.security import TokenMiddleware
+from gridless.master.services import StudyService
+from gridless.master.storage import Storage
+from gridless.master.workers import Monitor, WorkerManager
 
 __all__ = ["create_app"]
 

@@ -16,10 +16,10 @@ from rich.console import Console, Group, RenderableType
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from common.checkpoints import is_url
-from common.errors import GridlessError
-from common.settings import Settings, run_paths
-from common.spec import StudySpec, load_spec
+from gridless.common.checkpoints import is_url
+from gridless.common.errors import GridlessError
+from gridless.common.settings import Settings, run_paths
+from gridless.common.spec import StudySpec, load_spec
 
 __all__ = ["app", "main"]
 
@@ -55,7 +55,7 @@ def _prepared_store(location: str | Path) -> str | Path:
 
 def _validate(spec_path: Path) -> StudySpec:
     """Load and check a spec: schema, space, the model and its hyperparameter names."""
-    from worker.trainer import _custom_factory, check_params
+    from gridless.worker.trainer import _custom_factory, check_params
 
     spec = load_spec(spec_path)
     try:
@@ -98,7 +98,7 @@ def _trials_table(
 
 
 def _ranked_table(service: object, study_id: int, limit: int) -> tuple[Table, int]:
-    from master.services import StudyService
+    from gridless.master.services import StudyService
 
     assert isinstance(service, StudyService)
     study = service.get_study(study_id)
@@ -121,7 +121,7 @@ def _ranked_table(service: object, study_id: int, limit: int) -> tuple[Table, in
 
 
 def _preflight(spec: StudySpec) -> object:
-    from worker.diagnostics.preflight import preflight
+    from gridless.worker.diagnostics.preflight import preflight
 
     with console.status("preflight: gradient check and sanity checks..."):
         try:
@@ -131,7 +131,7 @@ def _preflight(spec: StudySpec) -> object:
 
 
 def _print_preflight(report: object) -> None:
-    from worker.diagnostics.preflight import PreflightReport
+    from gridless.worker.diagnostics.preflight import PreflightReport
 
     assert isinstance(report, PreflightReport)
     shown = ", ".join(
@@ -220,10 +220,10 @@ def run(
             "preflight: gradient check and sanity checks pass ([bold]gridless check[/] shows them)"
         )
 
-    from common.db import make_engine
-    from master.app import create_app
-    from master.launcher import RayLauncher
-    from master.server import BackgroundServer
+    from gridless.common.db import make_engine
+    from gridless.master.app import create_app
+    from gridless.master.launcher import RayLauncher
+    from gridless.master.server import BackgroundServer
 
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     target = (run_dir / f"{spec.name}-{stamp}").resolve()
@@ -292,8 +292,8 @@ def run(
 
 
 def _follow(service: object, study_id: int, manager: object) -> None:
-    from master.services import StudyService
-    from master.workers import WorkerManager
+    from gridless.master.services import StudyService
+    from gridless.master.workers import WorkerManager
 
     assert isinstance(service, StudyService)
     assert isinstance(manager, WorkerManager)
@@ -326,7 +326,7 @@ def _follow(service: object, study_id: int, manager: object) -> None:
 def _print_flags(service: object, study_id: int) -> None:
     from rich.panel import Panel
 
-    from master.services import StudyService
+    from gridless.master.services import StudyService
 
     assert isinstance(service, StudyService)
     final = []
@@ -377,11 +377,11 @@ def master(
     import signal
     import threading
 
-    from common.db import make_engine
-    from master.app import create_app
-    from master.launcher import RayLauncher
-    from master.security import require_token_beyond_loopback
-    from master.server import BackgroundServer
+    from gridless.common.db import make_engine
+    from gridless.master.app import create_app
+    from gridless.master.launcher import RayLauncher
+    from gridless.master.security import require_token_beyond_loopback
+    from gridless.master.server import BackgroundServer
 
     settings = Settings()
     host = host or settings.host

@@ -6,10 +6,10 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Request
 
-from common.db import StudyRow, TrialRow
-from master.protocol import TrialProtocol
-from master.services import StudyService
-from master.workers import WorkerManager
+from gridless.common.db import StudyRow, TrialRow
+from gridless.master.protocol import TrialProtocol
+from gridless.master.services import StudyService
+from gridless.master.workers import WorkerManager
 
 __all__ = ["ProtocolDep", "ServiceDep", "StudyDep", "TrialDep", "WorkersDep"]
 

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from common.db import EpochMetricRow, StudyRow, TrialRow
+from gridless.common.db import EpochMetricRow, StudyRow, TrialRow
 
 __all__ = ["DEFAULT_EARLY_STOPPING", "should_stop"]
 

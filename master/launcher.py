@@ -78,7 +78,7 @@ class RayLauncher:
         self._lock = threading.Lock()
 
     def launch(self, count: int) -> list[str]:
-        from worker.actor import WorkerActor
+        from gridless.worker.actor import WorkerActor
 
         env = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
         # The store's options and credentials travel with the workers, so one master
@@ -161,7 +161,7 @@ class ThreadLauncher:
         self._reported: set[str] = set()
 
     def launch(self, count: int) -> list[str]:
-        from worker.loop import run_worker
+        from gridless.worker.loop import run_worker
 
         started = []
         for _ in range(count):

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from common.space import Choice, Distribution, NumericDistribution
+from gridless.common.space import Choice, Distribution, NumericDistribution
 
 __all__ = [
     "BorderFlag",

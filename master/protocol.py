@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from common.db import (
+from gridless.common.db import (
     CheckpointRow,
     EpochMetricRow,
     StageRow,
@@ -27,8 +27,8 @@ from common.db import (
     session_scope,
     utcnow,
 )
-from common.errors import ConflictError, GridlessError, NotFoundError, SpecError
-from common.protocol import (
+from gridless.common.errors import ConflictError, GridlessError, NotFoundError, SpecError
+from gridless.common.protocol import (
     Assignment,
     ClaimResponse,
     EpochReport,
@@ -38,12 +38,17 @@ from common.protocol import (
     ResumePoint,
     StartRequest,
 )
-from common.space import parse_space, space_to_json
-from common.states import StageState, StudyState, TrialState
-from master.early_stopping import should_stop
-from master.narrowing import NarrowingPolicy, border_flags, learning_rate_flags, narrow_space
-from master.storage import Storage, count_warning_codes, live_checkpoint, ranked
-from master.tpe import suggest_tpe
+from gridless.common.space import parse_space, space_to_json
+from gridless.common.states import StageState, StudyState, TrialState
+from gridless.master.early_stopping import should_stop
+from gridless.master.narrowing import (
+    NarrowingPolicy,
+    border_flags,
+    learning_rate_flags,
+    narrow_space,
+)
+from gridless.master.storage import Storage, count_warning_codes, live_checkpoint, ranked
+from gridless.master.tpe import suggest_tpe
 
 __all__ = ["ParamSuggester", "TrialProtocol"]
 

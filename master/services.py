@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import InstrumentedAttribute
 
-from common.db import (
+from gridless.common.db import (
     CheckpointRow,
     EnsembleRow,
     EpochMetricRow,
@@ -20,11 +20,17 @@ from common.db import (
     session_scope,
     utcnow,
 )
-from common.errors import ConflictError, NotFoundError, SpecError
-from common.space import space_to_json
-from common.spec import StudySpec
-from common.states import StageState, StudyState, TrialState
-from master.storage import Storage, count_warning_codes, live_checkpoint, load_study, ranked
+from gridless.common.errors import ConflictError, NotFoundError, SpecError
+from gridless.common.space import space_to_json
+from gridless.common.spec import StudySpec
+from gridless.common.states import StageState, StudyState, TrialState
+from gridless.master.storage import (
+    Storage,
+    count_warning_codes,
+    live_checkpoint,
+    load_study,
+    ranked,
+)
 
 __all__ = ["SORT_FIELDS", "ParamRange", "Progress", "StudyService"]
 

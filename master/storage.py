@@ -10,9 +10,9 @@ from typing import Any
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from common.checkpoints import CheckpointStore
-from common.db import CheckpointRow, StudyRow, TrialRow
-from common.errors import NotFoundError
+from gridless.common.checkpoints import CheckpointStore
+from gridless.common.db import CheckpointRow, StudyRow, TrialRow
+from gridless.common.errors import NotFoundError
 
 __all__ = ["Storage", "count_warning_codes", "live_checkpoint", "load_study", "ranked"]
 

@@ -16,8 +16,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from common.db import StageRow, StudyRow, TrialRow
-from common.space import (
+from gridless.common.db import StageRow, StudyRow, TrialRow
+from gridless.common.space import (
     Choice,
     Distribution,
     IntLogUniform,
@@ -26,7 +26,7 @@ from common.space import (
     Uniform,
     parse_space,
 )
-from common.states import TrialState
+from gridless.common.states import TrialState
 
 __all__ = ["suggest_tpe", "to_optuna"]
 

@@ -13,9 +13,9 @@ import threading
 import time
 from collections.abc import Callable
 
-from common.errors import ConflictError, NotFoundError
-from master.launcher import WorkerLauncher
-from master.protocol import TrialProtocol
+from gridless.common.errors import ConflictError, NotFoundError
+from gridless.master.launcher import WorkerLauncher
+from gridless.master.protocol import TrialProtocol
 
 __all__ = ["Monitor", "WorkerManager"]
 

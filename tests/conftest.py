@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from common.spec import StudySpec, parse_spec
-from master.app import create_app
-from master.server import BackgroundServer
+from gridless.common.spec import StudySpec, parse_spec
+from gridless.master.app import create_app
+from gridless.master.server import BackgroundServer
 
 TINY_SPEC: dict[str, Any] = {
     "name": "tiny",
@@ -66,7 +66,7 @@ def run_with_ray(
     """Create the study on `master`, run it with real Ray workers, wait for the end."""
     import time
 
-    from master.launcher import RayLauncher
+    from gridless.master.launcher import RayLauncher
 
     study = master.service.create_study(spec)
     launcher = RayLauncher(master.url, str(master.store_root), python_path=python_path)

@@ -6,7 +6,7 @@ import os
 
 import ray
 
-from worker.loop import run_worker
+from gridless.worker.loop import run_worker
 
 __all__ = ["WorkerActor"]
 

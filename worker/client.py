@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel
 
-from common.protocol import (
+from gridless.common.protocol import (
     ClaimRequest,
     ClaimResponse,
     EpochReport,

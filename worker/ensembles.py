@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from worker.data import Dataset, load_dataset
-from worker.trainer import make_trainer
+from gridless.worker.data import Dataset, load_dataset
+from gridless.worker.trainer import make_trainer
 
 __all__ = [
     "EnsembleReport",

@@ -6,8 +6,8 @@ from __future__ import annotations
 import logging
 import threading
 
-from common.protocol import HeartbeatRequest
-from worker.client import MasterClient, MasterGone, TrialClosed
+from gridless.common.protocol import HeartbeatRequest
+from gridless.worker.client import MasterClient, MasterGone, TrialClosed
 
 __all__ = ["Heartbeat"]
 

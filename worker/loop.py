@@ -13,22 +13,22 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from common.checkpoints import CheckpointStore, open_store
-from common.errors import GridlessError, StorageError
-from common.jsonsafe import finite_or_none
-from common.protocol import (
+from gridless.common.checkpoints import CheckpointStore, open_store
+from gridless.common.errors import GridlessError, StorageError
+from gridless.common.jsonsafe import finite_or_none
+from gridless.common.protocol import (
     Assignment,
     CheckpointInfo,
     EpochReport,
     FinishRequest,
     StartRequest,
 )
-from common.space import parse_space, sample_params
-from common.spec import trial_rng
-from worker.client import MasterClient, MasterGone, TrialClosed
-from worker.diagnostics.babysit import epoch_warnings
-from worker.heartbeat import Heartbeat
-from worker.trainer import EpochMetrics, Trainer, make_trainer
+from gridless.common.space import parse_space, sample_params
+from gridless.common.spec import trial_rng
+from gridless.worker.client import MasterClient, MasterGone, TrialClosed
+from gridless.worker.diagnostics.babysit import epoch_warnings
+from gridless.worker.heartbeat import Heartbeat
+from gridless.worker.trainer import EpochMetrics, Trainer, make_trainer
 
 __all__ = ["run_trial", "run_worker", "trial_folder"]
 

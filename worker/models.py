@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from worker.init import init_weights
-from worker.layers import (
+from gridless.worker.init import init_weights
+from gridless.worker.layers import (
     affine_backward,
     affine_forward,
     batchnorm_backward,

@@ -11,11 +11,11 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from worker.data import Dataset
-from worker.models import ConvNet, FullyConnectedNet, NumpyModel
-from worker.optim import get_update_rule, momentum_at
-from worker.schedules import PlateauTracker, learning_rate_at
-from worker.trainer import (
+from gridless.worker.data import Dataset
+from gridless.worker.models import ConvNet, FullyConnectedNet, NumpyModel
+from gridless.worker.optim import get_update_rule, momentum_at
+from gridless.worker.schedules import PlateauTracker, learning_rate_at
+from gridless.worker.trainer import (
     EpochMetrics,
     chance_stats,
     diverging,

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim import lr_scheduler, swa_utils
 
-from worker.data import Dataset
-from worker.trainer import (
+from gridless.worker.data import Dataset
+from gridless.worker.trainer import (
     EpochMetrics,
     chance_stats,
     diverging,

@@ -18,7 +18,7 @@ from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 import numpy as np
 
-from worker.data import Dataset, load_dataset
+from gridless.worker.data import Dataset, load_dataset
 
 __all__ = [
     "HYPERPARAMS",
@@ -167,7 +167,7 @@ TrainerFactory = Callable[[Dataset, Mapping[str, Any], int], Trainer]
 
 def _numpy(kind: str) -> TrainerFactory:
     def factory(data: Dataset, params: Mapping[str, Any], seed: int) -> Trainer:
-        from worker.numpy_trainer import NumpyTrainer
+        from gridless.worker.numpy_trainer import NumpyTrainer
 
         return NumpyTrainer(data, params, seed=seed, kind=kind)
 
@@ -177,7 +177,7 @@ def _numpy(kind: str) -> TrainerFactory:
 def _torch(kind: str) -> TrainerFactory:
     def factory(data: Dataset, params: Mapping[str, Any], seed: int) -> Trainer:
         try:
-            from worker.torch_trainer import TorchTrainer
+            from gridless.worker.torch_trainer import TorchTrainer
         except ImportError as exc:  # torch is an optional extra
             raise ValueError(
                 "model 'torch.*' needs PyTorch: pip install 'gridless[torch]'"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from common.db import Base
+from gridless.common.db import Base
 
 connection = context.config.attributes["connection"]
 context.configure(

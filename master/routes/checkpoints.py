@@ -16,11 +16,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import FileResponse
 
-from common.checkpoints import CheckpointStore
-from common.db import CheckpointRow, TrialRow
-from common.errors import ConflictError, NotFoundError
-from master.deps import ProtocolDep, ServiceDep, StudyDep
-from master.schemas import (
+from gridless.common.checkpoints import CheckpointStore
+from gridless.common.db import CheckpointRow, TrialRow
+from gridless.common.errors import ConflictError, NotFoundError
+from gridless.master.deps import ProtocolDep, ServiceDep, StudyDep
+from gridless.master.schemas import (
     CheckpointMetaPublic,
     CheckpointResume,
     EpochMetricPublic,

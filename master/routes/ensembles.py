@@ -11,9 +11,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Request, status
 
-from common.db import EnsembleRow
-from master.deps import ServiceDep, StudyDep
-from master.schemas import EnsembleBuild, EnsemblesPublic
+from gridless.common.db import EnsembleRow
+from gridless.master.deps import ServiceDep, StudyDep
+from gridless.master.schemas import EnsembleBuild, EnsemblesPublic
 
 router = APIRouter(prefix="/studies", tags=["ensembles"])
 
@@ -31,8 +31,8 @@ def build_ensembles(
 ) -> EnsemblesPublic:
     """Build every ensemble kind (top-K, K seeds, K epochs, running average) and evaluate
     each, and every member, on the held-out test split."""
-    from common.errors import SpecError
-    from worker.ensembles import TopTrial, evaluate_ensembles
+    from gridless.common.errors import SpecError
+    from gridless.worker.ensembles import TopTrial, evaluate_ensembles
 
     options = body or EnsembleBuild()
     row, chosen = service.ensemble_inputs(study.id, options.k)

@@ -6,10 +6,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, status
 
-from common.spec import parse_spec
-from common.states import TrialState
-from master.deps import ServiceDep, StudyDep
-from master.schemas import (
+from gridless.common.spec import parse_spec
+from gridless.common.states import TrialState
+from gridless.master.deps import ServiceDep, StudyDep
+from gridless.master.schemas import (
     FlagsPublic,
     StagePublic,
     StudiesPublic,
@@ -20,7 +20,7 @@ from master.schemas import (
     TrialWarningsPublic,
     WarningsPublic,
 )
-from master.services import ParamRange
+from gridless.master.services import ParamRange
 
 router = APIRouter(prefix="/studies", tags=["studies"])
 

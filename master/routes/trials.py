@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from common.protocol import EpochReport, FinishRequest, ReportAck, StartRequest
-from master.deps import ProtocolDep, ServiceDep, TrialDep
-from master.schemas import (
+from gridless.common.protocol import EpochReport, FinishRequest, ReportAck, StartRequest
+from gridless.master.deps import ProtocolDep, ServiceDep, TrialDep
+from gridless.master.schemas import (
     CheckpointPublic,
     EpochMetricPublic,
     TrialDetailPublic,

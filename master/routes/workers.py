@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, status
 
-from common.protocol import ClaimRequest, ClaimResponse, HeartbeatRequest, ReportAck
-from master.deps import ProtocolDep, ServiceDep, WorkersDep
-from master.schemas import (
+from gridless.common.protocol import ClaimRequest, ClaimResponse, HeartbeatRequest, ReportAck
+from gridless.master.deps import ProtocolDep, ServiceDep, WorkersDep
+from gridless.master.schemas import (
     WorkerPublic,
     WorkersKilled,
     WorkersLaunch,

@@ -16,8 +16,8 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
+from gridless.worker.loop import run_worker
 from tests.conftest import Master, tiny_spec
-from worker.loop import run_worker
 
 pytestmark = pytest.mark.browser
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.checkpoints import CheckpointName, LocalStore, format_name, parse_name
-from common.errors import NotFoundError, StorageError
+from gridless.common.checkpoints import CheckpointName, LocalStore, format_name, parse_name
+from gridless.common.errors import NotFoundError, StorageError
 
 
 @pytest.mark.parametrize(
@@ -95,7 +95,7 @@ def test_disk_full_mid_write_leaves_no_file(
         handle.write(b"PK\x03\x04 partial")  # type: ignore[attr-defined]
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("common.checkpoints.np.savez", half_write)
+    monkeypatch.setattr("gridless.common.checkpoints.np.savez", half_write)
     store = LocalStore(tmp_path)
     with pytest.raises(StorageError, match="No space left on device"):
         store.write("s", "000001", score=0.5, epoch=1, arrays={"a": np.zeros(1)}, meta={})

@@ -14,7 +14,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, select, text
 from sqlalchemy.engine import Engine
 
-from common.db import (
+from gridless.common.db import (
     Base,
     EpochMetricRow,
     StudyRow,
@@ -22,7 +22,7 @@ from common.db import (
     make_session_factory,
     session_scope,
 )
-from common.migrate import BASELINE, current_revision, head_revision, upgrade
+from gridless.common.migrate import BASELINE, current_revision, head_revision, upgrade
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

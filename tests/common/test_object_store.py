@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import s3fs
 
-from common.checkpoints import LocalStore, ObjectStore, open_store
-from common.errors import NotFoundError, StorageError
+from gridless.common.checkpoints import LocalStore, ObjectStore, open_store
+from gridless.common.errors import NotFoundError, StorageError
 
 
 @pytest.fixture

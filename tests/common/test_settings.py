@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from common.settings import Settings, run_paths
+from gridless.common.settings import Settings, run_paths
 
 
 def test_defaults_bind_loopback_with_no_token() -> None:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from common.errors import SpecError
-from common.space import (
+from gridless.common.errors import SpecError
+from gridless.common.space import (
     Choice,
     IntLogUniform,
     IntUniform,
@@ -20,7 +20,7 @@ from common.space import (
     sample_params,
     space_to_json,
 )
-from common.spec import trial_rng
+from gridless.common.spec import trial_rng
 
 SPACE_JSON = {
     "learning_rate": {"log_uniform": [1e-6, 10.0]},

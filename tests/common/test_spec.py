@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from common.errors import SpecError
-from common.spec import load_spec, parse_spec
+from gridless.common.errors import SpecError
+from gridless.common.spec import load_spec, parse_spec
 from tests.conftest import TINY_SPEC
 
 EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*.yaml"))

@@ -15,7 +15,7 @@ import yaml
 from tests.conftest import TINY_SPEC
 from tests.net import free_port, wait_for_master
 
-GRIDLESS = [sys.executable, "-m", "master.cli"]
+GRIDLESS = [sys.executable, "-m", "gridless.master.cli"]
 
 
 def cli(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
@@ -128,8 +128,8 @@ def test_check_passes_on_a_shipped_example(tmp_path: Path) -> None:
 
 
 BROKEN_MODEL = """
-from worker.data import Dataset
-from worker.trainer import EpochMetrics
+from gridless.worker.data import Dataset
+from gridless.worker.trainer import EpochMetrics
 
 
 class NeverLearns:

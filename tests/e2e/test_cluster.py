@@ -21,7 +21,7 @@ import yaml
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
-from common.db import CheckpointRow, EpochMetricRow, TrialRow
+from gridless.common.db import CheckpointRow, EpochMetricRow, TrialRow
 from tests.conftest import tiny_spec
 from tests.net import free_port, wait_for
 from tests.proxy import RecordingProxy

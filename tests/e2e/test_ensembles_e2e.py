@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from common.spec import load_spec
+from gridless.common.spec import load_spec
 from tests.conftest import Master, run_with_ray
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]

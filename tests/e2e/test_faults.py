@@ -20,10 +20,10 @@ import pytest
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
-from common.db import CheckpointRow, EpochMetricRow, TrialRow
-from master.app import create_app
-from master.launcher import RayLauncher
-from master.server import BackgroundServer
+from gridless.common.db import CheckpointRow, EpochMetricRow, TrialRow
+from gridless.master.app import create_app
+from gridless.master.launcher import RayLauncher
+from gridless.master.server import BackgroundServer
 from tests.conftest import tiny_spec
 from tests.net import free_port, wait_for, wait_for_master
 
@@ -163,7 +163,7 @@ def start_master(run_dir: Path, port: int) -> subprocess.Popen[bytes]:
         [
             sys.executable,
             "-m",
-            "master.cli",
+            "gridless.master.cli",
             "master",
             str(run_dir),
             "--port",
@@ -180,8 +180,8 @@ def start_master(run_dir: Path, port: int) -> subprocess.Popen[bytes]:
 def test_sigkill_and_restart_of_the_master_loses_no_acknowledged_report(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import worker.loop
-    from worker.client import MasterClient
+    import gridless.worker.loop as worker_loop
+    from gridless.worker.client import MasterClient
 
     acked: list[tuple[int, int, float | None]] = []
     lock = threading.Lock()
@@ -193,7 +193,7 @@ def test_sigkill_and_restart_of_the_master_loses_no_acknowledged_report(
                 acked.append((trial_id, report.epoch, report.val_accuracy))
             return ack
 
-    monkeypatch.setattr(worker.loop, "MasterClient", RecordingClient)
+    monkeypatch.setattr(worker_loop, "MasterClient", RecordingClient)
     run_dir, port = tmp_path / "run", free_port()
     url = f"http://127.0.0.1:{port}"
     master = start_master(run_dir, port)
@@ -203,7 +203,7 @@ def test_sigkill_and_restart_of_the_master_loses_no_acknowledged_report(
     assert httpx.post(f"{url}/api/v1/studies", json=spec).status_code == 201
     workers = [
         threading.Thread(
-            target=worker.loop.run_worker, args=(url, run_dir / "store", f"t{i}"), daemon=True
+            target=worker_loop.run_worker, args=(url, run_dir / "store", f"t{i}"), daemon=True
         )
         for i in (1, 2)
     ]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from common.spec import load_spec
+from gridless.common.spec import load_spec
 from tests.conftest import Master, run_with_ray, tiny_spec
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.torch]

@@ -10,7 +10,7 @@ import time
 import pytest
 from sqlalchemy import func, select
 
-from common.db import EpochMetricRow, TrialRow, session_scope
+from gridless.common.db import EpochMetricRow, TrialRow, session_scope
 from tests.conftest import Master, tiny_spec
 from tests.proxy import RecordingProxy
 
@@ -20,7 +20,7 @@ SLOW = {"batch_size": 8, "hidden": 256, "layers": 2}
 
 
 def test_workers_ride_out_a_network_cut_and_lost_answers(master: Master) -> None:
-    from worker.loop import run_worker
+    from gridless.worker.loop import run_worker
 
     spec = tiny_spec(fixed=SLOW, stages=[{"trials": 4, "epochs": 3}, {"trials": 2, "epochs": 3}])
     study = master.service.create_study(spec)

@@ -12,8 +12,8 @@ import pytest
 import s3fs
 from sqlalchemy import select
 
-from common.checkpoints import parse_name
-from common.db import CheckpointRow, session_scope
+from gridless.common.checkpoints import parse_name
+from gridless.common.db import CheckpointRow, session_scope
 from tests.conftest import Master, run_with_ray, tiny_spec
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]

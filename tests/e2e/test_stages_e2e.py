@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from common.space import parse_space
-from common.spec import load_spec, parse_spec
+from gridless.common.space import parse_space
+from gridless.common.spec import load_spec, parse_spec
 from tests.conftest import Master, run_with_ray
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from common.checkpoints import LocalStore
-from common.db import CheckpointRow, EpochMetricRow, TrialRow, session_scope
+from gridless.common.checkpoints import LocalStore
+from gridless.common.db import CheckpointRow, EpochMetricRow, TrialRow, session_scope
 from tests.conftest import Master, tiny_spec
 
 pytestmark = [pytest.mark.slow]
@@ -30,7 +30,7 @@ def test_a_kill_during_a_checkpoint_write_leaves_no_file_under_a_final_name(
     writer = textwrap.dedent(
         """
         import sys, time
-        from common.checkpoints import LocalStore
+        from gridless.common.checkpoints import LocalStore
 
         def slow(handle):
             handle.write(b"PK" + b"x" * 1_000_000)
@@ -74,7 +74,7 @@ def tiny_filesystem(path: Path, size: str) -> Iterator[Path]:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small filesystem needs root")
 def test_a_full_disk_costs_checkpoints_not_trials(master: Master, tmp_path: Path) -> None:
-    from worker.loop import run_worker
+    from gridless.worker.loop import run_worker
 
     # hidden=256: a checkpoint (weights + optimizer state) is over 150 KB, the disk 64 KiB.
     spec = tiny_spec(

@@ -10,9 +10,9 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from common.checkpoints import parse_name
-from common.db import CheckpointRow, TrialRow, session_scope
-from master.launcher import RayLauncher
+from gridless.common.checkpoints import parse_name
+from gridless.common.db import CheckpointRow, TrialRow, session_scope
+from gridless.master.launcher import RayLauncher
 from tests.conftest import Master, tiny_spec
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import httpx
 
+from gridless.worker.loop import run_worker
 from tests.conftest import Master, tiny_spec
-from worker.loop import run_worker
 
 
 def run_one_trial(master: Master, learning_rate: float) -> dict:  # type: ignore[type-arg]

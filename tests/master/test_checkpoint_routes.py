@@ -13,10 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from common.checkpoints import parse_name
-from common.db import CheckpointRow, session_scope
+from gridless.common.checkpoints import parse_name
+from gridless.common.db import CheckpointRow, session_scope
+from gridless.worker.loop import run_worker
 from tests.conftest import Master, tiny_spec
-from worker.loop import run_worker
 
 
 @pytest.fixture
@@ -177,7 +177,15 @@ def test_checkpoints_cli_ls_show_get(ran: tuple[Master, httpx.Client], tmp_path:
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "master.cli", "checkpoints", *args, "--url", master.url],
+            [
+                sys.executable,
+                "-m",
+                "gridless.master.cli",
+                "checkpoints",
+                *args,
+                "--url",
+                master.url,
+            ],
             cwd=tmp_path,
             env=env,
             capture_output=True,

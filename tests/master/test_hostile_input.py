@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from master.app import create_app
-from master.server import BackgroundServer
+from gridless.master.app import create_app
+from gridless.master.server import BackgroundServer
 from tests.conftest import TINY_SPEC, Master
 
 
@@ -338,7 +338,7 @@ def test_the_token_is_never_logged(tmp_path: Path) -> None:
             [
                 sys.executable,
                 "-m",
-                "master.cli",
+                "gridless.master.cli",
                 "master",
                 str(tmp_path / "run"),
                 "--port",

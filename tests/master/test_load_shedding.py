@@ -11,10 +11,10 @@ from pathlib import Path
 
 import httpx
 
-from master.app import create_app
-from master.server import BackgroundServer
+from gridless.master.app import create_app
+from gridless.master.server import BackgroundServer
+from gridless.worker.client import MasterClient
 from tests.conftest import tiny_spec
-from worker.client import MasterClient
 
 
 def test_a_flood_is_shed_while_heartbeats_pass(tmp_path: Path) -> None:

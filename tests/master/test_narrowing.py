@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from common.space import Choice, IntLogUniform, LogUniform, Uniform
-from master.narrowing import NarrowingPolicy, border_flags, narrow_space
+from gridless.common.space import Choice, IntLogUniform, LogUniform, Uniform
+from gridless.master.narrowing import NarrowingPolicy, border_flags, narrow_space
 
 LR = LogUniform(1e-6, 1e-1)
 

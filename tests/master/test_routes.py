@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from master.app import create_app
-from master.server import BackgroundServer
+from gridless.master.app import create_app
+from gridless.master.server import BackgroundServer
 from tests.conftest import TINY_SPEC, Master, tiny_spec
 
 

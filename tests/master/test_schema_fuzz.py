@@ -14,8 +14,8 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
-from master.app import create_app
-from master.server import BackgroundServer
+from gridless.master.app import create_app
+from gridless.master.server import BackgroundServer
 from tests.conftest import tiny_spec
 
 pytestmark = [pytest.mark.slow]

@@ -7,9 +7,9 @@ import math
 import httpx
 import pytest
 
-from common.space import parse_space
+from gridless.common.space import parse_space
+from gridless.worker.loop import run_worker
 from tests.conftest import TINY_SPEC, Master, tiny_spec
-from worker.loop import run_worker
 
 
 def test_tpe_parameters_come_from_the_master_and_stay_in_range(master: Master) -> None:

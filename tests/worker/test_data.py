@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from worker.data import CIFAR_RECORD, _digits, load_dataset
+from gridless.worker.data import CIFAR_RECORD, _digits, load_dataset
 
 
 def test_digits_split_is_fixed_disjoint_and_mean_subtracted_on_train_only() -> None:

@@ -9,14 +9,19 @@ from typing import Any
 import numpy as np
 import pytest
 
-from common.spec import load_spec
-from worker.data import load_dataset
-from worker.diagnostics.babysit import activation_variances, epoch_warnings
-from worker.diagnostics.gradcheck import NumpyTarget, gradient_check, relative_error, verdict
-from worker.diagnostics.preflight import center_params, preflight
-from worker.diagnostics.sanity import chance_loss_check, overfit_check, reg_check
-from worker.models import FullyConnectedNet
-from worker.trainer import MODELS, make_trainer
+from gridless.common.spec import load_spec
+from gridless.worker.data import load_dataset
+from gridless.worker.diagnostics.babysit import activation_variances, epoch_warnings
+from gridless.worker.diagnostics.gradcheck import (
+    NumpyTarget,
+    gradient_check,
+    relative_error,
+    verdict,
+)
+from gridless.worker.diagnostics.preflight import center_params, preflight
+from gridless.worker.diagnostics.sanity import chance_loss_check, overfit_check, reg_check
+from gridless.worker.models import FullyConnectedNet
+from gridless.worker.trainer import MODELS, make_trainer
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 
@@ -203,7 +208,7 @@ def test_initial_loss_far_from_chance_is_flagged() -> None:
 
 
 def test_overfitting_is_flagged() -> None:
-    from worker.trainer import EpochMetrics
+    from gridless.worker.trainer import EpochMetrics
 
     m = EpochMetrics(0.01, 1.0, 1.5, 0.7, 0.1, False, {"loss_history": [2.0, 0.01]})
     assert [w.code for w in epoch_warnings([m], num_classes=10, chance_loss=None)] == [

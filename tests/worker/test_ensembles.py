@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from common.db import CheckpointRow, TrialRow, session_scope
+from gridless.common.db import CheckpointRow, TrialRow, session_scope
+from gridless.worker import ensembles
+from gridless.worker.data import load_dataset
+from gridless.worker.ensembles import TopTrial, accuracy, average_probabilities, evaluate_ensembles
+from gridless.worker.loop import run_worker
 from tests.conftest import Master, tiny_spec
-from worker import ensembles
-from worker.data import load_dataset
-from worker.ensembles import TopTrial, accuracy, average_probabilities, evaluate_ensembles
-from worker.loop import run_worker
 
 
 def test_average_of_probabilities_not_a_majority_vote() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from common.protocol import HeartbeatRequest, ReportAck
-from worker.heartbeat import Heartbeat
+from gridless.common.protocol import HeartbeatRequest, ReportAck
+from gridless.worker.heartbeat import Heartbeat
 
 
 class SlowMaster:

@@ -10,8 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.worker.numeric import check_layer, numeric_gradient, rel_error
-from worker.layers import (
+from gridless.worker.layers import (
     affine_backward,
     affine_forward,
     batchnorm_backward,
@@ -27,7 +26,8 @@ from worker.layers import (
     softmax_loss,
     svm_loss,
 )
-from worker.models import ConvNet, FullyConnectedNet
+from gridless.worker.models import ConvNet, FullyConnectedNet
+from tests.worker.numeric import check_layer, numeric_gradient, rel_error
 
 SMOOTH, KINKY = 1e-7, 1e-5
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from common.checkpoints import LocalStore
-from common.protocol import Assignment, ResumePoint
-from worker.loop import pick_resume_point
+from gridless.common.checkpoints import LocalStore
+from gridless.common.protocol import Assignment, ResumePoint
+from gridless.worker.loop import pick_resume_point
 
 
 def _job(points: list[ResumePoint]) -> Assignment:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from worker.optim import UPDATE_RULES, get_update_rule, momentum_at, nesterov
-from worker.schedules import PlateauTracker, learning_rate_at
+from gridless.worker.optim import UPDATE_RULES, get_update_rule, momentum_at, nesterov
+from gridless.worker.schedules import PlateauTracker, learning_rate_at
 
 pytestmark = pytest.mark.torch
 
@@ -25,7 +25,7 @@ HP: dict[str, Any] = {
 
 
 def torch_optimizer(name: str, param: Any) -> Any:
-    from worker.torch_trainer import make_optimizer
+    from gridless.worker.torch_trainer import make_optimizer
 
     return make_optimizer(name, [{"params": [param]}], HP)
 
@@ -88,7 +88,7 @@ def test_momentum_schedule_rises_from_start_to_final(epoch: int, mu: float) -> N
 
 
 def torch_schedule(name: str, hp: dict[str, Any], epochs: int) -> list[float]:
-    from worker.torch_trainer import _scheduler
+    from gridless.worker.torch_trainer import _scheduler
 
     param = torch.zeros(1, requires_grad=True)
     optimizer = torch.optim.SGD([param], lr=hp["learning_rate"])
@@ -130,7 +130,7 @@ def test_plateau_halves_after_patience_epochs_without_improvement_like_torch() -
     for acc in accuracies:
         ours.append(learning_rate_at(hp, 0, tracker.drops))
         tracker.step(acc)
-    from worker.torch_trainer import _scheduler
+    from gridless.worker.torch_trainer import _scheduler
 
     param = torch.zeros(1, requires_grad=True)
     optimizer = torch.optim.SGD([param], lr=0.1)

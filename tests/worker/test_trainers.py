@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from worker.trainer import HYPERPARAMS, EpochMetrics, Trainer, check_params, make_trainer
+from gridless.worker.trainer import HYPERPARAMS, EpochMetrics, Trainer, check_params, make_trainer
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 
@@ -202,8 +202,8 @@ def test_unknown_model_and_hyperparameter_names() -> None:
         match=r"model 'numpy.mlp' has no hyperparameter 'lr'; valid: batch_size, batchnorm",
     ):
         check_params("numpy.mlp", {"lr"})
-    from worker.data import _split
-    from worker.numpy_trainer import NumpyTrainer
+    from gridless.worker.data import _split
+    from gridless.worker.numpy_trainer import NumpyTrainer
 
     flat = _split("x.npz", np.zeros((20, 3)), np.arange(20) % 2)
     with pytest.raises(ValueError, match=r"convnet needs image data; x.npz has flat features"):

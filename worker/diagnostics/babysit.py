@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from worker.models import NumpyModel
-from worker.trainer import EpochMetrics
+from gridless.worker.models import NumpyModel
+from gridless.worker.trainer import EpochMetrics
 
 __all__ = ["TrialWarning", "activation_variances", "epoch_warnings"]
 

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from worker.models import NumpyModel
+from gridless.worker.models import NumpyModel
 
 __all__ = [
     "CheckTarget",

@@ -10,22 +10,22 @@ from typing import Any
 
 import numpy as np
 
-from common.space import Choice, NumericDistribution, parse_space
-from worker.data import Dataset, load_dataset
-from worker.diagnostics.gradcheck import (
+from gridless.common.space import Choice, NumericDistribution, parse_space
+from gridless.worker.data import Dataset, load_dataset
+from gridless.worker.diagnostics.gradcheck import (
     CheckTarget,
     GradcheckReport,
     NumpyTarget,
     burn_in,
     gradient_check,
 )
-from worker.diagnostics.sanity import (
+from gridless.worker.diagnostics.sanity import (
     SanityResult,
     chance_loss_check,
     overfit_check,
     reg_check,
 )
-from worker.trainer import MODELS, _custom_factory, resolve_hyperparams
+from gridless.worker.trainer import MODELS, _custom_factory, resolve_hyperparams
 
 __all__ = ["PreflightReport", "center_params", "preflight"]
 
@@ -66,14 +66,14 @@ def center_params(space: Mapping[str, Any], fixed: Mapping[str, Any]) -> dict[st
 def _target(library: str, kind: str, data: Dataset, hp: dict[str, Any]) -> CheckTarget:
     x, y = data.x_train[:CHECK_EXAMPLES], data.y_train[:CHECK_EXAMPLES]
     if library == "numpy":
-        from worker.numpy_trainer import build_numpy_model
+        from gridless.worker.numpy_trainer import build_numpy_model
 
         numpy_model = build_numpy_model(kind, data, hp, np.random.default_rng(0))
         return NumpyTarget(numpy_model, x, y, seed=0)
     import torch
 
-    from worker.diagnostics.torch_target import TorchTarget
-    from worker.torch_trainer import build_torch_model
+    from gridless.worker.diagnostics.torch_target import TorchTarget
+    from gridless.worker.torch_trainer import build_torch_model
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)

@@ -14,9 +14,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from worker.data import Dataset
-from worker.diagnostics.gradcheck import CheckTarget
-from worker.trainer import Trainer
+from gridless.worker.data import Dataset
+from gridless.worker.diagnostics.gradcheck import CheckTarget
+from gridless.worker.trainer import Trainer
 
 __all__ = ["SanityResult", "chance_loss", "chance_loss_check", "overfit_check", "reg_check"]
 
