@@ -32,14 +32,16 @@ __all__ = [
     "ObjectStore",
     "format_name",
     "is_url",
+    "metric_tag",
     "open_store",
     "parse_name",
     "store_options_from_env",
 ]
 
 _NAME = re.compile(
-    r"^(?:val(?P<acc>[01]\.\d{4})|loss(?P<loss>\d{4}\.\d{4}))_ep(?P<epoch>\d{3,6})"
-    r"\.(?P<suffix>npz|pt)$"
+    r"^(?:val(?P<acc>[01]\.\d{4})|loss(?P<loss>\d{4}\.\d{4})"
+    r"|(?P<tag>[a-z][a-z0-9-]{0,31})_(?P<score>-?\d{4,}\.\d{4}))"
+    r"_ep(?P<epoch>\d{3,6})\.(?P<suffix>npz|pt)$"
 )
 SUFFIXES = ("npz", "pt")
 _META_KEY = "__meta__"
@@ -62,7 +64,11 @@ def format_name(
     """The file name of a checkpoint; fixed width, so names sort by score.
 
     `val_accuracy` -> `val0.9731_ep012.npz` (`sort -r` ranks best first);
-    `val_loss` -> `loss0002.3026_ep012.npz` (`sort` ranks best first).
+    `val_loss` -> `loss0002.3026_ep012.npz` (`sort` ranks best first);
+    any other metric -> its name without `val_`, `_` as `-`, then the score with at least
+    four integer digits: `val_r2` -> `r2_0000.9312_ep012.pt`, `r2_-0000.1200_ep003.pt`.
+    Non-negative scores sort with a plain `sort`; `sort -t_ -k2 -g` also orders negative
+    ones (docs/trainers.md).
 
     Raises:
         ValueError: for a score outside its metric's range ([0, 1] for accuracy,
@@ -82,7 +88,22 @@ def format_name(
                 f"a loss for a file name must be in [0, 9999.9999], but got {score!r}"
             )
         return f"loss{score:09.4f}_ep{epoch:03d}.{suffix}"
-    raise ValueError(f"unknown metric {metric!r}; valid: val_accuracy, val_loss")
+    if not math.isfinite(score):
+        raise ValueError(f"a checkpoint score must be finite, but got {score!r}")
+    sign = "-" if score < 0 else ""
+    return f"{metric_tag(metric)}_{sign}{abs(score):09.4f}_ep{epoch:03d}.{suffix}"
+
+
+def metric_tag(metric: str) -> str:
+    """The short form of a metric name in checkpoint names: `val_r2` -> `r2`.
+
+    Raises:
+        ValueError: for a name that does not make a safe file-name part.
+    """
+    tag = (metric[4:] if metric.startswith("val_") else metric).lower().replace("_", "-")
+    if not re.fullmatch(r"[a-z][a-z0-9-]{0,31}", tag):
+        raise ValueError(f"metric {metric!r} does not make a checkpoint name")
+    return tag
 
 
 def parse_name(name: str) -> CheckpointName:
@@ -97,7 +118,9 @@ def parse_name(name: str) -> CheckpointName:
     epoch, suffix = int(match["epoch"]), match["suffix"]
     if match["acc"] is not None:
         return CheckpointName(float(match["acc"]), epoch, "val_accuracy", suffix)
-    return CheckpointName(float(match["loss"]), epoch, "val_loss", suffix)
+    if match["loss"] is not None:
+        return CheckpointName(float(match["loss"]), epoch, "val_loss", suffix)
+    return CheckpointName(float(match["score"]), epoch, match["tag"], suffix)
 
 
 @dataclass(frozen=True)

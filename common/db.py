@@ -31,6 +31,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from sqlalchemy.types import TypeDecorator
 
 from gridless.common.errors import StorageError
+from gridless.common.metric import Metric
 
 __all__ = [
     "Base",
@@ -91,6 +92,11 @@ class StudyRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[dt.datetime | None]
 
+    @property
+    def objective(self) -> Metric:
+        """The metric this study optimizes, with its direction."""
+        return Metric(self.metric, "max" if self.maximize else "min")
+
 
 class StageRow(Base):
     __tablename__ = "stages"
@@ -131,6 +137,8 @@ class TrialRow(Base):
     parent_id: Mapped[int | None] = mapped_column(Integer)
     resume_path: Mapped[str | None] = mapped_column(String(512))
     resume_epoch: Mapped[int] = mapped_column(Integer, default=0)
+    # Every metric reported at the best epoch (the latest epoch while none scored).
+    best_metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # Babysitting findings, first occurrence of each code: [{"code", "message", "epoch"}].
     warnings: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     heartbeat_at: Mapped[dt.datetime | None]
@@ -158,8 +166,25 @@ class EpochMetricRow(Base):
     val_loss: Mapped[float | None] = mapped_column(Float)
     val_accuracy: Mapped[float | None] = mapped_column(Float)
     seconds: Mapped[float] = mapped_column(Float)
+    # Every number the trial reported for this epoch, by name (issue 14; NULL before 0004,
+    # whose rows hold only the four columns above), and the study's objective among them.
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    score: Mapped[float | None] = mapped_column(Float)
     stats: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    def named_metrics(self) -> dict[str, float | None]:
+        """Every metric of this epoch by name, also for rows written before revision 0004."""
+        legacy = {
+            "train_loss": self.train_loss,
+            "train_accuracy": self.train_accuracy,
+            "val_loss": self.val_loss,
+            "val_accuracy": self.val_accuracy,
+        }
+        return {
+            **{k: v for k, v in legacy.items() if v is not None},
+            **(self.metrics or {}),
+        }
 
 
 class WorkerRow(Base):

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gridless.common.jsonsafe import check_strict_json
+from gridless.common.metric import check_metric_name
 
 __all__ = [
     "Assignment",
@@ -57,8 +58,11 @@ class Assignment(_Message):
     attempt: int
     seed: int
     model: str
+    train: str | None = None  # the user's "module:function"; None for `model:` studies
     dataset: str | dict[str, str]
     metric: str
+    maximize: bool = True  # the metric's direction
+    stage: int = 1  # 1-based
     epochs: int
     space: dict[str, Any]
     fixed: dict[str, Any]
@@ -104,6 +108,9 @@ class EpochReport(_Message):
     train_accuracy: float | None = Field(default=None, ge=0, le=1)
     val_loss: float | None = None
     val_accuracy: float | None = Field(default=None, ge=0, le=1)
+    # Any named numbers (issue 14): the user's metrics, e.g. {"val_r2": -0.12}; a non-finite
+    # value travels as null and the worker marks the epoch diverged.
+    metrics: dict[str, float | None] = Field(default_factory=dict, max_length=64)
     seconds: float = Field(default=0.0, ge=0)
     diverged: bool = False
     checkpoint: CheckpointInfo | None = None
@@ -111,6 +118,23 @@ class EpochReport(_Message):
     stats: dict[str, Any] = Field(default_factory=dict)
     # Findings derived from them: [{"code", "message", "epoch"}] (worker.diagnostics).
     warnings: list[dict[str, Any]] = Field(default_factory=list, max_length=32)
+
+    @field_validator("metrics")
+    @classmethod
+    def _metric_names(cls, value: dict[str, float | None]) -> dict[str, float | None]:
+        for name in value:
+            check_metric_name(name, where=f"metrics.{name[:40]}")
+        return value
+
+    def named_metrics(self) -> dict[str, float | None]:
+        """The four built-in fields (when set) and `metrics`, by name."""
+        legacy = {
+            "train_loss": self.train_loss,
+            "train_accuracy": self.train_accuracy,
+            "val_loss": self.val_loss,
+            "val_accuracy": self.val_accuracy,
+        }
+        return {**{k: v for k, v in legacy.items() if v is not None}, **self.metrics}
 
     @field_validator("stats", "warnings")
     @classmethod

@@ -8,14 +8,21 @@ from typing import Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from gridless.common.errors import SpecError
 from gridless.common.jsonsafe import check_strict_json
+from gridless.common.metric import Metric, parse_metric
 from gridless.common.space import Distribution, parse_space
 
 __all__ = [
-    "METRICS",
     "EarlyStoppingSpec",
     "NarrowingSpec",
     "StageSpec",
@@ -25,8 +32,7 @@ __all__ = [
     "trial_rng",
 ]
 
-# metric name -> True when larger is better.
-METRICS: dict[str, bool] = {"val_accuracy": True, "val_loss": False}
+_TRAIN = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$"
 
 
 class _Strict(BaseModel):
@@ -60,12 +66,16 @@ class NarrowingSpec(_Strict):
 
 
 class StudySpec(_Strict):
-    """A whole study: model, data, metric, search space and stages."""
+    """A whole study: model (or the user's training function), data, metric, search space
+    and stages."""
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     model: str = "numpy.mlp"
+    # The user's own training function, "module:function" (issue 14); excludes `model`.
+    train: str | None = Field(default=None, max_length=200, pattern=_TRAIN)
     dataset: str | dict[str, str] = "digits"
-    metric: Literal["val_accuracy", "val_loss"] = "val_accuracy"
+    # A short name (val_accuracy, val_loss, val_rmse, val_r2) or {name, mode}.
+    metric: str | dict[str, str] = "val_accuracy"
     seed: int = Field(default=0, ge=0, le=2**63 - 1)
     space: dict[str, Any]
     fixed: dict[str, float | int | str | bool] = Field(default_factory=dict)
@@ -73,6 +83,21 @@ class StudySpec(_Strict):
     sampler: Literal["random", "tpe"] = "random"
     early_stopping: EarlyStoppingSpec = Field(default_factory=EarlyStoppingSpec)
     narrowing: NarrowingSpec = Field(default_factory=NarrowingSpec)
+
+    @field_validator("metric")
+    @classmethod
+    def _valid_metric(cls, raw: str | dict[str, str]) -> str | dict[str, str]:
+        parse_metric(raw)  # raises SpecError naming the rule
+        return raw
+
+    @model_validator(mode="after")
+    def _model_or_train(self) -> StudySpec:
+        if self.train is not None and "model" in self.model_fields_set:
+            raise SpecError(
+                "train: a study names either model: (a built-in or a trainer factory) or "
+                "train: (your training function), not both"
+            )
+        return self
 
     @field_validator("space")
     @classmethod
@@ -89,9 +114,14 @@ class StudySpec(_Strict):
         return raw
 
     @property
+    def objective(self) -> Metric:
+        """The metric the study optimizes, with its direction."""
+        return parse_metric(self.metric)
+
+    @property
     def maximize(self) -> bool:
         """Whether larger values of the metric are better."""
-        return METRICS[self.metric]
+        return self.objective.maximize
 
     def distributions(self) -> dict[str, Distribution]:
         """The parsed search space of the first stage."""

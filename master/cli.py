@@ -55,10 +55,15 @@ def _prepared_store(location: str | Path) -> str | Path:
 
 def _validate(spec_path: Path) -> StudySpec:
     """Load and check a spec: schema, space, the model and its hyperparameter names."""
+    from gridless.worker.function_runner import load_train_function
     from gridless.worker.trainer import _custom_factory, check_params
 
     spec = load_spec(spec_path)
     try:
+        if spec.train is not None:
+            sys.path[:0] = [p for p in _import_paths(spec_path) if p not in sys.path]
+            load_train_function(spec.train)
+            return spec
         check_params(spec.model, set(spec.space) | set(spec.fixed))
         if ":" in spec.model:
             sys.path[:0] = [p for p in _import_paths(spec_path) if p not in sys.path]
@@ -69,11 +74,18 @@ def _validate(spec_path: Path) -> StudySpec:
 
 
 def _trials_table(
-    name: str, metric: str, params: list[str], trials: list[dict[str, Any]], count: int
+    name: str,
+    metric: str,
+    params: list[str],
+    trials: list[dict[str, Any]],
+    count: int,
+    columns: list[str] | None = None,
 ) -> Table:
-    """The ranked table (`run`, `submit`): one row a trial, best first."""
+    """The ranked table (`run`, `submit`): one row a trial, best first; `columns` adds
+    other reported metrics (at each trial's best epoch)."""
+    extra = [c for c in columns or [] if c != metric]
     table = Table(title=f"{name}: top {len(trials)} of {count} trials by {metric}")
-    for column in ("rank", "trial", "stage", metric, "epoch"):
+    for column in ("rank", "trial", "stage", metric, *extra, "epoch"):
         table.add_column(column, justify="right")
     table.add_column("state")
     for param in params:
@@ -84,11 +96,13 @@ def _trials_table(
         for param in params:
             value = (t["params"] or {}).get(param)
             values.append(f"{value:.3g}" if isinstance(value, float) else str(value))
+        shown = [_shown_number((t.get("best_metrics") or {}).get(c)) for c in extra]
         table.add_row(
             str(rank) if t["best_score"] is not None else "-",
             str(t["number"]),
             str(t["stage"]),
-            f"{t['best_score']:.4f}" if t["best_score"] is not None else "-",
+            _shown_number(t["best_score"]),
+            *shown,
             str(t["best_epoch"] or "-"),
             t["state"],
             *values,
@@ -97,7 +111,17 @@ def _trials_table(
     return table
 
 
-def _ranked_table(service: object, study_id: int, limit: int) -> tuple[Table, int]:
+def _columns(text: str | None) -> list[str]:
+    return [c.strip() for c in (text or "").split(",") if c.strip()]
+
+
+def _shown_number(value: object) -> str:
+    return f"{value:.4f}" if isinstance(value, int | float) else "-"
+
+
+def _ranked_table(
+    service: object, study_id: int, limit: int, columns: list[str] | None = None
+) -> tuple[Table, int]:
     from gridless.master.services import StudyService
 
     assert isinstance(service, StudyService)
@@ -113,10 +137,12 @@ def _ranked_table(service: object, study_id: int, limit: int) -> tuple[Table, in
             "best_epoch": row.best_epoch,
             "state": row.state,
             "warnings": row.warnings,
+            "best_metrics": row.best_metrics,
         }
         for row in rows
     ]
-    table = _trials_table(study.name, study.metric, list(study.spec["space"]), trials, count)
+    space = list(study.spec["space"])
+    table = _trials_table(study.name, study.metric, space, trials, count, columns)
     return table, count
 
 
@@ -199,6 +225,10 @@ def run(
         typer.Option(help="checkpoint store: a shared folder or s3://bucket/prefix [in RUN_DIR]"),
     ] = None,
     top: Annotated[int, typer.Option(min=1, max=1000, help="rows of the final table")] = 10,
+    columns: Annotated[
+        str | None,
+        typer.Option(help="more metric columns for the table, comma-separated (val_loss,val_r2)"),
+    ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="start even if the preflight checks fail")
     ] = False,
@@ -209,16 +239,20 @@ def run(
         spec = _validate(spec_path)
     except GridlessError as exc:
         raise _fail(str(exc)) from None
-    report = _preflight(spec)
-    if not report.passed:  # type: ignore[attr-defined]
-        _print_preflight(report)
-        if not force:
-            raise _fail("preflight checks failed; fix the model or pass --force", code=1)
-        err.print("[yellow]--force: starting despite failed checks[/]")
+    if spec.train is not None:
+        console.print("preflight: none for a train: function (it ran no check)")
     else:
-        console.print(
-            "preflight: gradient check and sanity checks pass ([bold]gridless check[/] shows them)"
-        )
+        report = _preflight(spec)
+        if not report.passed:  # type: ignore[attr-defined]
+            _print_preflight(report)
+            if not force:
+                raise _fail("preflight checks failed; fix the model or pass --force", code=1)
+            err.print("[yellow]--force: starting despite failed checks[/]")
+        else:
+            console.print(
+                "preflight: gradient check and sanity checks pass "
+                "([bold]gridless check[/] shows them)"
+            )
 
     from gridless.common.db import make_engine
     from gridless.master.app import create_app
@@ -277,7 +311,7 @@ def run(
         finally:
             manager.shutdown()
             ray.shutdown()
-    table, _ = _ranked_table(service, study.id, top)
+    table, _ = _ranked_table(service, study.id, top, _columns(columns))
     console.print(table)
     _print_flags(service, study.id)
     counts = service.warning_counts(study.id)
@@ -709,6 +743,10 @@ def submit(
     token: TokenOption = None,
     watch: Annotated[bool, typer.Option(help="follow the study until it ends")] = True,
     top: Annotated[int, typer.Option(min=1, max=1000, help="rows of the final table")] = 10,
+    columns: Annotated[
+        str | None,
+        typer.Option(help="more metric columns for the table, comma-separated (val_loss,val_r2)"),
+    ] = None,
 ) -> None:
     """Send a study to a running master (a cluster's, from deploy/launch.sh), launch
     workers through its Ray, and follow it to the ranked table."""
@@ -741,7 +779,14 @@ def submit(
     assert isinstance(detail, dict)
     params = list(detail["spec"]["space"])
     console.print(
-        _trials_table(detail["name"], detail["metric"], params, trials["data"], trials["count"])
+        _trials_table(
+            detail["name"],
+            detail["metric"],
+            params,
+            trials["data"],
+            trials["count"],
+            _columns(columns),
+        )
     )
     for flag in detail["border_flags"]:
         console.print(f"[bold yellow]border flag[/] (stage {flag['stage']}): {flag['message']}")

@@ -30,11 +30,10 @@ def should_stop(
     rule = {**DEFAULT_EARLY_STOPPING, **(study.spec.get("early_stopping") or {})}
     if rule["rule"] == "none" or epoch <= int(rule["grace_epochs"]) or epoch >= trial.epochs:
         return None
-    column = EpochMetricRow.val_accuracy if study.maximize else EpochMetricRow.val_loss
     others = [
         v
         for v in s.scalars(
-            select(column).where(
+            select(EpochMetricRow.score).where(
                 EpochMetricRow.stage_id == trial.stage_id,
                 EpochMetricRow.epoch == epoch,
                 EpochMetricRow.trial_id != trial.id,

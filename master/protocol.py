@@ -132,8 +132,11 @@ class TrialProtocol:
             attempt=trial.attempt,
             seed=study.seed,
             model=spec["model"],
+            train=spec.get("train"),
             dataset=spec["dataset"],
             metric=study.metric,
+            maximize=study.maximize,
+            stage=stage.index + 1,
             epochs=trial.epochs,
             space=stage.space,
             fixed=spec.get("fixed", {}),
@@ -329,33 +332,36 @@ class TrialProtocol:
                 if report.checkpoint is not None:
                     self._record_checkpoint(s, study, trial, report)
                 return ReportAck(stored=False, stop=self._must_stop(study, trial))
+            named = report.named_metrics()
+            score = study.objective.score(named)
             s.add(
                 EpochMetricRow(
                     trial_id=trial_id,
                     stage_id=trial.stage_id,
                     attempt=report.attempt,
                     epoch=report.epoch,
-                    train_loss=report.train_loss,
-                    train_accuracy=report.train_accuracy,
-                    val_loss=report.val_loss,
-                    val_accuracy=report.val_accuracy,
+                    train_loss=_number(named.get("train_loss")),
+                    train_accuracy=_number(named.get("train_accuracy")),
+                    val_loss=_number(named.get("val_loss")),
+                    val_accuracy=_number(named.get("val_accuracy")),
                     seconds=report.seconds,
+                    metrics=named,
+                    score=score,
                     stats=report.stats,
                 )
             )
             trial.last_epoch = max(trial.last_epoch, report.epoch)
             trial.state = TrialState.RUNNING.value
             _merge_warnings(trial, report)
-            score = report.val_accuracy if study.metric == "val_accuracy" else report.val_loss
             if report.diverged:
                 trial.state = TrialState.DIVERGED.value
                 trial.finished_at = now
                 self._release_worker(s, trial)
-            elif score is not None and (
-                trial.best_score is None
-                or (score > trial.best_score if study.maximize else score < trial.best_score)
-            ):
+            elif score is not None and study.objective.better(score, trial.best_score):
                 trial.best_score, trial.best_epoch = score, report.epoch
+                trial.best_metrics = named
+            elif trial.best_score is None:
+                trial.best_metrics = named  # nothing scored yet: the latest epoch's numbers
             if report.checkpoint is not None:
                 self._record_checkpoint(s, study, trial, report)
             s.flush()
@@ -385,7 +391,7 @@ class TrialProtocol:
         expected = f"{study.name}/{trial.number:06d}/"
         if not info.relpath.startswith(expected) or ".." in info.relpath.split("/"):
             raise SpecError(f"checkpoint: path must lie in {expected}, got {info.relpath!r}")
-        score = report.val_accuracy if study.metric == "val_accuracy" else report.val_loss
+        score = study.objective.score(report.named_metrics())
         if score is None:
             raise SpecError("checkpoint: a checkpoint needs a finite score")
         old = s.scalar(
@@ -569,6 +575,10 @@ class TrialProtocol:
             for trial in trials:
                 trial.state = TrialState.LOST.value
             return [t.id for t in trials]
+
+
+def _number(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
 
 
 def _merge_warnings(trial: TrialRow, report: EpochReport) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "CheckpointPublic",
@@ -79,6 +79,7 @@ class TrialPublic(_Public):
     params: dict[str, Any] | None
     best_score: float | None
     best_epoch: int | None
+    best_metrics: dict[str, float | None] | None = None  # every metric at the best epoch
     worker_id: str | None
     error: str | None
     warnings: list[dict[str, Any]] | None
@@ -98,8 +99,22 @@ class EpochMetricPublic(_Public):
     train_accuracy: float | None
     val_loss: float | None
     val_accuracy: float | None
+    # Every number reported for the epoch by name, and the study's metric among them.
+    metrics: dict[str, float | None] = Field(default_factory=dict)
+    score: float | None = None
     seconds: float
     stats: dict[str, Any]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _named(cls, row: Any) -> Any:
+        """Rows from before revision 0004 hold the four columns only."""
+        if hasattr(row, "named_metrics"):
+            return {
+                **{k: getattr(row, k) for k in cls.model_fields if k != "metrics"},
+                "metrics": row.named_metrics(),
+            }
+        return row
 
 
 class CheckpointPublic(_Public):

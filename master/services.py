@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +36,9 @@ from gridless.master.storage import (
 __all__ = ["SORT_FIELDS", "ParamRange", "Progress", "StudyService"]
 
 # Trial columns a list may be sorted by (`-name` for descending); `params.<name>` sorts by
-# a hyperparameter of the study's space.
+# a hyperparameter of the study's space, `metrics.<name>` by a metric at the best epoch.
+_METRIC_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
+
 SORT_FIELDS: dict[str, InstrumentedAttribute[Any]] = {
     "best_score": TrialRow.best_score,
     "best_epoch": TrialRow.best_epoch,
@@ -105,7 +108,7 @@ class StudyService:
             study = StudyRow(
                 name=spec.name,
                 spec=spec.model_dump(mode="json"),
-                metric=spec.metric,
+                metric=spec.objective.name,
                 maximize=spec.maximize,
                 seed=spec.seed,
                 state=StudyState.RUNNING.value,
@@ -215,8 +218,10 @@ class StudyService:
             column = SORT_FIELDS[name].expression
         elif name.startswith("params.") and name[7:] in params:
             column = TrialRow.params[name[7:]].as_float()
+        elif name.startswith("metrics.") and _METRIC_NAME.match(name[8:]):
+            column = TrialRow.best_metrics[name[8:]].as_float()
         else:
-            valid = ", ".join([*SORT_FIELDS, *(f"params.{p}" for p in params)])
+            valid = ", ".join([*SORT_FIELDS, *(f"params.{p}" for p in params), "metrics.NAME"])
             raise SpecError(
                 f"sort: {name!r} is not sortable; valid: {valid} (prefix - to reverse)"
             )

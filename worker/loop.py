@@ -5,7 +5,6 @@ Plain functions, testable without Ray; `worker.actor` wraps `run_worker` in a Ra
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
@@ -14,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from gridless.common.checkpoints import CheckpointStore, open_store
-from gridless.common.errors import GridlessError, StorageError
+from gridless.common.errors import StorageError
 from gridless.common.jsonsafe import finite_or_none
+from gridless.common.metric import Metric
 from gridless.common.protocol import (
     Assignment,
     CheckpointInfo,
@@ -27,25 +27,18 @@ from gridless.common.space import parse_space, sample_params
 from gridless.common.spec import trial_rng
 from gridless.worker.client import MasterClient, MasterGone, TrialClosed
 from gridless.worker.diagnostics.babysit import epoch_warnings
+from gridless.worker.function_runner import run_function_trial
 from gridless.worker.heartbeat import Heartbeat
+from gridless.worker.resume import pick_resume_point, trial_folder, trial_seed
 from gridless.worker.trainer import EpochMetrics, Trainer, make_trainer
 
-__all__ = ["run_trial", "run_worker", "trial_folder"]
+__all__ = ["pick_resume_point", "run_trial", "run_worker", "trial_folder"]
 
 log = logging.getLogger(__name__)
 
 
-def trial_folder(trial_number: int) -> str:
-    """The store folder of a trial: its number, zero-padded so folders sort by number."""
-    return f"{trial_number:06d}"
-
-
 def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
-
-
-def _better(score: float, best: float | None, *, maximize: bool) -> bool:
-    return best is None or (score > best if maximize else score < best)
 
 
 def _report(worker_id: str, job: Assignment, epoch: int, m: EpochMetrics) -> EpochReport:
@@ -57,6 +50,7 @@ def _report(worker_id: str, job: Assignment, epoch: int, m: EpochMetrics) -> Epo
         train_accuracy=m.train_accuracy,
         val_loss=_finite(m.val_loss),
         val_accuracy=m.val_accuracy,
+        metrics={k: _finite(v) for k, v in m.metrics.items()},
         seconds=m.seconds,
         diverged=m.diverged,
         stats=finite_or_none(m.stats),
@@ -80,12 +74,7 @@ def _save(
             "epoch": epoch,
             "model": job.model,
             "params": params,
-            "metrics": {
-                "train_loss": m.train_loss,
-                "train_accuracy": m.train_accuracy,
-                "val_loss": m.val_loss,
-                "val_accuracy": m.val_accuracy,
-            },
+            "metrics": m.named(),
         }
     )
     written = store.write_with(
@@ -98,42 +87,6 @@ def _save(
         writer=lambda handle: trainer.write_checkpoint(handle, meta),
     )
     return CheckpointInfo(relpath=written.relpath, size=written.size, sha256=written.sha256)
-
-
-def pick_resume_point(store: CheckpointStore, job: Assignment) -> tuple[Path | None, list[str]]:
-    """The local file of the newest resume candidate whose size and SHA-256 match what the
-    master recorded; missing, truncated or corrupt ones are skipped (and returned, for a
-    warning). Sets `job.resume_from`/`job.resume_epoch` to the choice; with no usable
-    candidate the trial starts over from epoch 1."""
-    if not job.resume_candidates:
-        if job.resume_from is None:
-            return None, []
-        return store.fetch(job.resume_from), []  # a master that sends no hashes
-    skipped: list[str] = []
-    for point in job.resume_candidates:
-        try:
-            local = store.fetch(point.path)
-        except GridlessError as exc:
-            skipped.append(f"{point.path} ({exc})")
-            continue
-        size, digest = _digest(local)
-        if (size, digest) != (point.size, point.sha256):
-            skipped.append(f"{point.path} (size {size} or SHA-256 does not match the record)")
-            continue
-        job.resume_from, job.resume_epoch = point.path, point.epoch
-        return local, skipped
-    job.resume_from, job.resume_epoch = None, 0
-    return None, skipped
-
-
-def _digest(path: Path) -> tuple[int, str]:
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
 
 
 def run_trial(
@@ -156,11 +109,9 @@ def run_trial(
     request = StartRequest(worker_id=worker_id, attempt=job.attempt, params=params)
     client.start(job.trial_id, request)
     store.ensure_trial_dir(job.study, trial_folder(job.trial_number))
-    maximize = job.metric != "val_loss"
+    objective = Metric(job.metric, "max" if job.maximize else "min")
     try:
-        trainer = make_trainer(
-            job.model, job.dataset, full_params, seed=job.seed * 1_000_003 + job.trial_number
-        )
+        trainer = make_trainer(job.model, job.dataset, full_params, seed=trial_seed(job))
         first_epoch = 1
         resume, skipped = pick_resume_point(store, job)
         if resume is not None:
@@ -178,7 +129,7 @@ def run_trial(
     for epoch in range(first_epoch, job.epochs + 1):
         m = trainer.train_epoch()
         history.append(m)
-        score = m.val_accuracy if maximize else m.val_loss
+        score = objective.score(m.named())
         report = _report(worker_id, job, epoch, m)
         report.warnings = [
             {**w.to_json(), "epoch": epoch}
@@ -199,8 +150,8 @@ def run_trial(
                     "epoch": epoch,
                 }
             )
-        improved = math.isfinite(score) and _better(score, best, maximize=maximize)
-        if not m.diverged and math.isfinite(score):
+        improved = score is not None and objective.better(score, best)
+        if not m.diverged and score is not None:
             # every epoch: the latest checkpoint is what a lost trial resumes from; the
             # master's retention keeps the best and the latest of each trial
             try:
@@ -265,7 +216,8 @@ def run_worker(
             job = answer.assignment
             heartbeat.watch(job.trial_id, job.attempt)
             try:
-                run_trial(client, store, worker_id, job, heartbeat)
+                run = run_function_trial if job.train is not None else run_trial
+                run(client, store, worker_id, job, heartbeat)
             except TrialClosed as exc:
                 log.info("trial %s closed by the master: %s", job.trial_id, exc)
             except MasterGone:

@@ -82,12 +82,24 @@ class EpochMetrics:
     """
 
     train_loss: float
-    train_accuracy: float
+    train_accuracy: float | None  # None for regression
     val_loss: float
-    val_accuracy: float
+    val_accuracy: float | None
     seconds: float
     diverged: bool
     stats: dict[str, Any] = field(default_factory=dict)
+    # Named metrics beyond the four above (regression: val_rmse, val_r2, ...).
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def named(self) -> dict[str, float]:
+        """Every metric of the epoch by name (the accuracies only when set)."""
+        numbers = {
+            "train_loss": self.train_loss,
+            "train_accuracy": self.train_accuracy,
+            "val_loss": self.val_loss,
+            "val_accuracy": self.val_accuracy,
+        }
+        return {**{k: v for k, v in numbers.items() if v is not None}, **self.metrics}
 
 
 @runtime_checkable

@@ -31,6 +31,33 @@ def test_format_and_parse_round_trip(score: float, epoch: int, metric: str, name
 
 
 @pytest.mark.parametrize(
+    ("score", "epoch", "metric", "name", "tag"),
+    [
+        (0.93124, 12, "val_r2", "r2_0000.9312_ep012.pt", "r2"),
+        (-0.12, 3, "val_r2", "r2_-0000.1200_ep003.pt", "r2"),
+        (-1234.5, 3, "val_r2", "r2_-1234.5000_ep003.pt", "r2"),
+        (0.0, 1, "val_rmse", "rmse_0000.0000_ep001.pt", "rmse"),
+        (123456.78, 1, "val_rmse", "rmse_123456.7800_ep001.pt", "rmse"),
+        (0.81, 20, "f1_macro", "f1-macro_0000.8100_ep020.pt", "f1-macro"),
+    ],
+)
+def test_any_metric_names_its_checkpoints(
+    score: float, epoch: int, metric: str, name: str, tag: str
+) -> None:
+    """Issue 14: the chosen metric, any sign and size, round-trips through the name."""
+    assert format_name(score, epoch, metric=metric, suffix="pt") == name
+    assert parse_name(name) == CheckpointName(round(score, 4), epoch, tag, "pt")
+
+
+def test_signed_scores_sort_with_a_general_numeric_sort() -> None:
+    names = [format_name(v, 1, metric="val_r2") for v in (0.5, -0.25, 0.9, -3.0, 0.0)]
+    ranked = sorted(names, key=lambda n: float(n.split("_")[1]), reverse=True)
+    assert [parse_name(n).score for n in ranked] == [0.9, 0.5, 0.0, -0.25, -3.0]
+    positives = [n for n in names if parse_name(n).score >= 0]
+    assert sorted(positives) == sorted(positives, key=lambda n: parse_name(n).score)
+
+
+@pytest.mark.parametrize(
     ("score", "epoch", "metric"),
     [
         (-0.1, 1, "val_accuracy"),
@@ -40,11 +67,12 @@ def test_format_and_parse_round_trip(score: float, epoch: int, metric: str, name
         (0.5, 1_000_000, "val_accuracy"),
         (1e4, 1, "val_loss"),
         (float("inf"), 1, "val_loss"),
-        (0.5, 1, "accuracy"),
+        (float("nan"), 1, "val_r2"),
+        (0.5, 1, "val_"),
     ],
 )
 def test_format_refuses_out_of_range(score: float, epoch: int, metric: str) -> None:
-    with pytest.raises(ValueError, match=r"must be|unknown metric"):
+    with pytest.raises(ValueError, match=r"must be|does not make"):
         format_name(score, epoch, metric=metric)
 
 

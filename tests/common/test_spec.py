@@ -36,7 +36,35 @@ def test_shipped_examples_load(path: Path) -> None:
             {"stages": [{"trials": 1, "epochs": 1, "epoch": 2}]},
             "stages.0.epoch: unknown key; check its spelling against the documented spec",
         ),
-        ({"metric": "accuracy"}, "metric: Input should be 'val_accuracy' or 'val_loss'"),
+        (
+            {"metric": "accuracy"},
+            "metric: say which way 'accuracy' is better: metric: {name: accuracy, mode: max} "
+            "or mode: min (short forms: val_accuracy, val_loss, val_r2, val_rmse)",
+        ),
+        (
+            {"metric": {"name": "val_f1", "mode": "up"}},
+            "metric.mode: must be min or max, but got 'up'",
+        ),
+        (
+            {"metric": {"name": "epoch", "mode": "max"}},
+            "metric.name: 'epoch' is a reserved report field; valid metric names exclude "
+            "attempt, checkpoint, diverged, epoch, seconds, stats, warnings, worker_id",
+        ),
+        (
+            {"metric": {"name": "9lives", "mode": "max"}},
+            "metric.name: a metric name is a letter then letters, digits or _ (at most 32), "
+            "but got '9lives'",
+        ),
+        (
+            {"train": "train:main", "model": "torch.mlp"},
+            "train: a study names either model: (a built-in or a trainer factory) or train: "
+            "(your training function), not both",
+        ),
+        (
+            {"train": "no colon"},
+            "train: String should match pattern "
+            "'^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$'",
+        ),
         ({"name": "../evil"}, "name: String should match pattern '^[A-Za-z0-9][A-Za-z0-9._-]*$'"),
         (
             {"space": {"lr": {"log_uniform": [0, 1]}}},
@@ -90,3 +118,25 @@ def test_defaults_and_direction() -> None:
     )
     assert spec.maximize
     assert not parse_spec({**TINY_SPEC, "metric": "val_loss"}).maximize
+
+
+@pytest.mark.parametrize(
+    ("metric", "name", "maximize"),
+    [
+        ("val_accuracy", "val_accuracy", True),
+        ("val_loss", "val_loss", False),
+        ("val_r2", "val_r2", True),
+        ({"name": "val_r2", "mode": "max"}, "val_r2", True),
+        ({"name": "rmse", "mode": "min"}, "rmse", False),
+        ({"name": "val_loss"}, "val_loss", False),
+    ],
+)
+def test_the_metric_has_a_name_and_a_direction(metric: Any, name: str, maximize: bool) -> None:
+    spec = parse_spec({**TINY_SPEC, "metric": metric})
+    assert (spec.objective.name, spec.maximize) == (name, maximize)
+
+
+def test_a_train_function_replaces_the_model() -> None:
+    raw = {k: v for k, v in TINY_SPEC.items() if k != "model"}
+    spec = parse_spec({**raw, "train": "my_project.train:main"})
+    assert spec.train == "my_project.train:main"

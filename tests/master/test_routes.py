@@ -177,17 +177,17 @@ def test_trial_filters_sort_and_pagination(api: httpx.Client) -> None:
         (
             {"sort": "password"},
             422,
-            "sort: 'password' is not sortable; valid: best_score, best_epoch, last_epoch, number, attempt, created_at, finished_at, params.learning_rate, params.reg, params.hidden (prefix - to reverse)",
+            "sort: 'password' is not sortable; valid: best_score, best_epoch, last_epoch, number, attempt, created_at, finished_at, params.learning_rate, params.reg, params.hidden, metrics.NAME (prefix - to reverse)",
         ),
         (
             {"sort": "params.secret"},
             422,
-            "sort: 'params.secret' is not sortable; valid: best_score, best_epoch, last_epoch, number, attempt, created_at, finished_at, params.learning_rate, params.reg, params.hidden (prefix - to reverse)",
+            "sort: 'params.secret' is not sortable; valid: best_score, best_epoch, last_epoch, number, attempt, created_at, finished_at, params.learning_rate, params.reg, params.hidden, metrics.NAME (prefix - to reverse)",
         ),
         (
             {"sort": "number; DROP TABLE trials"},
             422,
-            "sort: 'number; DROP TABLE trials' is not sortable; valid: best_score, best_epoch, last_epoch, number, attempt, created_at, finished_at, params.learning_rate, params.reg, params.hidden (prefix - to reverse)",
+            "sort: 'number; DROP TABLE trials' is not sortable; valid: best_score, best_epoch, last_epoch, number, attempt, created_at, finished_at, params.learning_rate, params.reg, params.hidden, metrics.NAME (prefix - to reverse)",
         ),
         (
             {"param": "learning_rate:abc:1"},

@@ -128,7 +128,12 @@ def epoch_warnings(
                     epoch,
                 )
             )
-    if not m.diverged and m.train_accuracy - m.val_accuracy > OVERFIT_GAP:
+    if (
+        not m.diverged
+        and m.train_accuracy is not None
+        and m.val_accuracy is not None
+        and m.train_accuracy - m.val_accuracy > OVERFIT_GAP
+    ):
         found.append(
             TrialWarning(
                 "overfitting",
@@ -143,7 +148,7 @@ def epoch_warnings(
         start, end = np.mean(all_losses[:tenth]), np.mean(all_losses[-tenth:])
         flat = math.isfinite(start) and math.isfinite(end) and end > 0.95 * start
         chance = 1 / num_classes + CHANCE_MARGIN if num_classes else None
-        at_chance = chance is not None and m.val_accuracy <= chance
+        at_chance = chance is not None and m.val_accuracy is not None and m.val_accuracy <= chance
         if flat and at_chance:
             found.append(
                 TrialWarning(

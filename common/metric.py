@@ -1,0 +1,110 @@
+"""The metric a study optimizes: a name the trials report and a direction (issue 14).
+
+`metric: val_accuracy` and `metric: val_loss` are the short forms of the built-in models;
+any other metric is named with its direction, `metric: {name: val_r2, mode: max}`. No range
+is imposed on a user's metric beyond finiteness: an R² may be negative, an RMSE large.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from gridless.common.errors import SpecError
+
+__all__ = ["KNOWN_DIRECTIONS", "RESERVED_NAMES", "Metric", "check_metric_name", "parse_metric"]
+
+# Short forms: a bare name whose direction needs no saying.
+KNOWN_DIRECTIONS: dict[str, Literal["min", "max"]] = {
+    "val_accuracy": "max",
+    "val_loss": "min",
+    "val_rmse": "min",
+    "val_r2": "max",
+}
+
+# Names a report cannot use for a metric: they are fields of the report itself.
+RESERVED_NAMES = frozenset(
+    {"epoch", "attempt", "worker_id", "seconds", "diverged", "checkpoint", "stats", "warnings"}
+)
+
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
+
+
+def check_metric_name(name: object, *, where: str = "metric") -> str:
+    """A metric name: letters, digits and `_`, at most 32, not a reserved report field.
+
+    Raises:
+        SpecError: naming the rule and the value.
+    """
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise SpecError(
+            f"{where}: a metric name is a letter then letters, digits or _ (at most 32), "
+            f"but got {name!r}"
+        )
+    if name in RESERVED_NAMES:
+        raise SpecError(
+            f"{where}: {name!r} is a reserved report field; valid metric names exclude "
+            + ", ".join(sorted(RESERVED_NAMES))
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class Metric:
+    """The objective: which reported number, and whether larger is better."""
+
+    name: str
+    mode: Literal["min", "max"]
+
+    @property
+    def maximize(self) -> bool:
+        """Whether larger values are better."""
+        return self.mode == "max"
+
+    def better(self, score: float, than: float | None) -> bool:
+        """Whether `score` beats `than` (anything beats None)."""
+        return than is None or (score > than if self.maximize else score < than)
+
+    def score(self, metrics: Mapping[str, Any]) -> float | None:
+        """This metric's value in a report's named numbers; None when absent or not finite."""
+        value = metrics.get(self.name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        value = float(value)
+        return value if math.isfinite(value) else None
+
+    def to_json(self) -> dict[str, str]:
+        return {"name": self.name, "mode": self.mode}
+
+
+def parse_metric(raw: Any) -> Metric:
+    """A spec's `metric:` as a Metric: a known short name, or `{name, mode}`.
+
+    Raises:
+        SpecError: for an unknown short name (asking for its mode), a bad name or mode.
+    """
+    if isinstance(raw, str):
+        check_metric_name(raw)
+        if raw not in KNOWN_DIRECTIONS:
+            raise SpecError(
+                f"metric: say which way {raw!r} is better: metric: {{name: {raw}, mode: max}} "
+                f"or mode: min (short forms: {', '.join(sorted(KNOWN_DIRECTIONS))})"
+            )
+        return Metric(raw, KNOWN_DIRECTIONS[raw])
+    if isinstance(raw, Mapping):
+        unknown = sorted(set(raw) - {"name", "mode"})
+        if unknown:
+            raise SpecError(f"metric.{unknown[0]}: unknown key; valid: name, mode")
+        if "name" not in raw:
+            raise SpecError("metric.name: required, e.g. metric: {name: val_r2, mode: max}")
+        name = check_metric_name(raw["name"], where="metric.name")
+        mode = raw.get("mode", KNOWN_DIRECTIONS.get(name))
+        if mode not in ("min", "max"):
+            raise SpecError(f"metric.mode: must be min or max, but got {mode!r}")
+        return Metric(name, mode)
+    raise SpecError(
+        f"metric: a name or {{name, mode}}, but got {type(raw).__name__} {raw!r}"[:200]
+    )

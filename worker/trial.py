@@ -1,0 +1,403 @@
+"""`gridless.Trial`: what the user's own training function receives (issue 14).
+
+A study names a function (`train: "module:function"`); each trial calls it with a
+`Trial`. The function reads `trial.params`, sizes its schedules from `trial.max_epochs`,
+loops over `trial.epochs()`, calls `trial.report(epoch, **metrics)` with any named
+numbers and `trial.save(state)` / `trial.restore()` for checkpoints. `report` raises
+`TrialStopped` when the master ends the trial (early stopping, a stopped study) or the
+loss or objective is not finite (divergence); the runtime catches it, so the loop stays a
+plain loop. Constructed directly, `Trial(params, max_epochs=...)` runs without a master:
+the same script then runs as a plain script, printing its reports.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import re
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
+
+import numpy as np
+
+from gridless.common.checkpoints import format_name
+from gridless.common.metric import check_metric_name
+
+__all__ = ["Trial", "TrialStopped", "load_state", "state_writer"]
+
+log = logging.getLogger(__name__)
+
+_META = "__meta__"
+_STATE = "state/"
+
+
+class TrialStopped(Exception):
+    """The trial ends now: the master stopped it, or it diverged (`state`).
+
+    Raised by `Trial.report`; the gridless runtime catches it. A function that catches it
+    itself should re-raise it.
+    """
+
+    def __init__(self, reason: str, *, state: str = "stopped") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.state = state
+
+
+class Backend(Protocol):
+    """Where a trial's reports and checkpoints go: the master, or the local console."""
+
+    metric: str | None
+    first_epoch: int
+
+    def send(self, epoch: int, metrics: dict[str, float | None], diverged: str | None) -> bool:
+        """Send one epoch's numbers; True when the trial must stop."""
+        ...
+
+    def write(
+        self, epoch: int, score: float | None, suffix: str, writer: Callable[[BinaryIO], None]
+    ) -> str | None:
+        """Write a checkpoint of `epoch` and record it; its path, or None if not written."""
+        ...
+
+    def resume_file(self) -> Path | None:
+        """The checkpoint a resumed trial restores, or None."""
+        ...
+
+
+class Trial:
+    """One trial of a study, as the user's training function sees it.
+
+    Args:
+        params: the hyperparameters (a plain run passes its defaults).
+        max_epochs: the epoch budget of the trial's stage, known before the first epoch.
+        number: the trial's number within its study.
+        seed: a seed for the trial's own randomness (the study seed and trial number).
+        stage: the 1-based stage of the coarse-to-fine search.
+        device: `"cpu"` (or the device the trial was given).
+        metric: the name of the study's metric (used to name checkpoints).
+        checkpoint_dir: a plain run writes `save()`'s checkpoints here (none when None).
+        backend: where reports go; the gridless runtime passes the master's.
+    """
+
+    def __init__(
+        self,
+        params: Mapping[str, Any] | None = None,
+        *,
+        max_epochs: int = 1,
+        number: int = 0,
+        seed: int = 0,
+        stage: int = 1,
+        device: str = "cpu",
+        metric: str | None = None,
+        checkpoint_dir: str | Path | None = None,
+        backend: Backend | None = None,
+    ) -> None:
+        if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
+            raise ValueError(f"max_epochs must be an integer >= 1, but got {max_epochs!r}")
+        self._params = dict(params or {})
+        self._max_epochs = max_epochs
+        self._number = number
+        self._seed = seed
+        self._stage = stage
+        self._device = device
+        self._backend: Backend = backend or LocalBackend(metric, checkpoint_dir)
+        self._epoch = self._backend.first_epoch - 1  # the epoch being trained
+        self._reported: dict[int, dict[str, float]] = {}
+        self._pending: tuple[str, Callable[[BinaryIO], None]] | None = None
+
+    # -- what the function reads -------------------------------------------------------
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The trial's hyperparameters (searched and fixed), by name."""
+        return self._params
+
+    @property
+    def max_epochs(self) -> int:
+        """The epoch budget of this trial's stage: size schedules from it."""
+        return self._max_epochs
+
+    @property
+    def number(self) -> int:
+        """The trial's number within its study (the number the CLI and API show)."""
+        return self._number
+
+    @property
+    def seed(self) -> int:
+        """A seed for this trial's randomness: derived from the study seed and the number."""
+        return self._seed
+
+    @property
+    def stage(self) -> int:
+        """The 1-based stage of the coarse-to-fine search this trial belongs to."""
+        return self._stage
+
+    @property
+    def device(self) -> str:
+        """The device to train on: `"cpu"`, or `"cuda"` when the trial was given a GPU."""
+        return self._device
+
+    @property
+    def metric(self) -> str | None:
+        """The name of the study's metric (None in a plain run that did not name one)."""
+        return self._backend.metric
+
+    def epochs(self) -> Iterator[int]:
+        """The epoch numbers still to run, 1-based; after the restored epoch on resume."""
+        for epoch in range(self._backend.first_epoch, self._max_epochs + 1):
+            self._epoch = epoch
+            yield epoch
+
+    # -- what the function tells ---------------------------------------------------------
+
+    def report(self, epoch: int | None = None, /, **metrics: Any) -> None:
+        """Send this epoch's metrics (any named numbers, e.g. `val_loss=0.41, val_r2=0.87`).
+
+        Raises:
+            TrialStopped: when the master ends the trial, or a loss or the study's metric is
+                NaN or infinite (the trial is then `diverged`).
+            ValueError, TypeError: for a bad epoch, name or value.
+        """
+        epoch = self._epoch_of(epoch)
+        if not metrics:
+            raise ValueError("trial.report needs at least one metric, e.g. val_loss=0.4")
+        numbers = {name: _number(name, value) for name, value in metrics.items()}
+        if epoch in self._reported:
+            raise ValueError(
+                f"trial.report: epoch {epoch} was reported already; report each epoch once, "
+                "with all its metrics"
+            )
+        self._reported[epoch] = numbers
+        self._epoch = epoch
+        diverged = _divergence(numbers, self._backend.metric, epoch)
+        stop = self._backend.send(
+            epoch, {k: (v if math.isfinite(v) else None) for k, v in numbers.items()}, diverged
+        )
+        if diverged is not None:
+            self._pending = None
+            raise TrialStopped(diverged, state="diverged")
+        if self._pending is not None:
+            suffix, writer = self._pending
+            self._pending = None
+            self._write(epoch, suffix, writer)
+        if stop:
+            raise TrialStopped("stopped by the master (early stopping or a stopped study)")
+
+    def save(self, state: Mapping[str, Any]) -> str | None:
+        """Checkpoint `state` (a Torch state dict, or a dict of NumPy arrays and numbers).
+
+        Its file name carries this epoch's score, so call it after `report` for the
+        epoch; called before, the state is kept and written with the report. Torch
+        tensors make a `.pt` file that loads with `torch.load(..., weights_only=True)`,
+        anything else an `.npz`; never a pickle. Returns the store path, when written.
+        """
+        suffix, writer = state_writer(state, self._meta())
+        if self._epoch in self._reported:
+            return self._write(self._epoch, suffix, writer)
+        # Not reported yet: keep a copy, since the caller goes on changing its tensors.
+        snapshot = io.BytesIO()
+        writer(snapshot)
+
+        def write_snapshot(handle: BinaryIO) -> None:
+            handle.write(snapshot.getvalue())
+
+        self._pending = (suffix, write_snapshot)
+        return None
+
+    def restore(self) -> Any | None:
+        """The state of the latest intact checkpoint of this trial, or None (a new trial)."""
+        path = self._backend.resume_file()
+        if path is None:
+            return None
+        return load_state(path, device=self._device)
+
+    # -- runtime ---------------------------------------------------------------------------
+
+    @property
+    def reported(self) -> dict[int, dict[str, float]]:
+        """Every epoch's reported numbers so far (the runtime reads it at the end)."""
+        return self._reported
+
+    def _epoch_of(self, epoch: int | None) -> int:
+        if epoch is None:
+            return max(self._epoch, max(self._reported, default=0) + 1, 1)
+        if isinstance(epoch, bool) or not isinstance(epoch, int | np.integer):
+            raise TypeError(f"trial.report: epoch must be an int, but got {epoch!r}")
+        if not 1 <= int(epoch) <= 1_000_000:
+            raise ValueError(f"trial.report: epoch must be in [1, 1000000], but got {epoch}")
+        return int(epoch)
+
+    def _meta(self) -> dict[str, Any]:
+        return {
+            "trial_number": self._number,
+            "epoch": self._epoch,
+            "params": _jsonable(self._params),
+            "metrics": {
+                k: v for k, v in self._reported.get(self._epoch, {}).items() if math.isfinite(v)
+            },
+        }
+
+    def _write(self, epoch: int, suffix: str, writer: Callable[[BinaryIO], None]) -> str | None:
+        metric = self._backend.metric
+        score = self._reported[epoch].get(metric) if metric is not None else None
+        if score is not None and not math.isfinite(score):
+            score = None
+        return self._backend.write(epoch, score, suffix, writer)
+
+
+class LocalBackend:
+    """A trial without a master: reports go to stderr, checkpoints to a folder if given."""
+
+    first_epoch = 1
+
+    def __init__(self, metric: str | None, checkpoint_dir: str | Path | None) -> None:
+        self.metric = metric
+        self.folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
+
+    def send(self, epoch: int, metrics: dict[str, float | None], diverged: str | None) -> bool:
+        shown = "  ".join(f"{k} {_shown(v)}" for k, v in metrics.items())
+        print(f"epoch {epoch}  {shown}", file=sys.stderr)  # noqa: T201 (a plain run's output)
+        if diverged:
+            print(diverged, file=sys.stderr)  # noqa: T201
+        return False
+
+    def write(
+        self, epoch: int, score: float | None, suffix: str, writer: Callable[[BinaryIO], None]
+    ) -> str | None:
+        if self.folder is None:
+            return None
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if score is not None and self.metric is not None:
+            name = format_name(score, epoch, metric=self.metric, suffix=suffix)
+        else:
+            name = f"ep{epoch:03d}.{suffix}"
+        path = self.folder / name
+        with path.open("wb") as handle:
+            writer(handle)
+        return str(path)
+
+    def resume_file(self) -> Path | None:
+        return None
+
+
+def _shown(value: float | None) -> str:
+    return "nan" if value is None else f"{value:.4g}"
+
+
+def _number(name: str, value: Any) -> float:
+    check_metric_name(name, where=f"trial.report: {name}")
+    if isinstance(value, bool) or value is None:
+        raise TypeError(f"trial.report: {name} must be a number, but got {value!r}")
+    try:
+        return float(value)  # ints, floats, NumPy scalars, 0-d Torch tensors
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"trial.report: {name} must be a number, but got {type(value).__name__}"
+        ) from None
+
+
+def _divergence(numbers: Mapping[str, float], metric: str | None, epoch: int) -> str | None:
+    """Why the epoch counts as divergence: a non-finite loss or objective (issue 15)."""
+    for name, value in numbers.items():
+        if not math.isfinite(value) and (name == metric or "loss" in name):
+            return f"{name} is {value} at epoch {epoch}: the trial diverged"
+    return None
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return {k: str(v) for k, v in dict(value).items()}
+    return value
+
+
+# -- the checkpoint format of a function trial ------------------------------------------
+
+
+def _has_tensor(value: Any) -> bool:
+    if type(value).__module__.startswith("torch") and hasattr(value, "detach"):
+        return True
+    if isinstance(value, Mapping):
+        return any(_has_tensor(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_tensor(v) for v in value)
+    return False
+
+
+def state_writer(
+    state: Mapping[str, Any], meta: Mapping[str, Any]
+) -> tuple[str, Callable[[BinaryIO], None]]:
+    """The suffix and the writer of a checkpoint of `state`.
+
+    Torch: `{"state": state, "meta": JSON}` through `torch.save` (loads with
+    `weights_only=True`). NumPy: an `.npz` with `state/<key>/<key>...` arrays and a JSON
+    `__meta__`, written with `allow_pickle=False`.
+
+    Raises:
+        TypeError: for a state that is not a mapping, or holds what neither format keeps.
+    """
+    if not isinstance(state, Mapping):
+        raise TypeError(f"trial.save: state must be a dict, but got {type(state).__name__}")
+    blob = json.dumps(dict(meta), allow_nan=False, sort_keys=True)
+    if _has_tensor(state):
+        import torch
+
+        def write_pt(handle: BinaryIO) -> None:
+            buffer = io.BytesIO()
+            torch.save({"state": dict(state), "meta": blob}, buffer)
+            handle.write(buffer.getvalue())
+
+        return "pt", write_pt
+    arrays = {f"{_STATE}{key}": value for key, value in _flatten(state, "")}
+    arrays[_META] = np.frombuffer(blob.encode("utf-8"), dtype=np.uint8)
+
+    def write_npz(handle: BinaryIO) -> None:
+        buffer = io.BytesIO()
+        np.savez(buffer, allow_pickle=False, **arrays)
+        handle.write(buffer.getvalue())
+
+    return "npz", write_npz
+
+
+def _flatten(state: Mapping[str, Any], prefix: str) -> Iterator[tuple[str, np.ndarray]]:
+    for key, value in state.items():
+        if not isinstance(key, str) or not re.fullmatch(r"[A-Za-z0-9_.\-]+", key):
+            raise TypeError(f"trial.save: keys must be plain strings, but got {key!r}")
+        if isinstance(value, Mapping):
+            yield from _flatten(value, f"{prefix}{key}/")
+            continue
+        array = np.asarray(value)
+        if array.dtype == object:
+            raise TypeError(
+                f"trial.save: {prefix}{key} is a {type(value).__name__}; an .npz holds "
+                "arrays and numbers (use Torch tensors for a .pt)"
+            )
+        yield f"{prefix}{key}", array
+
+
+def load_state(path: str | Path, *, device: str = "cpu") -> Any:
+    """The state a function trial saved at `path` (`.pt` or `.npz`), without pickle."""
+    path = Path(path)
+    if path.suffix == ".pt":
+        import torch
+
+        payload = torch.load(path, weights_only=True, map_location=device)
+        return payload["state"]
+    state: dict[str, Any] = {}
+    with np.load(path, allow_pickle=False) as data:
+        for key in data.files:
+            if not key.startswith(_STATE):
+                continue
+            *folders, leaf = key[len(_STATE) :].split("/")
+            node = state
+            for folder in folders:
+                node = node.setdefault(folder, {})
+            value = data[key]
+            node[leaf] = value.item() if value.ndim == 0 else value
+    return state
