@@ -106,7 +106,8 @@ class Trial:
         self._stage = stage
         self._device = device
         self._backend: Backend = backend or LocalBackend(metric, checkpoint_dir)
-        self._epoch = self._backend.first_epoch - 1  # the epoch being trained
+        self._first = 1  # after restore(): the epoch after the restored one
+        self._epoch = 0  # the epoch being trained
         self._reported: dict[int, dict[str, float]] = {}
         self._pending: tuple[str, Callable[[BinaryIO], None]] | None = None
 
@@ -148,8 +149,9 @@ class Trial:
         return self._backend.metric
 
     def epochs(self) -> Iterator[int]:
-        """The epoch numbers still to run, 1-based; after the restored epoch on resume."""
-        for epoch in range(self._backend.first_epoch, self._max_epochs + 1):
+        """The epoch numbers still to run, 1-based; after the restored epoch once
+        `restore()` returned a lost trial's state (without it, training starts over)."""
+        for epoch in range(self._first, self._max_epochs + 1):
             self._epoch = epoch
             yield epoch
 
@@ -214,7 +216,9 @@ class Trial:
         path = self._backend.resume_file()
         if path is None:
             return None
-        return load_state(path, device=self._device)
+        state = load_state(path, device=self._device)
+        self._first = self._backend.first_epoch
+        return state
 
     # -- runtime ---------------------------------------------------------------------------
 

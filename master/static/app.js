@@ -269,11 +269,28 @@ async function trialView(id) {
       const finite = losses.map((v) => (v === null || !(v > 0) ? null : v));
       plot("loss per iteration", { scales: { x: { time: false }, y: { distr: logScale ? 3 : 1 } }, axes: [{ label: "epoch" }, { label: "loss" }], series: [{}, series("loss", COLORS[0])] }, [xs, finite], box);
     }
+    // Every reported metric by name (issue 14): the study's own first, the losses together,
+    // the accuracies together, then one plot per other metric.
+    const named = [...new Set(metrics.flatMap((m) => Object.keys(m.metrics || {})))];
+    const curve = (name) => metrics.map((m) => m.metrics?.[name] ?? null);
+    const own = study.metric;
+    if (!/accuracy|loss/.test(own) && named.includes(own)) {
+      plot(`${own} (the study's metric, ${study.maximize ? "max" : "min"})`, { scales: { x: { time: false } }, axes: [{ label: "epoch" }, { label: own }], series: [{}, series(own, COLORS[1])] }, [epochs, curve(own)], box);
+    }
+    const lossNames = named.filter((n) => n.includes("loss"));
+    if (lossNames.length) {
+      plot("train / validation loss (per epoch)", { scales: { x: { time: false }, y: { distr: logScale ? 3 : 1 } }, axes: [{ label: "epoch" }, { label: "loss" }], series: [{}, ...lossNames.map((n, i) => series(n, COLORS[i % COLORS.length]))] }, [epochs, ...lossNames.map((n) => curve(n).map((v) => (logScale && !(v > 0) ? null : v)))], box);
+    }
     const ema = metrics.map((m) => m.stats.ema_val_accuracy ?? null);
     const accSeries = [{}, series("train", COLORS[0]), series("validation", COLORS[1])];
     const accData = [epochs, metrics.map((m) => m.train_accuracy), metrics.map((m) => m.val_accuracy)];
     if (ema.some((v) => v !== null)) { accSeries.push(series("validation (EMA weights)", COLORS[2], { dash: [6, 4] })); accData.push(ema); }
-    plot("train / validation accuracy", { scales: { x: { time: false } }, axes: [{ label: "epoch" }, { label: "accuracy" }], series: accSeries }, accData, box);
+    if (accData.slice(1).some((col) => col.some((v) => v !== null))) {
+      plot("train / validation accuracy", { scales: { x: { time: false } }, axes: [{ label: "epoch" }, { label: "accuracy" }], series: accSeries }, accData, box);
+    }
+    named.filter((n) => n !== own && !n.includes("loss") && !n.includes("accuracy")).forEach((n, i) => {
+      plot(n, { scales: { x: { time: false } }, axes: [{ label: "epoch" }, { label: n }], series: [{}, series(n, COLORS[(i + 2) % COLORS.length])] }, [epochs, curve(n)], box);
+    });
     const names = Object.keys(metrics[0]?.stats.update_ratio || {});
     if (names.length) {
       plot("update:weight ratio (want ~1e-3)", { scales: { x: { time: false }, y: { distr: 3 } }, axes: [{ label: "epoch" }, { values: tickValues }],
@@ -334,7 +351,7 @@ async function checkpointsView(id) {
       el("h2", { text: c.name }),
       el("p", {}, el("a", { id: "download", href: `${API}/checkpoints/file?path=${encodeURIComponent(c.path)}`, download: c.name, text: "download" }), `  sha256 ${c.sha256.slice(0, 16)}...  `),
       el("p", {}, resume, " for ", epochs, " more epochs", result),
-      el("pre", { id: "checkpoint-meta", text: JSON.stringify({ params: meta.params, epoch: meta.epoch, metrics: meta.metrics && { train_loss: meta.metrics.train_loss, train_accuracy: meta.metrics.train_accuracy, val_loss: meta.metrics.val_loss, val_accuracy: meta.metrics.val_accuracy }, file_meta: meta.file_meta }, null, 2) }),
+      el("pre", { id: "checkpoint-meta", text: JSON.stringify({ params: meta.params, epoch: meta.epoch, metrics: meta.metrics && meta.metrics.metrics, file_meta: meta.file_meta }, null, 2) }),
     );
   };
   view.replaceChildren(
