@@ -21,7 +21,8 @@ from gridless.worker.diagnostics.gradcheck import (
 from gridless.worker.diagnostics.preflight import center_params, preflight
 from gridless.worker.diagnostics.sanity import chance_loss_check, overfit_check, reg_check
 from gridless.worker.models import FullyConnectedNet
-from gridless.worker.trainer import MODELS, make_trainer
+from gridless.worker.trainer import MODELS, EpochMetrics, make_trainer
+from tests.worker.datasets import write_linear_regression
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 
@@ -147,8 +148,8 @@ def test_naive_init_vanishes_like_the_seeds_table_and_he_does_not() -> None:
     assert max(he) / min(he) < 10
 
 
-def trial_warnings(**params: Any) -> set[str]:
-    trainer = make_trainer("numpy.mlp", "digits", params, seed=0)
+def trial_warnings(dataset: Any = "digits", **params: Any) -> set[str]:
+    trainer = make_trainer("numpy.mlp", dataset, params, seed=0)
     history, codes = [], set()
     for _ in range(2):
         history.append(trainer.train_epoch())
@@ -208,8 +209,6 @@ def test_initial_loss_far_from_chance_is_flagged() -> None:
 
 
 def test_overfitting_is_flagged() -> None:
-    from gridless.worker.trainer import EpochMetrics
-
     m = EpochMetrics(0.01, 1.0, 1.5, 0.7, 0.1, False, {"loss_history": [2.0, 0.01]})
     assert [w.code for w in epoch_warnings([m], num_classes=10, chance_loss=None)] == [
         "overfitting"
@@ -270,3 +269,38 @@ def test_center_params_use_the_sampling_scale() -> None:
         "update": "adam",
         "batch_size": 32,
     }
+
+
+@pytest.fixture
+def linear(tmp_path: Path) -> dict[str, str]:
+    return {"npz": str(write_linear_regression(tmp_path / "linear.npz"))}
+
+
+def regression_epoch(train_r2: float, val_r2: float, losses: list[float]) -> EpochMetrics:
+    metrics = {"train_rmse": 1.0, "train_r2": train_r2, "val_rmse": 1.0, "val_r2": val_r2}
+    return EpochMetrics(1.0, None, 1.0, None, 0.1, False, {"loss_history": losses}, metrics)
+
+
+@pytest.mark.parametrize(
+    ("epoch", "codes"),
+    [
+        (regression_epoch(0.99, 0.6, [2.0, 0.01]), ["overfitting"]),
+        (regression_epoch(0.03, 0.02, [1.0, 1.0]), ["not_learning"]),  # R² 0: the mean
+        (regression_epoch(0.9, 0.85, [2.0, 0.1]), []),
+        # a custom trainer may report neither accuracies nor R²: those rules are skipped
+        (EpochMetrics(1.0, None, 1.0, None, 0.1, False, {"loss_history": [1.0, 1.0]}), []),
+    ],
+    ids=["overfitting", "not-learning", "fine", "no-scores"],
+)
+def test_regression_epochs_are_judged_on_r2(epoch: EpochMetrics, codes: list[str]) -> None:
+    found = epoch_warnings([epoch], num_classes=None, chance_loss=None)
+    assert [w.code for w in found] == codes
+    assert all("R²" in w.message for w in found)
+
+
+def test_regression_trials_warn_like_classification_ones(linear: dict[str, str]) -> None:
+    good = trial_warnings(linear, loss="mse", learning_rate=0.01)
+    assert not good & {"initial_loss_far_from_chance", "not_learning", "overfitting"}, good
+    # (not_learning needs a flat loss; 14 noisy minibatch MSEs of this problem are not
+    # flat enough to judge, so it is left to test_regression_epochs_are_judged_on_r2)
+    assert "lr_too_low" in trial_warnings(linear, loss="mse", learning_rate=1e-7)
