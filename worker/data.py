@@ -1,6 +1,9 @@
 """Data sets: scikit-learn's bundled digits, an `.npz` file, or CIFAR-10's binary format
 from a local directory, split once with a fixed seed.
 
+Integer labels make a classification data set; float targets (an `.npz` only) make a
+regression one (issue 14).
+
 The split never depends on a trial: train / validation / test are the same for every
 trial of every study (the seed: "prefer one validation fold"). The test split is kept
 for the final evaluation only. Mean subtraction uses the training split's mean alone.
@@ -24,7 +27,12 @@ TEST_FRACTION = 0.15
 
 @dataclass(frozen=True)
 class Dataset:
-    """Features (N, D) float64, labels (N,) int64, for each split."""
+    """Features (N, D) float64 and, for each split, labels (N,) int64 (classification) or
+    targets (N, k) float64 (regression).
+
+    Images are kept flat, (N, C*H*W), with `image_shape` = (C, H, W): the convnets reshape
+    them, the MLPs read them as features. `num_classes` is 0 for regression.
+    """
 
     name: str
     x_train: np.ndarray
@@ -39,6 +47,16 @@ class Dataset:
     @property
     def num_features(self) -> int:
         return int(self.x_train.shape[1])
+
+    @property
+    def is_regression(self) -> bool:
+        """Float targets: a regression data set."""
+        return bool(np.issubdtype(self.y_train.dtype, np.floating))
+
+    @property
+    def num_outputs(self) -> int:
+        """Output units a model needs: C classes, or the k targets of a regression."""
+        return int(self.y_train.shape[1]) if self.is_regression else self.num_classes
 
 
 def _split(
@@ -62,7 +80,10 @@ def _split(
         x_test, y_test = test
     val, train = rest[:n_val], rest[n_val:]
     mean = x[train].mean(axis=0)  # training split only
-    classes = int(max(y.max(), y_test.max() if len(y_test) else 0)) + 1
+    if np.issubdtype(y.dtype, np.floating):
+        classes = 0  # regression
+    else:
+        classes = int(max(y.max(), y_test.max() if len(y_test) else 0)) + 1
     return Dataset(
         name,
         x[train] - mean,
@@ -85,6 +106,8 @@ def _digits() -> Dataset:
 
 
 def _npz(path: str) -> Dataset:
+    """`x` (N, D) or images (N, C, H, W); integer labels `y` (N,) or float targets (N,) or
+    (N, k). Images are flattened with their (C, H, W) kept; targets become (N, k)."""
     file = Path(path)
     try:
         with np.load(file, allow_pickle=False) as data:
@@ -95,18 +118,29 @@ def _npz(path: str) -> Dataset:
             x, y = data["x"], data["y"]
     except OSError as exc:
         raise ValueError(f"{file}: cannot read ({exc})") from None
-    if x.ndim != 2 or y.ndim != 1 or x.shape[0] != y.shape[0] or x.shape[0] < 10:
+    if x.ndim not in (2, 4) or y.ndim not in (1, 2) or x.shape[0] != y.shape[0] or len(x) < 10:
         raise ValueError(
-            f"{file}: expected 'x' of shape (N, D) and 'y' of shape (N,) with N >= 10, "
-            f"got x {x.shape} and y {y.shape}"
+            f"{file}: expected 'x' of shape (N, D) or (N, C, H, W) and 'y' of shape (N,) "
+            f"or (N, k) with N >= 10, got x {x.shape} and y {y.shape}"
         )
-    if not np.issubdtype(x.dtype, np.number) or not np.issubdtype(y.dtype, np.integer):
+    integer, floating = np.issubdtype(y.dtype, np.integer), np.issubdtype(y.dtype, np.floating)
+    if not np.issubdtype(x.dtype, np.number) or not (integer or floating):
         raise ValueError(
-            f"{file}: expected numeric 'x' and integer 'y', got {x.dtype} and {y.dtype}"
+            f"{file}: expected numeric 'x' and integer (classes) or float (regression) 'y', "
+            f"got {x.dtype} and {y.dtype}"
         )
+    image_shape = (int(x.shape[1]), int(x.shape[2]), int(x.shape[3])) if x.ndim == 4 else None
+    features = x.reshape(len(x), -1).astype(np.float64)
+    if floating:
+        if not np.isfinite(y).all():
+            raise ValueError(f"{file}: float targets in 'y' must be finite, found NaN or inf")
+        targets = y.astype(np.float64).reshape(len(y), -1)
+        return _split(file.name, features, targets, image_shape=image_shape)
+    if y.ndim != 1:
+        raise ValueError(f"{file}: integer labels in 'y' must have shape (N,), got {y.shape}")
     if y.min() < 0:
         raise ValueError(f"{file}: labels in 'y' must be >= 0, got min {y.min()}")
-    return _split(file.name, x.astype(np.float64), y.astype(np.int64))
+    return _split(file.name, features, y.astype(np.int64), image_shape=image_shape)
 
 
 CIFAR_RECORD = 1 + 3 * 32 * 32

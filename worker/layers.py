@@ -24,6 +24,7 @@ __all__ = [
     "l2_loss",
     "max_pool_backward",
     "max_pool_forward",
+    "mse_loss",
     "relu_backward",
     "relu_forward",
     "softmax_loss",
@@ -144,6 +145,14 @@ def svm_loss(scores: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
     positive = (margins > 0).astype(scores.dtype)
     positive[np.arange(n), y] = -positive.sum(axis=1)
     return loss, positive / n
+
+
+def mse_loss(pred: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    """Mean squared error over every entry: mean((pred - y)**2) for predictions and targets
+    (N, k) -> (loss, dpred (N, k)). Predicting each output's mean costs its variance (the
+    regression counterpart of the seed's loss at chance)."""
+    diff = pred - y
+    return float(np.mean(diff * diff)), 2.0 * diff / diff.size
 
 
 def l2_loss(weights: list[np.ndarray], reg: float) -> float:

@@ -25,6 +25,7 @@ from gridless.worker.layers import (
     l2_loss,
     max_pool_backward,
     max_pool_forward,
+    mse_loss,
     relu_backward,
     relu_forward,
     softmax_loss,
@@ -34,7 +35,7 @@ from gridless.worker.layers import (
 __all__ = ["LOSSES", "ConvNet", "FullyConnectedNet", "NumpyModel"]
 
 LossFn = Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]
-LOSSES: dict[str, LossFn] = {"softmax": softmax_loss, "svm": svm_loss}
+LOSSES: dict[str, LossFn] = {"softmax": softmax_loss, "svm": svm_loss, "mse": mse_loss}
 
 
 def get_loss(name: str) -> LossFn:
@@ -75,7 +76,7 @@ class NumpyModel:
         raise NotImplementedError
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """Predicted labels (N,), evaluation mode."""
+        """Predicted labels (N,), evaluation mode (for `mse`, `scores` are the predictions)."""
         return np.asarray(np.argmax(self.scores(x), axis=1))
 
     def weight_names(self) -> list[str]:
@@ -94,18 +95,18 @@ class NumpyModel:
 
 
 class FullyConnectedNet(NumpyModel):
-    """{affine - [batch norm] - ReLU - [dropout]} x L - affine - softmax (or SVM).
+    """{affine - [batch norm] - ReLU - [dropout]} x L - affine - softmax (or SVM, or MSE).
 
     Args:
         input_dim: D, features per example.
         hidden_dims: widths of the hidden layers (one entry: the two-layer net).
-        num_classes: C.
+        num_classes: C, the output units: classes, or the k targets for `mse`.
         reg: L2 strength; the loss adds 0.5 * reg * sum(W**2) over weight matrices.
         rng: the generator for initialization.
         dropout: probability of dropping a hidden unit in training (0 disables).
         batchnorm: normalize each hidden layer's pre-activations.
         init: "he" (default), "xavier" or "naive" (std 0.01).
-        loss: "softmax" (default) or "svm".
+        loss: "softmax" (default), "svm", or "mse" for float targets (N, k).
     """
 
     def __init__(
@@ -196,7 +197,8 @@ class FullyConnectedNet(NumpyModel):
         seed: int | None = None,
         record: bool = False,
     ) -> tuple[float, dict[str, np.ndarray]]:
-        """Loss and gradients for x (N, D), y (N,); dropout masks come from `seed`."""
+        """Loss and gradients for x (N, D), labels y (N,) or targets (N, k) for `mse`;
+        dropout masks come from `seed`."""
         scores, caches = self._forward(x, train=train, seed=seed)
         data_loss, dout = self.data_loss(scores, y)
         grads: dict[str, np.ndarray] = {}
@@ -234,6 +236,7 @@ class ConvNet(NumpyModel):
 
     Args:
         image_shape: (C, H, W) of one example; inputs arrive flattened (N, C*H*W).
+        num_classes: the output units: classes, or the k targets for `mse`.
         filters: number of 3x3 filters.
         hidden: width of the hidden affine layer.
     """

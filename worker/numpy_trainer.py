@@ -18,8 +18,10 @@ from gridless.worker.schedules import PlateauTracker, learning_rate_at
 from gridless.worker.trainer import (
     EpochMetrics,
     chance_stats,
+    check_loss_fits,
     diverging,
     first_layer_snapshot,
+    regression_metrics,
     resolve_hyperparams,
 )
 
@@ -31,12 +33,17 @@ _META = "__meta__"
 def build_numpy_model(
     kind: str, data: Dataset, hp: Mapping[str, Any], rng: np.random.Generator
 ) -> NumpyModel:
-    """The NumPy model a trial trains ("mlp" or "convnet") for a data set."""
+    """The NumPy model a trial trains ("mlp" or "convnet") for a data set.
+
+    Raises:
+        ValueError: for a loss that does not fit the targets, or a convnet on flat data.
+    """
+    check_loss_fits(str(hp["loss"]), data)
     if kind == "mlp":
         return FullyConnectedNet(
             data.num_features,
             [int(hp["hidden"])] * int(hp["layers"]),
-            data.num_classes,
+            data.num_outputs,
             reg=float(hp["reg"]),
             rng=rng,
             dropout=float(hp["dropout"]),
@@ -48,7 +55,7 @@ def build_numpy_model(
         raise ValueError(f"model convnet needs image data; {data.name} has flat features")
     return ConvNet(
         data.image_shape,
-        data.num_classes,
+        data.num_outputs,
         filters=int(hp["filters"]),
         hidden=int(hp["hidden"]),
         reg=float(hp["reg"]),
@@ -60,6 +67,26 @@ def build_numpy_model(
 
 def _accuracy(model: NumpyModel, x: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(model.predict(x) == y))
+
+
+def _evaluate(
+    model: NumpyModel, data: Dataset, val_scores: np.ndarray, *, finite: bool
+) -> tuple[float | None, float | None, dict[str, float]]:
+    """Training and validation accuracy (classification; 0 for non-finite weights), or
+    None for both and RMSE and R² in the metrics (regression)."""
+    if data.is_regression:
+        return (
+            None,
+            None,
+            {
+                **regression_metrics(model.scores(data.x_train), data.y_train, "train"),
+                **regression_metrics(val_scores, data.y_val, "val"),
+            },
+        )
+    if not finite:
+        return 0.0, 0.0, {}
+    val_acc = float(np.mean(np.argmax(val_scores, axis=1) == data.y_val))
+    return _accuracy(model, data.x_train, data.y_train), val_acc, {}
 
 
 class NumpyTrainer:
@@ -190,16 +217,16 @@ class NumpyTrainer:
             finite = all(np.isfinite(w).all() for w in self.model.params.values())
             d, model = self.data, self.model
             # the data loss alone: the L2 penalty is a training device, not a validation score
-            val_loss = model.data_loss(model.scores(d.x_val), d.y_val)[0]
-            train_acc = _accuracy(model, d.x_train, d.y_train) if finite else 0.0
-            val_acc = _accuracy(model, d.x_val, d.y_val) if finite else 0.0
+            val_scores = model.scores(d.x_val)
+            val_loss = model.data_loss(val_scores, d.y_val)[0]
+            train_acc, val_acc, metrics = _evaluate(model, d, val_scores, finite=finite)
             stats: dict[str, Any] = {
                 "loss_history": [float(v) for v in losses],
                 "update_ratio": ratios,
                 "layers": list(model.layer_stats),
                 "learning_rate": float(hp["learning_rate"]),
                 "momentum": float(hp["momentum"]),
-                **chance_stats(d.num_classes, str(self.hp["loss"])),
+                **chance_stats(d, str(self.hp["loss"])),
             }
             snapshot = first_layer_snapshot(
                 model.params["W1"], d.image_shape, units_first=model.params["W1"].ndim == 4
@@ -207,14 +234,16 @@ class NumpyTrainer:
             if snapshot is not None:
                 stats["first_layer"] = snapshot
             if self.ema_decay and finite:
-                stats["ema_val_accuracy"] = self._ema_accuracy()
+                key = "ema_val_r2" if d.is_regression else "ema_val_accuracy"
+                stats[key] = self._ema_score()
             if initial is not None:
                 stats["initial_data_loss"] = initial
         train_loss = float(np.mean(losses)) if losses else float("nan")
         diverged = diverged or not finite or diverging(train_loss, self.first_loss)
         self.epoch += 1
         if self.hp["schedule"] == "plateau":
-            self.plateau.step(val_acc)
+            # R² ranks epochs as the validation loss does, higher being better
+            self.plateau.step(metrics["val_r2"] if val_acc is None else val_acc)
         return EpochMetrics(
             train_loss=train_loss,
             train_accuracy=train_acc,
@@ -223,11 +252,18 @@ class NumpyTrainer:
             seconds=time.perf_counter() - start,
             diverged=diverged,
             stats=stats,
+            metrics=metrics,
         )
 
     def predict_proba(self, x: np.ndarray, *, ema: bool = False) -> np.ndarray:
         """Class probabilities (N, C): softmax of the scores, with the raw weights or their
-        running average."""
+        running average.
+
+        Raises:
+            ValueError: for a regression model, or `ema` without a running average.
+        """
+        if self.data.is_regression:
+            raise ValueError("a regression model (loss mse) has no class probabilities")
         raw = self.model.params
         if ema:
             if not self.ema:
@@ -241,11 +277,15 @@ class NumpyTrainer:
         exp = np.exp(shifted)
         return np.asarray(exp / exp.sum(axis=1, keepdims=True))
 
-    def _ema_accuracy(self) -> float:
+    def _ema_score(self) -> float:
+        """Validation accuracy (or R² for regression) of the running average."""
         raw = self.model.params
         self.model.params = self.ema
         try:
-            return _accuracy(self.model, self.data.x_val, self.data.y_val)
+            d = self.data
+            if d.is_regression:
+                return regression_metrics(self.model.scores(d.x_val), d.y_val, "val")["val_r2"]
+            return _accuracy(self.model, d.x_val, d.y_val)
         finally:
             self.model.params = raw
 

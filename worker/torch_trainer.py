@@ -26,8 +26,10 @@ from gridless.worker.data import Dataset
 from gridless.worker.trainer import (
     EpochMetrics,
     chance_stats,
+    check_loss_fits,
     diverging,
     first_layer_snapshot,
+    regression_metrics,
     resolve_hyperparams,
 )
 
@@ -46,7 +48,12 @@ def _init_linear(layer: nn.Module, scheme: str, fan_in: int) -> None:
 
 
 def build_torch_model(kind: str, data: Dataset, hp: Mapping[str, Any]) -> nn.Module:
-    """The Torch twin of `worker.numpy_trainer.build_numpy_model`."""
+    """The Torch twin of `worker.numpy_trainer.build_numpy_model`.
+
+    Raises:
+        ValueError: for a loss that does not fit the targets, or a convnet on flat data.
+    """
+    check_loss_fits(str(hp["loss"]), data)
     modules: list[nn.Module] = []
     if kind == "mlp":
         dims = [data.num_features, *[int(hp["hidden"])] * int(hp["layers"])]
@@ -59,7 +66,7 @@ def build_torch_model(kind: str, data: Dataset, hp: Mapping[str, Any]) -> nn.Mod
             modules.append(nn.ReLU())
             if float(hp["dropout"]) > 0:
                 modules.append(nn.Dropout(float(hp["dropout"])))
-        head = nn.Linear(dims[-1], data.num_classes)
+        head = nn.Linear(dims[-1], data.num_outputs)
         _init_linear(head, str(hp["init"]), dims[-1])
         return nn.Sequential(*modules, head)
     if data.image_shape is None:
@@ -68,7 +75,7 @@ def build_torch_model(kind: str, data: Dataset, hp: Mapping[str, Any]) -> nn.Mod
     filters, hidden = int(hp["filters"]), int(hp["hidden"])
     conv = nn.Conv2d(c, filters, 3, padding=1)
     fc1 = nn.Linear(filters * (h // 2) * (w // 2), hidden)
-    fc2 = nn.Linear(hidden, data.num_classes)
+    fc2 = nn.Linear(hidden, data.num_outputs)
     for layer, fan_in in ((conv, c * 9), (fc1, fc1.in_features), (fc2, hidden)):
         _init_linear(layer, str(hp["init"]), fan_in)
     return nn.Sequential(
@@ -144,9 +151,11 @@ class TorchTrainer:
             torch.manual_seed(seed)
             self.model = build_torch_model(kind, data, self.hp)
         self.x_train = torch.as_tensor(data.x_train, dtype=torch.float32)
-        self.y_train = torch.as_tensor(data.y_train)
         self.x_val = torch.as_tensor(data.x_val, dtype=torch.float32)
-        self.y_val = torch.as_tensor(data.y_val)
+        # class labels stay int64; regression targets (N, k) are float32 like the scores
+        target_dtype = torch.float32 if data.is_regression else None
+        self.y_train = torch.as_tensor(data.y_train, dtype=target_dtype)
+        self.y_val = torch.as_tensor(data.y_val, dtype=target_dtype)
         reg = float(self.hp["reg"])
         weights = [
             p for n, p in self.model.named_parameters() if n.endswith("weight") and p.dim() > 1
@@ -179,6 +188,8 @@ class TorchTrainer:
         self.num_classes = data.num_classes
 
     def _loss(self, scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.hp["loss"] == "mse":
+            return F.mse_loss(scores, y)  # the mean over every entry, as layers.mse_loss
         if self.hp["loss"] == "svm":
             # torch divides the Weston-Watkins sum by C; ours (and the seed's) does not.
             return F.multi_margin_loss(scores, y, margin=1.0) * self.num_classes
@@ -268,11 +279,18 @@ class TorchTrainer:
         return losses, {}, [], any(diverging(v, self.first_loss) for v in losses)
 
     @torch.no_grad()
-    def _evaluate(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    def _evaluate(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, split: str
+    ) -> tuple[float, float | None, dict[str, float]]:
+        """The data loss (L2 is a training penalty) and the accuracy; for regression, no
+        accuracy but RMSE and R² named after `split`."""
         model.eval()
         scores = model(x)
-        loss = float(self._loss(scores, y))  # data loss only: L2 is a training penalty
-        return loss, float((scores.argmax(dim=1) == y).float().mean())
+        loss = float(self._loss(scores, y))
+        if self.data.is_regression:
+            pred, target = scores.double().numpy(), y.double().numpy()
+            return loss, None, regression_metrics(pred, target, split)
+        return loss, float((scores.argmax(dim=1) == y).float().mean()), {}
 
     def train_epoch(self) -> EpochMetrics:
         """One pass over the training split (or one L-BFGS run), then evaluation."""
@@ -281,7 +299,8 @@ class TorchTrainer:
         initial = None
         if self.epoch == 0:  # the seed's chance check is on the data loss alone
             batch = int(self.hp["batch_size"])
-            initial = self._evaluate(self.model, self.x_train[:batch], self.y_train[:batch])[0]
+            head = (self.x_train[:batch], self.y_train[:batch])
+            initial = self._evaluate(self.model, *head, "train")[0]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(torch.randint(2**31, (1,), generator=self.generator)))
             if self.hp["update"] == "lbfgs":
@@ -289,16 +308,17 @@ class TorchTrainer:
             else:
                 losses, ratios, layers, diverged = self._minibatch_epoch()
         finite = all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
-        val_loss, val_acc = self._evaluate(self.model, self.x_val, self.y_val)
-        _, train_acc = self._evaluate(self.model, self.x_train, self.y_train)
-        if not finite:
+        val_loss, val_acc, val_metrics = self._evaluate(self.model, self.x_val, self.y_val, "val")
+        _, train_acc, metrics = self._evaluate(self.model, self.x_train, self.y_train, "train")
+        metrics.update(val_metrics)
+        if not finite and not self.data.is_regression:
             val_acc = train_acc = 0.0
         stats: dict[str, Any] = {
             "loss_history": losses,
             "update_ratio": ratios,
             "layers": layers,
             "learning_rate": lr,
-            **chance_stats(self.num_classes, str(self.hp["loss"])),
+            **chance_stats(self.data, str(self.hp["loss"])),
         }
         first = next(m for m in self.model.modules() if isinstance(m, nn.Linear | nn.Conv2d))
         snapshot = first_layer_snapshot(
@@ -307,13 +327,18 @@ class TorchTrainer:
         if snapshot is not None:
             stats["first_layer"] = snapshot
         if self.ema is not None and finite:
-            stats["ema_val_accuracy"] = self._evaluate(self.ema, self.x_val, self.y_val)[1]
+            _, ema_acc, ema_metrics = self._evaluate(self.ema, self.x_val, self.y_val, "val")
+            if ema_acc is None:
+                stats["ema_val_r2"] = ema_metrics["val_r2"]
+            else:
+                stats["ema_val_accuracy"] = ema_acc
         if initial is not None:
             stats["initial_data_loss"] = initial
         train_loss = float(np.mean(losses)) if losses else float("nan")
         self.epoch += 1
         if isinstance(self.scheduler, lr_scheduler.ReduceLROnPlateau):
-            self.scheduler.step(val_acc)
+            # R² ranks epochs as the validation loss does, higher being better
+            self.scheduler.step(metrics["val_r2"] if val_acc is None else val_acc)
         elif self.scheduler is not None:
             self.scheduler.step()
         return EpochMetrics(
@@ -324,11 +349,18 @@ class TorchTrainer:
             seconds=time.perf_counter() - start,
             diverged=diverged or not finite or diverging(train_loss, self.first_loss),
             stats=stats,
+            metrics=metrics,
         )
 
     @torch.no_grad()
     def predict_proba(self, x: np.ndarray, *, ema: bool = False) -> np.ndarray:
-        """Class probabilities (N, C) from the raw weights or their running average."""
+        """Class probabilities (N, C) from the raw weights or their running average.
+
+        Raises:
+            ValueError: for a regression model, or `ema` without a running average.
+        """
+        if self.data.is_regression:
+            raise ValueError("a regression model (loss mse) has no class probabilities")
         if ema and self.ema is None:
             raise ValueError("no running average of the weights: train with ema > 0")
         model = self.ema if ema and self.ema is not None else self.model

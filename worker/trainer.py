@@ -68,17 +68,23 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "update": ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "lbfgs"),
     "schedule": ("none", "step", "exponential", "inverse_time", "plateau"),
     "init": ("he", "xavier", "naive"),
-    "loss": ("softmax", "svm"),
+    "loss": ("softmax", "svm", "mse"),
 }
+
+# Losses for integer class labels; "mse" is the one for float targets (issue 14).
+CLASSIFICATION_LOSSES = ("softmax", "svm")
 
 
 @dataclass(frozen=True)
 class EpochMetrics:
     """What one epoch reports; `diverged` is set for a non-finite or exploding loss.
 
-    `stats` carries the babysitting statistics: `loss_history` (per iteration),
-    `update_ratio` (per parameter array), `layers` (activation mean/std and gradient std
-    per hidden layer), `learning_rate`, and `ema_val_accuracy` when EMA weights are kept.
+    The accuracies are None for regression, whose scores are in `metrics` instead
+    (`train_rmse`, `train_r2`, `val_rmse`, `val_r2` from the built-in trainers); a trainer
+    may leave `metrics` empty. `stats` carries the babysitting statistics: `loss_history`
+    (per iteration), `update_ratio` (per parameter array), `layers` (activation mean/std
+    and gradient std per hidden layer), `learning_rate`, and `ema_val_accuracy` (or
+    `ema_val_r2`) when EMA weights are kept.
     """
 
     train_loss: float
@@ -161,8 +167,52 @@ def first_layer_snapshot(
     return {"shape": list(units.shape), "values": np.round(units, 4).ravel().tolist()}
 
 
-def chance_stats(num_classes: int, loss: str) -> dict[str, Any]:
-    """What the warnings need to judge the initial loss and "not learning"."""
+def check_loss_fits(loss: str, data: Dataset) -> None:
+    """Refuse a loss that does not fit the data set's targets.
+
+    Raises:
+        ValueError: for `mse` on class labels, or a classification loss on float targets.
+    """
+    if loss == "mse" and not data.is_regression:
+        raise ValueError(
+            f"loss 'mse' needs float targets (regression), but {data.name} has integer class "
+            f"labels ({data.num_classes} classes): use loss softmax or svm, or save 'y' as floats"
+        )
+    if loss in CLASSIFICATION_LOSSES and data.is_regression:
+        raise ValueError(
+            f"loss {loss!r} needs integer class labels, but {data.name} has float targets "
+            f"(k={data.num_outputs}): use loss mse for regression, or save 'y' as integers"
+        )
+
+
+def target_variance(y: np.ndarray) -> float:
+    """What predicting the mean costs in mean squared error: the variance of the targets
+    (N, k), averaged over the k outputs."""
+    return float(np.mean(np.var(np.asarray(y, dtype=np.float64).reshape(len(y), -1), axis=0)))
+
+
+def regression_metrics(pred: np.ndarray, y: np.ndarray, split: str) -> dict[str, float]:
+    """`{split}_rmse` and `{split}_r2` of predictions against targets, both (N, k).
+
+    RMSE pools every output; R² = 1 - SS_res / SS_tot with SS_tot around each output's
+    mean on this split, so R² = 1 - MSE / variance: 0 for predicting the mean, negative
+    below that, NaN when the targets are constant.
+    """
+    residual = float(np.sum((pred - y) ** 2))
+    total = float(np.sum((y - y.mean(axis=0)) ** 2))
+    r2 = 1.0 - residual / total if total > 0 else float("nan")
+    return {f"{split}_rmse": math.sqrt(residual / y.size), f"{split}_r2": r2}
+
+
+def chance_stats(data: Dataset, loss: str) -> dict[str, Any]:
+    """What the warnings need to judge the initial loss and "not learning".
+
+    Chance is ln C for softmax and C - 1 for the SVM; for `mse` it is the variance of
+    the training targets, what predicting their mean costs (there are no classes).
+    """
+    if loss == "mse":
+        return {"chance_loss": target_variance(data.y_train)}
+    num_classes = data.num_classes
     chance = float(num_classes - 1) if loss == "svm" else math.log(num_classes)
     return {"num_classes": num_classes, "chance_loss": chance}
 

@@ -18,10 +18,23 @@ from gridless.worker.diagnostics.gradcheck import (
     relative_error,
     verdict,
 )
-from gridless.worker.diagnostics.preflight import center_params, preflight
-from gridless.worker.diagnostics.sanity import chance_loss_check, overfit_check, reg_check
+from gridless.worker.diagnostics.preflight import (
+    GRADIENT_CHECK,
+    OVERFIT_ACCURACY,
+    center_params,
+    preflight,
+)
+from gridless.worker.diagnostics.sanity import (
+    CHANCE_CHECK,
+    OVERFIT_CHECK,
+    REG_CHECK,
+    chance_loss_check,
+    overfit_check,
+    reg_check,
+)
 from gridless.worker.models import FullyConnectedNet
-from gridless.worker.trainer import MODELS, make_trainer
+from gridless.worker.trainer import MODELS, EpochMetrics, make_trainer
+from tests.worker.datasets import write_linear_regression
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 
@@ -147,8 +160,8 @@ def test_naive_init_vanishes_like_the_seeds_table_and_he_does_not() -> None:
     assert max(he) / min(he) < 10
 
 
-def trial_warnings(**params: Any) -> set[str]:
-    trainer = make_trainer("numpy.mlp", "digits", params, seed=0)
+def trial_warnings(dataset: Any = "digits", **params: Any) -> set[str]:
+    trainer = make_trainer("numpy.mlp", dataset, params, seed=0)
     history, codes = [], set()
     for _ in range(2):
         history.append(trainer.train_epoch())
@@ -208,8 +221,6 @@ def test_initial_loss_far_from_chance_is_flagged() -> None:
 
 
 def test_overfitting_is_flagged() -> None:
-    from gridless.worker.trainer import EpochMetrics
-
     m = EpochMetrics(0.01, 1.0, 1.5, 0.7, 0.1, False, {"loss_history": [2.0, 0.01]})
     assert [w.code for w in epoch_warnings([m], num_classes=10, chance_loss=None)] == [
         "overfitting"
@@ -270,3 +281,106 @@ def test_center_params_use_the_sampling_scale() -> None:
         "update": "adam",
         "batch_size": 32,
     }
+
+
+@pytest.fixture
+def linear(tmp_path: Path) -> dict[str, str]:
+    return {"npz": str(write_linear_regression(tmp_path / "linear.npz"))}
+
+
+def regression_epoch(train_r2: float, val_r2: float, losses: list[float]) -> EpochMetrics:
+    metrics = {"train_rmse": 1.0, "train_r2": train_r2, "val_rmse": 1.0, "val_r2": val_r2}
+    return EpochMetrics(1.0, None, 1.0, None, 0.1, False, {"loss_history": losses}, metrics)
+
+
+@pytest.mark.parametrize(
+    ("epoch", "codes"),
+    [
+        (regression_epoch(0.99, 0.6, [2.0, 0.01]), ["overfitting"]),
+        (regression_epoch(0.03, 0.02, [1.0, 1.0]), ["not_learning"]),  # R² 0: the mean
+        (regression_epoch(0.9, 0.85, [2.0, 0.1]), []),
+        # a custom trainer may report neither accuracies nor R²: those rules are skipped
+        (EpochMetrics(1.0, None, 1.0, None, 0.1, False, {"loss_history": [1.0, 1.0]}), []),
+    ],
+    ids=["overfitting", "not-learning", "fine", "no-scores"],
+)
+def test_regression_epochs_are_judged_on_r2(epoch: EpochMetrics, codes: list[str]) -> None:
+    found = epoch_warnings([epoch], num_classes=None, chance_loss=None)
+    assert [w.code for w in found] == codes
+    assert all("R²" in w.message for w in found)
+
+
+def test_regression_trials_warn_like_classification_ones(linear: dict[str, str]) -> None:
+    good = trial_warnings(linear, loss="mse", learning_rate=0.01)
+    assert not good & {"initial_loss_far_from_chance", "not_learning", "overfitting"}, good
+    # (not_learning needs a flat loss; 14 noisy minibatch MSEs of this problem are not
+    # flat enough to judge, so it is left to test_regression_epochs_are_judged_on_r2)
+    assert "lr_too_low" in trial_warnings(linear, loss="mse", learning_rate=1e-7)
+
+
+def test_chance_loss_of_a_regression_is_the_targets_variance(linear: dict[str, str]) -> None:
+    data = load_dataset(linear)
+    x, y = data.x_train[:3], 5.0 + data.y_train[:3]  # an offset the output bias must absorb
+    model = FullyConnectedNet(8, [100, 100], 1, reg=1e-3, rng=np.random.default_rng(0), loss="mse")
+    target = NumpyTarget(model, x, y)
+    result = chance_loss_check(target, num_classes=0, loss="mse", targets=y)
+    assert result.passed, result.detail
+    assert f"expected {y.var():.4f} (the targets' variance" in result.detail
+    np.testing.assert_array_equal(model.params["b3"], 0.0)  # restored after the check
+    assert not chance_loss_check(target, num_classes=0, loss="mse", targets=2 * y).passed
+    with pytest.raises(ValueError, match="pass targets"):
+        chance_loss_check(target, num_classes=0, loss="mse")
+
+
+def test_regression_overfit_check_aims_at_zero_loss_whatever_the_scale(tmp_path: Path) -> None:
+    path = write_linear_regression(tmp_path / "big.npz")
+    with np.load(path) as raw:
+        np.savez(path, x=raw["x"], y=1000.0 * raw["y"] + 5000.0)  # prices, not N(0, 1)
+    data = load_dataset({"npz": str(path)})
+    good = overfit_check(
+        MODELS["numpy.mlp"], data, {"loss": "mse", "reg": 0.0, "learning_rate": 0.01}
+    )
+    assert good.passed, good.detail
+    assert good.detail.endswith("below 0.01 on standardized targets (variance 1)")
+    frozen = overfit_check(
+        MODELS["numpy.mlp"], data, {"loss": "mse", "reg": 0.0, "learning_rate": 1e-9}, max_epochs=5
+    )
+    assert not frozen.passed
+    assert frozen.detail.startswith("after 5 epochs: loss ")
+
+
+@pytest.mark.parametrize("model", ["numpy.mlp", "torch.mlp"])
+def test_preflight_of_a_regression_says_what_ran_and_what_was_skipped(
+    model: str, linear: dict[str, str]
+) -> None:
+    space = {"learning_rate": {"log_uniform": [1e-4, 1e-2]}}
+    report = preflight(model, linear, space, {"loss": "mse"})
+    assert report.passed, (
+        report.gradcheck and [r.to_json() for r in report.gradcheck.failures()],
+        report.sanity,
+    )
+    assert report.ran == [GRADIENT_CHECK, CHANCE_CHECK, REG_CHECK, OVERFIT_CHECK]
+    assert list(report.skipped) == [OVERFIT_ACCURACY]
+    assert report.notes == [
+        "skipped 100% training accuracy of the overfit check: regression targets have no "
+        "classes; the overfit check aims at a near-zero loss"
+    ]
+
+
+def test_preflight_of_a_custom_model_skips_what_needs_built_in_parameters(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    space = {"learning_rate": {"log_uniform": [0.1, 1.0]}}
+    report = preflight("custom_model:build", "digits", space, {})
+    assert report.ran == [OVERFIT_CHECK]
+    assert list(report.skipped) == [GRADIENT_CHECK, CHANCE_CHECK, REG_CHECK]
+    assert all(note.startswith("skipped ") for note in report.notes)
+    classification = preflight("numpy.mlp", "digits", space, {})
+    assert (classification.skipped, classification.notes) == ({}, [])
+    assert classification.ran == [GRADIENT_CHECK, CHANCE_CHECK, REG_CHECK, OVERFIT_CHECK]
+
+
+def test_preflight_refuses_a_loss_that_does_not_fit(linear: dict[str, str]) -> None:
+    with pytest.raises(ValueError, match=r"loss 'softmax' needs integer class labels"):
+        preflight("numpy.mlp", linear, {"reg": {"log_uniform": [1e-5, 1e-3]}}, {})

@@ -21,6 +21,7 @@ from gridless.worker.layers import (
     dropout_forward,
     max_pool_backward,
     max_pool_forward,
+    mse_loss,
     relu_backward,
     relu_forward,
     softmax_loss,
@@ -164,9 +165,13 @@ def test_max_pool_with_distinct_values(rng: np.random.Generator) -> None:
     assert check_layer(lambda: max_pool_forward(x)[0], {"x": dx}, {"x": x}, dout)["x"] < KINKY
 
 
-@pytest.mark.parametrize(("loss", "threshold"), [(softmax_loss, SMOOTH), (svm_loss, KINKY)])
+@pytest.mark.parametrize(
+    ("loss", "threshold"), [(softmax_loss, SMOOTH), (svm_loss, KINKY), (mse_loss, SMOOTH)]
+)
 def test_losses(rng: np.random.Generator, loss: object, threshold: float) -> None:
-    scores, y = rng.standard_normal((7, 5)), rng.integers(5, size=7)
+    scores = rng.standard_normal((7, 5))
+    # class labels (N,), or for the mean squared error float targets (N, k)
+    y = rng.standard_normal((7, 5)) if loss is mse_loss else rng.integers(5, size=7)
     value, dscores = loss(scores, y)  # type: ignore[operator]
     numeric = numeric_gradient(lambda: loss(scores, y)[0], scores)  # type: ignore[operator]
     assert rel_error(dscores, numeric) < threshold
@@ -179,18 +184,29 @@ def test_losses_at_chance_match_the_seed(rng: np.random.Generator) -> None:
     assert svm_loss(scores, y)[0] == pytest.approx(9.0, abs=1e-4)  # C - 1
 
 
+def test_mse_of_predicting_the_mean_is_the_variance(rng: np.random.Generator) -> None:
+    y = 3.0 + 2.0 * rng.standard_normal((50, 3))
+    mean = np.broadcast_to(y.mean(axis=0), y.shape)
+    assert mse_loss(mean, y)[0] == pytest.approx(float(y.var(axis=0).mean()), rel=1e-12)
+    value, dpred = mse_loss(y, y)
+    assert value == 0.0
+    np.testing.assert_array_equal(dpred, 0.0)
+
+
 @pytest.mark.parametrize(
     "options",
     [
         {"hidden_dims": [7]},
         {"hidden_dims": [6, 5], "loss": "svm"},
+        {"hidden_dims": [6, 5], "loss": "mse"},
         {"hidden_dims": [6, 5], "batchnorm": True},
         {"hidden_dims": [6, 5], "dropout": 0.3},
         {"hidden_dims": [5, 5, 5], "init": "xavier", "batchnorm": True, "dropout": 0.2},
     ],
 )
 def test_fully_connected_net_every_parameter(rng: np.random.Generator, options: dict) -> None:  # type: ignore[type-arg]
-    x, y = rng.standard_normal((4, 6)), rng.integers(3, size=4)
+    x = rng.standard_normal((4, 6))
+    y = rng.standard_normal((4, 3)) if options.get("loss") == "mse" else rng.integers(3, size=4)
     net = FullyConnectedNet(6, num_classes=3, reg=0.1, rng=rng, **options)
     characteristic(net, rng)
     _, grads = net.loss(x, y, seed=7)

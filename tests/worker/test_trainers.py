@@ -1,4 +1,5 @@
-"""NumPy and Torch trainers: accuracy on digits, every option trains, checkpoints resume."""
+"""NumPy and Torch trainers: accuracy on digits, every option trains, checkpoints resume;
+regression (loss mse) on a generated linear problem."""
 
 from __future__ import annotations
 
@@ -10,14 +11,34 @@ import numpy as np
 import pytest
 import torch
 
-from gridless.worker.trainer import HYPERPARAMS, EpochMetrics, Trainer, check_params, make_trainer
+from gridless.worker.data import load_dataset
+from gridless.worker.trainer import (
+    HYPERPARAMS,
+    EpochMetrics,
+    Trainer,
+    check_params,
+    make_trainer,
+    resolve_hyperparams,
+)
+from tests.worker.datasets import write_linear_regression
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
+# MSE gradients grow with the targets' scale (variance ~8 here): lr 0.1 diverges
+REGRESSION: dict[str, object] = {"loss": "mse", "learning_rate": 0.01}
+REGRESSION_METRICS = {"train_rmse", "train_r2", "val_rmse", "val_r2"}
 
 
-def train(model: str, epochs: int, **params: object) -> list[EpochMetrics]:
-    trainer = make_trainer(model, "digits", params, seed=0)
+def train(
+    model: str, epochs: int, *, dataset: object = "digits", **params: object
+) -> list[EpochMetrics]:
+    trainer = make_trainer(model, dataset, params, seed=0)  # type: ignore[arg-type]
     return [trainer.train_epoch() for _ in range(epochs)]
+
+
+@pytest.fixture
+def linear(tmp_path: Path) -> dict[str, str]:
+    """y = x @ w + noise with one target."""
+    return {"npz": str(write_linear_regression(tmp_path / "linear.npz"))}
 
 
 def test_numpy_mlp_defaults_reach_97_percent_and_torch_lands_within_a_point() -> None:
@@ -90,6 +111,7 @@ def test_babysitting_statistics_are_reported(library: str) -> None:
     assert len(m.stats["update_ratio"]) == 6  # W and b of three affine layers
     assert [layer["layer"] for layer in m.stats["layers"]] == [1.0, 2.0]
     assert all({"act_mean", "act_std", "grad_std"} <= set(layer) for layer in m.stats["layers"])
+    assert m.metrics == {}  # classification reports its accuracies, nothing extra
 
 
 @pytest.mark.parametrize("library", ["numpy", "torch"])
@@ -178,7 +200,7 @@ def test_bad_custom_models_say_what_is_wrong(model: str, message: str) -> None:
             "unknown schedule 'cosine'; valid: exponential, inverse_time, none, plateau, step",
         ),
         ({"init": "zeros"}, "unknown init 'zeros'; valid: he, naive, xavier"),
-        ({"loss": "hinge"}, "unknown loss 'hinge'; valid: softmax, svm"),
+        ({"loss": "hinge"}, "unknown loss 'hinge'; valid: mse, softmax, svm"),
         (
             {"update": "adamw"},
             "unknown update rule 'adamw'; valid: adagrad, adam, lbfgs, momentum, nesterov, rmsprop, sgd",
@@ -215,3 +237,133 @@ def test_io_is_binary_safe() -> None:
     buffer = io.BytesIO()
     trainer.write_checkpoint(buffer, {"a": 1})
     assert buffer.getvalue()[:2] == b"PK"  # a zip (npz) archive
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_mse_mlp_fits_a_linear_problem_and_torch_lands_close(tmp_path: Path, k: int) -> None:
+    dataset = {"npz": str(write_linear_regression(tmp_path / "linear.npz", k=k))}
+    numpy_run = train("numpy.mlp", 5, dataset=dataset, **REGRESSION)
+    torch_run = train("torch.mlp", 5, dataset=dataset, **REGRESSION)
+    numpy_r2, torch_r2 = numpy_run[-1].metrics["val_r2"], torch_run[-1].metrics["val_r2"]
+    assert numpy_r2 > 0.9, [m.metrics for m in numpy_run]
+    assert torch_r2 > 0.9, [m.metrics for m in torch_run]
+    assert abs(numpy_r2 - torch_r2) <= 0.05
+    data = load_dataset(dataset)
+    chance = float(data.y_train.var(axis=0).mean())
+    val_variance = float(data.y_val.var(axis=0).mean())
+    for m, rel in [*((m, 1e-9) for m in numpy_run), *((m, 1e-4) for m in torch_run)]:
+        assert (m.train_accuracy, m.val_accuracy, m.diverged) == (None, None, False)
+        assert set(m.metrics) == REGRESSION_METRICS
+        # val_loss is the MSE data loss: RMSE is its root, R² = 1 - MSE / variance
+        assert m.metrics["val_rmse"] ** 2 == pytest.approx(m.val_loss, rel=rel)
+        assert m.metrics["val_r2"] == pytest.approx(1 - m.val_loss / val_variance, rel=rel)
+        assert m.stats["chance_loss"] == pytest.approx(chance)
+        assert "num_classes" not in m.stats
+    assert numpy_run[0].stats["initial_data_loss"] > 0
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_torch_mse_twin_matches_numpy_in_float64(tmp_path: Path, k: int) -> None:
+    from torch import nn
+
+    from gridless.worker.diagnostics.torch_target import TorchTarget
+    from gridless.worker.numpy_trainer import build_numpy_model
+    from gridless.worker.torch_trainer import build_torch_model
+
+    data = load_dataset({"npz": str(write_linear_regression(tmp_path / "t.npz", n=50, k=k))})
+    hp = resolve_hyperparams({"loss": "mse", "hidden": 7, "layers": 2, "reg": 0.1})
+    numpy_net = build_numpy_model("mlp", data, hp, np.random.default_rng(0))
+    torch_net = build_torch_model("mlp", data, hp).double()
+    linears = [m for m in torch_net.modules() if isinstance(m, nn.Linear)]
+    with torch.no_grad():
+        for i, layer in enumerate(linears, start=1):
+            layer.weight.copy_(torch.as_tensor(numpy_net.params[f"W{i}"].T))
+            layer.bias.copy_(torch.as_tensor(numpy_net.params[f"b{i}"] + 0.1 * i))
+            numpy_net.params[f"b{i}"] += 0.1 * i  # away from zero biases: no exact kinks
+    x, y = data.x_train[:9], data.y_train[:9]
+    loss, grads = numpy_net.loss(x, y)
+    target = TorchTarget(torch_net, x, y, reg=0.1, loss="mse")
+    torch_loss, torch_grads = target.loss(data=True, reg=True)
+    assert torch_loss == pytest.approx(loss, rel=1e-12)
+    names = [name for name, _ in torch_net.named_parameters()]
+    for i in range(1, len(linears) + 1):
+        weight, bias = names[2 * i - 2], names[2 * i - 1]
+        np.testing.assert_allclose(torch_grads[weight].T, grads[f"W{i}"], rtol=1e-10)
+        np.testing.assert_allclose(torch_grads[bias], grads[f"b{i}"], rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("library", ["numpy", "torch"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"schedule": "plateau", "lr_patience": 1},
+        {"ema": 0.9},
+        {"layers": 2, "batchnorm": True, "dropout": 0.1},
+        {"update": "lbfgs", "learning_rate": 1.0},
+    ],
+    ids=["plateau", "ema", "deep-batchnorm-dropout", "lbfgs"],
+)
+def test_regression_options_train(
+    library: str, options: dict[str, object], linear: dict[str, str]
+) -> None:
+    metrics = train(f"{library}.mlp", 2, dataset=linear, **{**REGRESSION, **options})
+    assert not any(m.diverged for m in metrics), metrics[-1]
+    assert metrics[-1].metrics["val_r2"] > 0.5, metrics[-1].metrics
+    if "ema" in options:
+        assert all(-10 < m.stats["ema_val_r2"] <= 1 for m in metrics)
+        assert all("ema_val_accuracy" not in m.stats for m in metrics)
+
+
+@pytest.mark.parametrize("library", ["numpy", "torch"])
+def test_convnets_train_on_npz_images_with_labels_or_float_targets(
+    library: str, tmp_path: Path
+) -> None:
+    images = np.random.default_rng(0).random((60, 1, 4, 4))
+    brightness = images.mean(axis=(1, 2, 3))
+    np.savez(tmp_path / "labels.npz", x=images, y=(brightness > np.median(brightness)) * 1)
+    np.savez(tmp_path / "targets.npz", x=images, y=10 * brightness)
+    model, small = f"{library}.convnet", {"filters": 2, "hidden": 8}
+    (labels,) = train(model, 1, dataset={"npz": str(tmp_path / "labels.npz")}, **small)
+    assert labels.val_accuracy is not None
+    assert labels.metrics == {}
+    (targets,) = train(model, 1, dataset={"npz": str(tmp_path / "targets.npz")}, **REGRESSION)
+    assert targets.val_accuracy is None
+    assert set(targets.metrics) == REGRESSION_METRICS
+    assert np.isfinite(targets.val_loss)
+
+
+@pytest.mark.parametrize("library", ["numpy", "torch"])
+@pytest.mark.parametrize(
+    ("dataset", "loss", "message"),
+    [
+        (
+            "digits",
+            "mse",
+            r"loss 'mse' needs float targets \(regression\), but digits has integer class "
+            r"labels \(10 classes\): use loss softmax or svm, or save 'y' as floats",
+        ),
+        (
+            "linear",
+            "softmax",
+            r"loss 'softmax' needs integer class labels, but linear.npz has float targets "
+            r"\(k=1\): use loss mse for regression, or save 'y' as integers",
+        ),
+        ("linear", "svm", r"loss 'svm' needs integer class labels, but linear.npz has float"),
+    ],
+)
+def test_a_loss_that_does_not_fit_the_targets_is_refused(
+    library: str, dataset: str, loss: str, message: str, linear: dict[str, str]
+) -> None:
+    spec = linear if dataset == "linear" else dataset
+    for kind in ("mlp", "convnet") if dataset == "digits" else ("mlp",):
+        with pytest.raises(ValueError, match=message):
+            make_trainer(f"{library}.{kind}", spec, {"loss": loss}, seed=0)
+
+
+@pytest.mark.parametrize("library", ["numpy", "torch"])
+def test_a_regression_model_has_no_class_probabilities(
+    library: str, linear: dict[str, str]
+) -> None:
+    trainer = make_trainer(f"{library}.mlp", linear, REGRESSION, seed=0)
+    with pytest.raises(ValueError, match=r"a regression model \(loss mse\) has no class"):
+        trainer.predict_proba(np.zeros((2, 8)))  # type: ignore[attr-defined]

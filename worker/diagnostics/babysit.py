@@ -1,7 +1,8 @@
 """Warnings derived from a trial's per-epoch statistics (the seed's "Babysitting the
 learning process"). Pure functions of the epochs so far; the worker sends them with each
 report and the master keeps the first occurrence of each code per trial. The rules and
-their thresholds are listed in docs/babysitting.md.
+their thresholds are listed in docs/babysitting.md. Regression epochs (no accuracies)
+are judged on their R² instead where a rule needs a score (issue 14).
 """
 
 from __future__ import annotations
@@ -77,6 +78,16 @@ def _activations(layers: Sequence[dict[str, Any]], epoch: int) -> list[TrialWarn
     return []
 
 
+def _scores(m: EpochMetrics) -> tuple[str, float, float] | None:
+    """(name, training score, validation score): the accuracies, or for regression the
+    R² values in `metrics`; None when the epoch has neither."""
+    if m.train_accuracy is not None and m.val_accuracy is not None:
+        return "accuracy", m.train_accuracy, m.val_accuracy
+    if "train_r2" in m.metrics and "val_r2" in m.metrics:
+        return "R²", m.metrics["train_r2"], m.metrics["val_r2"]
+    return None
+
+
 def epoch_warnings(
     history: Sequence[EpochMetrics], *, num_classes: int | None, chance_loss: float | None
 ) -> list[TrialWarning]:
@@ -128,17 +139,14 @@ def epoch_warnings(
                     epoch,
                 )
             )
-    if (
-        not m.diverged
-        and m.train_accuracy is not None
-        and m.val_accuracy is not None
-        and m.train_accuracy - m.val_accuracy > OVERFIT_GAP
-    ):
+    scores = _scores(m)
+    if not m.diverged and scores is not None and scores[1] - scores[2] > OVERFIT_GAP:
+        name, train, val = scores
         found.append(
             TrialWarning(
                 "overfitting",
-                f"training accuracy {m.train_accuracy:.2f} is far above validation "
-                f"{m.val_accuracy:.2f}: more regularization or data",
+                f"training {name} {train:.2f} is far above validation "
+                f"{val:.2f}: more regularization or data",
                 epoch,
             )
         )
@@ -147,13 +155,17 @@ def epoch_warnings(
         tenth = max(1, len(all_losses) // 10)
         start, end = np.mean(all_losses[:tenth]), np.mean(all_losses[-tenth:])
         flat = math.isfinite(start) and math.isfinite(end) and end > 0.95 * start
-        chance = 1 / num_classes + CHANCE_MARGIN if num_classes else None
-        at_chance = chance is not None and m.val_accuracy is not None and m.val_accuracy <= chance
-        if flat and at_chance:
+        # chance: 1/C for accuracy; R² 0 (predicting the mean) for regression
+        chance = None
+        if scores is not None and scores[0] == "R²":
+            chance = CHANCE_MARGIN
+        elif scores is not None and num_classes:
+            chance = 1 / num_classes + CHANCE_MARGIN
+        if flat and scores is not None and chance is not None and scores[2] <= chance:
             found.append(
                 TrialWarning(
                     "not_learning",
-                    f"after {epoch} epoch(s) validation accuracy {m.val_accuracy:.2f} is at "
+                    f"after {epoch} epoch(s) validation {scores[0]} {scores[2]:.2f} is at "
                     f"chance and the loss barely moved ({start:.3g} -> {end:.3g})",
                     epoch,
                 )

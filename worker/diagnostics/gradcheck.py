@@ -74,6 +74,7 @@ class CheckTarget(Protocol):
     depth: int
     reg: float  # the L2 strength the regularization term uses
     output_weight: str  # name of the last layer's weights (scaled down for chance checks)
+    output_bias: str  # and of its biases (set to the targets' mean for a regression's chance)
 
     def loss(self, *, data: bool, reg: bool) -> tuple[float, dict[str, np.ndarray]]:
         """The loss (data term, regularization term, or both) and its analytic gradient."""
@@ -110,6 +111,7 @@ class NumpyTarget:
         self.depth = model.depth()
         self.has_kinks = True  # ReLU nets always have kinks
         self.output_weight = model.weight_names()[-1]
+        self.output_bias = "b" + self.output_weight.removeprefix("W")
 
     @property
     def reg(self) -> float:

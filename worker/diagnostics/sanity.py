@@ -1,10 +1,11 @@
 """Sanity checks before learning (the seed's "Before learning: sanity checks").
 
 1. The data loss at chance, with small parameters and regularization off: ln C for
-   softmax, C - 1 for the Weston-Watkins SVM.
+   softmax, C - 1 for the Weston-Watkins SVM; for regression (`mse`) the variance of the
+   targets, what predicting their mean costs (issue 14).
 2. Raising the regularization strength raises the loss.
 3. A 20-example subset overfits: 100 % training accuracy and a near-zero loss with
-   regularization off.
+   regularization off; for regression, which has no accuracy, a near-zero loss alone.
 """
 
 from __future__ import annotations
@@ -14,14 +15,34 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from gridless.worker.data import Dataset
 from gridless.worker.diagnostics.gradcheck import CheckTarget
-from gridless.worker.trainer import Trainer
+from gridless.worker.trainer import Trainer, target_variance
 
-__all__ = ["SanityResult", "chance_loss", "chance_loss_check", "overfit_check", "reg_check"]
+__all__ = [
+    "CHANCE_CHECK",
+    "OVERFIT_CHECK",
+    "REG_CHECK",
+    "SanityResult",
+    "chance_loss",
+    "chance_loss_check",
+    "overfit_check",
+    "reg_check",
+]
+
+# The checks' names, as reports show them.
+CHANCE_CHECK = "initial loss at chance"
+REG_CHECK = "raising regularization raises the loss"
+OVERFIT_CHECK = "overfits 20 examples"
 
 OVERFIT_EXAMPLES = 20
 OVERFIT_LOSS = 0.05  # "near-zero"
+# For regression on standardized targets (variance 1): 1 % of what predicting the mean
+# costs (0.05 is 2 % of ln 10, the chance loss of softmax on digits).
+OVERFIT_REGRESSION_LOSS = 0.01
+REGRESSION_GOAL = f"below {OVERFIT_REGRESSION_LOSS} on standardized targets (variance 1)"
 
 
 @dataclass(frozen=True)
@@ -36,29 +57,50 @@ class SanityResult:
         return {"check": self.name, "passed": self.passed, "detail": self.detail}
 
 
-def chance_loss(num_classes: int, loss: str) -> float:
-    """The loss of diffuse scores: -ln(1/C) for softmax, C - 1 for the SVM."""
+def chance_loss(num_classes: int, loss: str, *, targets: np.ndarray | None = None) -> float:
+    """The loss of diffuse scores: -ln(1/C) for softmax, C - 1 for the SVM; for `mse`, the
+    variance of `targets` (N, k), the cost of predicting their mean."""
+    if loss == "mse":
+        if targets is None:
+            raise ValueError("the chance loss of mse is the targets' variance: pass targets")
+        return target_variance(targets)
     return float(num_classes - 1) if loss == "svm" else math.log(num_classes)
 
 
 def chance_loss_check(
-    target: CheckTarget, *, num_classes: int, loss: str, tolerance: float = 0.02
+    target: CheckTarget,
+    *,
+    num_classes: int,
+    loss: str,
+    targets: np.ndarray | None = None,
+    tolerance: float = 0.02,
 ) -> SanityResult:
-    """The data loss with the output layer scaled down (small parameters), reg off."""
-    expected = chance_loss(num_classes, loss)
+    """The data loss with the output layer scaled down (small parameters), reg off.
+
+    For `mse` the output bias is also set to the mean of `targets` (the check examples'
+    targets, (N, k)), so the net predicts that mean and should cost their variance.
+    """
+    expected = chance_loss(num_classes, loss, targets=targets)
     weights = target.params[target.output_weight]
-    saved = weights.copy()
+    bias = target.params[target.output_bias]
+    saved, saved_bias = weights.copy(), bias.copy()
     weights *= 1e-3
+    if loss == "mse" and targets is not None:  # chance_loss refused None for mse
+        bias[...] = np.asarray(targets, dtype=np.float64).reshape(len(targets), -1).mean(axis=0)
     try:
         value, _ = target.loss(data=True, reg=False)
     finally:
         weights[...] = saved
+        bias[...] = saved_bias
     ok = math.isfinite(value) and abs(value - expected) <= tolerance * expected
+    if loss == "mse":
+        what = f"the targets' variance: predicting their mean, k={bias.size}"
+    else:
+        what = f"{'ln C' if loss != 'svm' else 'C - 1'} for C={num_classes}"
     return SanityResult(
-        "initial loss at chance",
+        CHANCE_CHECK,
         ok,
-        f"data loss {value:.4f} with small parameters, expected {expected:.4f} "
-        f"({'ln C' if loss != 'svm' else 'C - 1'} for C={num_classes})",
+        f"data loss {value:.4f} with small parameters, expected {expected:.4f} ({what})",
     )
 
 
@@ -74,15 +116,22 @@ def reg_check(target: CheckTarget) -> SanityResult:
         target.reg = saved
     ok = values[0] < values[1] < values[2]
     return SanityResult(
-        "raising regularization raises the loss",
+        REG_CHECK,
         ok,
         "loss " + " < ".join(f"{v:.4f}" for v in values) + " for reg 0, 1e-2, 1",
     )
 
 
 def tiny_subset(data: Dataset, size: int = OVERFIT_EXAMPLES) -> Dataset:
-    """The first `size` training examples as train and validation split alike."""
+    """The first `size` training examples as train and validation split alike.
+
+    Regression targets are standardized per output (variance 1), so that the check's
+    fixed optimizer settings neither diverge nor crawl whatever the targets' scale.
+    """
     x, y = data.x_train[:size], data.y_train[:size]
+    if data.is_regression:
+        std = y.std(axis=0)
+        y = (y - y.mean(axis=0)) / np.where(std > 0, std, 1.0)
     return Dataset(f"{data.name}[:{size}]", x, y, x, y, x, y, data.num_classes, data.image_shape)
 
 
@@ -93,25 +142,34 @@ def overfit_check(
     *,
     max_epochs: int = 300,
 ) -> SanityResult:
-    """Train on 20 examples (reg off) until 100 % training accuracy and loss < 0.05."""
+    """Train on 20 examples (reg off) until 100 % training accuracy and loss < 0.05; for
+    regression, which has no accuracy, until the loss on the standardized targets is
+    below 0.01."""
     trainer = factory(tiny_subset(data), params, 0)
-    last = None
+    regression = data.is_regression
+    last, epoch = None, 0
     for epoch in range(1, max_epochs + 1):
         last = trainer.train_epoch()
         if last.diverged:
             break
-        if last.train_accuracy == 1.0 and last.train_loss < OVERFIT_LOSS:
+        if regression and last.train_loss < OVERFIT_REGRESSION_LOSS:
             return SanityResult(
-                "overfits 20 examples",
+                OVERFIT_CHECK,
+                True,
+                f"loss {last.train_loss:.4f} after {epoch} epochs, {REGRESSION_GOAL}",
+            )
+        if not regression and last.train_accuracy == 1.0 and last.train_loss < OVERFIT_LOSS:
+            return SanityResult(
+                OVERFIT_CHECK,
                 True,
                 f"100% training accuracy and loss {last.train_loss:.4f} after {epoch} epochs",
             )
-    detail = (
-        "no epoch ran"
-        if last is None
-        else (
-            f"after {max_epochs} epochs: training accuracy {last.train_accuracy:.2%}, "
-            f"loss {last.train_loss:.4f}" + (" (diverged)" if last.diverged else "")
-        )
-    )
-    return SanityResult("overfits 20 examples", False, detail)
+    if last is None:
+        return SanityResult(OVERFIT_CHECK, False, "no epoch ran")
+    if regression:
+        detail = f"loss {last.train_loss:.4f}, not {REGRESSION_GOAL}"
+    else:
+        accuracy = "none" if last.train_accuracy is None else f"{last.train_accuracy:.2%}"
+        detail = f"training accuracy {accuracy}, loss {last.train_loss:.4f}"
+    diverged = " (diverged)" if last.diverged else ""
+    return SanityResult(OVERFIT_CHECK, False, f"after {epoch} epochs: {detail}{diverged}")

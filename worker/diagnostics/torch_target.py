@@ -35,10 +35,13 @@ class TorchTarget:
         self.params = {name: p.detach().numpy() for name, p in named.items()}
         self.weights = [n for n, p in named.items() if n.endswith("weight") and p.dim() > 1]
         self.output_weight = self.weights[-1]
+        self.output_bias = self.output_weight.removesuffix("weight") + "bias"
         self.depth = len(self.weights)
         self.has_kinks = True
 
     def _data_loss(self, scores: torch.Tensor) -> torch.Tensor:
+        if self.loss_name == "mse":
+            return F.mse_loss(scores, self.y)
         if self.loss_name == "svm":
             return F.multi_margin_loss(scores, self.y) * scores.shape[1]
         return F.cross_entropy(scores, self.y)
