@@ -172,6 +172,7 @@ def test_trial_page_renders_curves_and_first_layer_weights(
     painted = dict(browser.execute_script(PAINTED))
     assert set(painted) == {
         "loss per iteration",
+        "train / validation loss (per epoch)",
         "train / validation accuracy",
         "update:weight ratio (want ~1e-3)",
         "activation std per layer",
@@ -257,3 +258,71 @@ def test_ensembles_panel_shows_the_apis_numbers(study: Master, browser: WebDrive
         assert float(cells[3].get_attribute("data-value")) == row["val_accuracy"]
         assert cells[4].text == f"{row['test_accuracy']:.4f}"
     assert console_errors(browser) == []
+
+
+R2_FUNCTION = """
+def main(trial):
+    lr = trial.params["lr"]
+    for epoch in trial.epochs():
+        r2 = 1.0 - (1.0 - lr) ** epoch - 0.5 * (lr < 0.1)
+        trial.report(epoch, val_loss=1.0 - r2, val_rmse=(1.5 - r2) ** 0.5, val_r2=r2)
+        trial.save({"epoch": epoch})
+"""
+
+
+@pytest.fixture(scope="module")
+def r2_study(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Master]:
+    """A finished study of a user's function ranked by R², served by a real master."""
+    import sys
+
+    from gridless.common.spec import parse_spec
+
+    folder = tmp_path_factory.mktemp("user")
+    (folder / "r2_fn.py").write_text(R2_FUNCTION)
+    sys.path.insert(0, str(folder))
+    master = Master(tmp_path_factory.mktemp("dash-r2") / "run")
+    master.server.start()
+    spec = parse_spec(
+        {
+            "name": "r2",
+            "train": "r2_fn:main",
+            "metric": {"name": "val_r2", "mode": "max"},
+            "space": {"lr": {"log_uniform": [1e-3, 0.9]}},
+            "stages": [{"trials": 4, "epochs": 3}],
+            "early_stopping": {"rule": "none"},
+        }
+    )
+    master.service.create_study(spec)
+    run_worker(master.url, master.store_root, "t1")
+    sys.path.remove(str(folder))
+    yield master
+    master.server.stop()
+
+
+def test_trial_page_of_a_user_function_plots_its_own_metric(
+    r2_study: Master, browser: WebDriver
+) -> None:
+    trials = httpx.get(f"{r2_study.url}/api/v1/studies/1/trials").json()["data"]
+    for trial in (trials[0], trials[-1]):  # the best, and the worst (R² below zero)
+        browser.get_log("browser")
+        open_page(browser, f"{r2_study.url}/ui/#/trials/{trial['id']}")
+        assert console_errors(browser) == []
+        painted = dict(browser.execute_script(PAINTED))
+        assert set(painted) == {
+            "val_r2 (the study's metric, max)",
+            "train / validation loss (per epoch)",
+            "val_rmse",
+        }
+        assert all(n > MIN_PAINTED for n in painted.values()), painted
+        cards = {
+            c.find_element(By.CLASS_NAME, "k").text: c.find_element(By.CLASS_NAME, "v").text
+            for c in browser.find_elements(By.CSS_SELECTOR, ".card")
+        }
+        assert cards["best val_r2"] == f"{trial['best_score']:.4f}"
+    assert trials[-1]["best_score"] < 0 < trials[0]["best_score"]
+    files = [
+        r.find_elements(By.TAG_NAME, "td")[0].text
+        for r in browser.find_elements(By.CSS_SELECTOR, "#trial-checkpoints tbody tr")
+    ]
+    assert files
+    assert all(name.startswith("r2_-") for name in files), files

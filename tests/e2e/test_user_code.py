@@ -153,9 +153,7 @@ def test_a_regression_study_ranks_and_names_by_r2(tmp_path: Path) -> None:
             """
         )
     )
-    done = run_cli(
-        "run", "study.yaml", "--run-dir", "runs", "--columns", "val_rmse", cwd=project
-    )
+    done = run_cli("run", "study.yaml", "--run-dir", "runs", "--columns", "val_rmse", cwd=project)
     assert done.returncode == 0, done.stderr[-3000:]
     header = next(line for line in done.stdout.splitlines() if "┃ rank" in line)
     assert re.search(r"rank .* trial .* stage .* val_r2 .* val_rmse .* epoch .* state", header)
@@ -177,7 +175,7 @@ def test_a_regression_study_ranks_and_names_by_r2(tmp_path: Path) -> None:
 
 
 COMMON_INIT = "SCALE = 3.0\n"
-COMMON_DATA = '''
+COMMON_DATA = """
 import numpy as np
 
 from common import SCALE
@@ -185,15 +183,15 @@ from common import SCALE
 
 def points(seed):
     return SCALE * np.random.default_rng(seed).normal(size=50)
-'''
-PROJECT_TRAIN = '''
+"""
+PROJECT_TRAIN = """
 from common.data import points
 
 
 def main(trial):
     x = points(trial.seed)
     trial.report(1, val_loss=float(((x - trial.params["shift"]) ** 2).mean()))
-'''
+"""
 
 
 @pytest.mark.ray
@@ -216,7 +214,7 @@ def test_a_user_project_with_its_own_common_package_runs(tmp_path: Path) -> None
     assert {t.state for t in ranked} == {"completed"}, [t.error for t in ranked]
 
 
-SLOW_FUNCTION = '''
+SLOW_FUNCTION = """
 import time
 import numpy as np
 
@@ -231,7 +229,7 @@ def main(trial):
         w = w + 1.0
         trial.report(epoch, val_loss=1.0 / epoch, restored_from=restored, w0=float(w[0]))
         trial.save({"w": w, "epoch": epoch})
-'''
+"""
 
 
 @pytest.fixture
