@@ -204,6 +204,12 @@ def check(
         spec = _validate(spec_path)
     except GridlessError as exc:
         raise _fail(str(exc)) from None
+    if spec.train is not None:
+        console.print(
+            f"{spec.train} imports and is callable; no gradient or sanity check ran: "
+            "gridless has none for a train: function yet"
+        )
+        return
     report = _preflight(spec)
     _print_preflight(report)
     if not report.passed:  # type: ignore[attr-defined]

@@ -35,6 +35,11 @@ def build_ensembles(
     from gridless.worker.ensembles import TopTrial, evaluate_ensembles
 
     options = body or EnsembleBuild()
+    if study.spec.get("train"):
+        raise SpecError(
+            f"study {study.id} trains {study.spec['train']!r}, a function of yours: gridless "
+            "cannot rebuild its model to ensemble it yet (ensembles of built-in models only)"
+        )
     row, chosen = service.ensemble_inputs(study.id, options.k)
     store = request.app.state.store
     top = [TopTrial(t.number, t.params or {}, store.fetch(path), t.epochs) for t, path in chosen]

@@ -217,3 +217,12 @@ def test_np_arrays_in_state_round_trip(master: Master, functions: str) -> None:
     state = load_state(Path(master.store_root) / detail["checkpoints"][-1]["path"])
     assert isinstance(state["w"], float)
     assert np.isfinite(state["w"])
+
+
+def test_ensembles_of_a_function_study_are_refused_with_the_reason(
+    master: Master, functions: str
+) -> None:
+    study_id = study_of(master, f"{functions}:regression", trials=1)
+    answer = httpx.post(f"{master.url}/api/v1/studies/{study_id}/ensembles")
+    assert answer.status_code == 422
+    assert "a function of yours" in answer.json()["detail"]
