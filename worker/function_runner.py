@@ -23,7 +23,7 @@ from gridless.common.protocol import (
 )
 from gridless.common.space import parse_space, sample_params
 from gridless.common.spec import trial_rng
-from gridless.worker.client import MasterClient, TrialClosed
+from gridless.worker.client import MasterClient, MasterGone, TrialClosed
 from gridless.worker.heartbeat import Heartbeat
 from gridless.worker.resume import pick_resume_point, trial_folder, trial_seed
 from gridless.worker.trial import Trial, TrialStopped
@@ -203,8 +203,8 @@ def run_function_trial(
             trial.report(1, **numbers)
     except TrialStopped as stop:
         return finish(stop.state)
-    except TrialClosed:
-        raise
+    except (TrialClosed, MasterGone):
+        raise  # the worker loop handles these: not the user's code failing
     except Exception as exc:  # the user's code failed: the trial fails, the worker goes on
         log.warning("trial %s failed: %s", job.trial_number, exc)
         return finish("failed", _failure(exc))
