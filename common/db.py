@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -47,6 +48,10 @@ __all__ = [
     "session_scope",
     "utcnow",
 ]
+
+
+# 64 bits on PostgreSQL (BIGINT); SQLite's INTEGER already is (migration 0005).
+BIG_INTEGER = BigInteger().with_variant(Integer(), "sqlite")
 
 
 def utcnow() -> dt.datetime:
@@ -86,7 +91,7 @@ class StudyRow(Base):
     spec: Mapped[dict[str, Any]]
     metric: Mapped[str] = mapped_column(String(32))
     maximize: Mapped[bool] = mapped_column(Boolean)
-    seed: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int] = mapped_column(BIG_INTEGER)  # a spec allows any 64-bit seed
     state: Mapped[str] = mapped_column(String(16))
     next_trial_number: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
@@ -211,7 +216,7 @@ class CheckpointRow(Base):
     epoch: Mapped[int] = mapped_column(Integer)
     score: Mapped[float] = mapped_column(Float)
     path: Mapped[str] = mapped_column(String(512))
-    size: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(BIG_INTEGER)  # checkpoints of 2 GiB and more
     sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     # Retention (keep the best and the latest of a trial) deletes the others and says so.

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from gridless.common.bounds import Count, Id, Number
 from gridless.common.jsonsafe import check_strict_json
 from gridless.common.metric import check_metric_name
 
@@ -44,31 +45,31 @@ class ResumePoint(_Message):
     """A stored checkpoint a lost trial may resume from, with what it must hash to."""
 
     path: str = Field(max_length=512)
-    epoch: int = Field(ge=0)
-    size: int = Field(ge=0)
+    epoch: Number
+    size: Count
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
 class Assignment(_Message):
     """Everything a worker needs to run one trial."""
 
-    trial_id: int
+    trial_id: Id
     study: str
-    trial_number: int
-    attempt: int
-    seed: int
+    trial_number: Number
+    attempt: Number
+    seed: Count
     model: str
     train: str | None = None  # the user's "module:function"; None for `model:` studies
     dataset: str | dict[str, str]
     metric: str
     maximize: bool = True  # the metric's direction
-    stage: int = 1  # 1-based
-    epochs: int
+    stage: Number = 1  # 1-based
+    epochs: Number
     space: dict[str, Any]
     fixed: dict[str, Any]
     params: dict[str, Any] | None = None  # set when the master chose them (resume, TPE)
     resume_from: str | None = None  # store path of the checkpoint to resume from
-    resume_epoch: int = 0  # the epoch that checkpoint ends; training goes on after it
+    resume_epoch: Number = 0  # the epoch that checkpoint ends; training goes on after it
     # Newest first: the worker resumes from the first whose size and SHA-256 match and
     # skips truncated or corrupt ones (it sets resume_from/resume_epoch from its choice).
     resume_candidates: list[ResumePoint] = Field(default_factory=list)
@@ -84,25 +85,25 @@ class ClaimResponse(_Message):
 
 class HeartbeatRequest(_Message):
     worker_id: WorkerId
-    trial_id: int | None = None
-    attempt: int | None = Field(default=None, ge=0)
+    trial_id: Id | None = None
+    attempt: Number | None = None
 
 
 class StartRequest(_Message):
     worker_id: WorkerId
-    attempt: int = Field(ge=0)
+    attempt: Number
     params: dict[str, float | int | str | bool]
 
 
 class CheckpointInfo(_Message):
     relpath: str = Field(min_length=1, max_length=512)
-    size: int = Field(ge=0)
+    size: Count
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
 class EpochReport(_Message):
     worker_id: WorkerId
-    attempt: int = Field(ge=0)
+    attempt: Number
     epoch: int = Field(ge=1, le=1_000_000)
     train_loss: float | None = None
     train_accuracy: float | None = Field(default=None, ge=0, le=1)
@@ -152,6 +153,6 @@ class ReportAck(_Message):
 
 class FinishRequest(_Message):
     worker_id: WorkerId
-    attempt: int = Field(ge=0)
+    attempt: Number
     state: Literal["completed", "diverged", "failed", "stopped"]
     error: str | None = Field(default=None, max_length=4000)

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Request
 
+from gridless.common.bounds import Id
 from gridless.common.db import StudyRow, TrialRow
 from gridless.master.protocol import TrialProtocol
 from gridless.master.services import StudyService
@@ -34,12 +35,12 @@ ProtocolDep = Annotated[TrialProtocol, Depends(get_protocol)]
 WorkersDep = Annotated[WorkerManager, Depends(get_workers)]
 
 
-def load_study(service: ServiceDep, study_id: Annotated[int, Path(ge=1, le=2**62)]) -> StudyRow:
+def load_study(service: ServiceDep, study_id: Annotated[Id, Path()]) -> StudyRow:
     """The study of the path, or 404 (raised by the service as NotFoundError)."""
     return service.get_study(study_id)
 
 
-def load_trial(service: ServiceDep, trial_id: Annotated[int, Path(ge=1, le=2**62)]) -> TrialRow:
+def load_trial(service: ServiceDep, trial_id: Annotated[Id, Path()]) -> TrialRow:
     """The trial of the path, or 404."""
     return service.get_trial(trial_id)
 

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import FileResponse
 
+from gridless.common.bounds import Id, Offset
 from gridless.common.checkpoints import CheckpointStore
 from gridless.common.db import CheckpointRow, TrialRow
 from gridless.common.errors import ConflictError, NotFoundError
@@ -53,9 +54,9 @@ def _public(ck: CheckpointRow, trial: TrialRow) -> StudyCheckpointPublic:
 def list_study_checkpoints(
     study: StudyDep,
     service: ServiceDep,
-    trial_id: Annotated[int | None, Query(ge=1)] = None,
+    trial_id: Annotated[Id | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+    offset: Annotated[Offset, Query()] = 0,
 ) -> StudyCheckpointsPublic:
     """A study's live checkpoints, best score first (the order of their file names)."""
     rows, count = service.study_checkpoints(

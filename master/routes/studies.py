@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, status
 
+from gridless.common.bounds import Offset
 from gridless.common.spec import parse_spec
 from gridless.common.states import TrialState
 from gridless.master.deps import ServiceDep, StudyDep
@@ -25,7 +26,6 @@ from gridless.master.services import ParamRange
 router = APIRouter(prefix="/studies", tags=["studies"])
 
 Limit = Annotated[int, Query(ge=1, le=1000, description="page size")]
-Offset = Annotated[int, Query(ge=0, le=10**9)]
 
 
 @router.get("")

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from gridless.common.bounds import Offset
 from gridless.common.protocol import EpochReport, FinishRequest, ReportAck, StartRequest
 from gridless.master.deps import ProtocolDep, ServiceDep, TrialDep
 from gridless.master.schemas import (
@@ -37,7 +38,7 @@ def list_metrics(
     trial: TrialDep,
     service: ServiceDep,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
-    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+    offset: Annotated[Offset, Query()] = 0,
 ) -> list[EpochMetricPublic]:
     """Per-epoch metrics and babysitting statistics, oldest first."""
     rows = service.trial_metrics(trial.id, limit=limit, offset=offset)
