@@ -94,6 +94,10 @@ class StudyRow(Base):
     seed: Mapped[int] = mapped_column(BIG_INTEGER)  # a spec allows any 64-bit seed
     state: Mapped[str] = mapped_column(String(16))
     next_trial_number: Mapped[int] = mapped_column(Integer, default=0)
+    # Why the study is paused or stopped, when gridless did it (the circuit breaker).
+    state_reason: Mapped[str | None] = mapped_column(Text)
+    # The circuit breaker counts trials from this number on (reset when resumed).
+    breaker_from: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[dt.datetime | None]
 

@@ -156,3 +156,6 @@ class FinishRequest(_Message):
     attempt: Number
     state: Literal["completed", "diverged", "failed", "stopped"]
     error: str | None = Field(default=None, max_length=4000)
+    # The failure is the environment's, not the trial's (the training code does not import
+    # on this worker): the master pauses the study at once (issue 15).
+    environment: bool = False

@@ -24,6 +24,7 @@ from gridless.common.space import Distribution, parse_space
 
 __all__ = [
     "EarlyStoppingSpec",
+    "FailureSpec",
     "NarrowingSpec",
     "StageSpec",
     "StudySpec",
@@ -65,6 +66,16 @@ class NarrowingSpec(_Strict):
     extend: float = Field(default=0.5, ge=0.0, le=10.0)
 
 
+class FailureSpec(_Strict):
+    """The circuit breaker (issue 15): a study whose trials keep failing pauses, with the
+    reason, instead of burning its budget. Failed means the training code raised;
+    diverged trials are evidence about the range and do not count."""
+
+    first: int = Field(default=5, ge=1, le=100_000)  # the first N all failed
+    window: int = Field(default=20, ge=1, le=100_000)  # or, of the last N finished...
+    max_rate: float = Field(default=0.5, gt=0.0, le=1.0)  # ...at least this share failed
+
+
 class StudySpec(_Strict):
     """A whole study: model (or the user's training function), data, metric, search space
     and stages."""
@@ -83,6 +94,7 @@ class StudySpec(_Strict):
     sampler: Literal["random", "tpe"] = "random"
     early_stopping: EarlyStoppingSpec = Field(default_factory=EarlyStoppingSpec)
     narrowing: NarrowingSpec = Field(default_factory=NarrowingSpec)
+    failures: FailureSpec = Field(default_factory=FailureSpec)
 
     @field_validator("metric")
     @classmethod

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console, Group, RenderableType
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -324,11 +325,38 @@ def run(
     if counts:
         shown = ", ".join(f"{code} ({n})" for code, n in counts.items())
         console.print(f"babysitting warnings (trials): {shown}")
+    failed, n_failed = service.list_trials(study.id, limit=3, offset=0, state="failed")
+    final = service.get_study(study.id)
+    shown_failed = [{"number": t.number, "error": t.error} for t in failed]
+    for line in _failure_lines(study.id, final.state_reason, shown_failed, n_failed):
+        console.print(line)
     console.print(
         f"dashboard and API afterwards: [bold]gridless master {target}"
         f"{f' --store {store}' if store else ''}[/], then open "
         f"http://127.0.0.1:8765/  (checkpoints in {store_root})"
     )
+    if final.state_reason is not None:
+        raise typer.Exit(1)
+
+
+def _failure_lines(
+    study_id: int, reason: str | None, failed: list[dict[str, Any]], count: int
+) -> list[str]:
+    """What failed, in plain sight (issue 15): the breaker's reason, then the first
+    failed trials with the first line of their error."""
+    lines = []
+    if reason is not None:
+        lines.append(
+            f"[bold red]study paused[/]: {escape(reason)}\nfix the code, then continue it: "
+            f"POST /api/v1/studies/{study_id}/resume on its master"
+        )
+    if count:
+        lines.append(f"[bold red]failed trials[/] ({count}):")
+        for t in failed:
+            first = (t.get("error") or "no error message").strip().splitlines()[0]
+            lines.append(f"  trial {t['number']}: {escape(first[:300])}")
+        lines.append(f"  (whole errors: GET /api/v1/studies/{study_id}/trials?state=failed)")
+    return lines
 
 
 def _follow(service: object, study_id: int, manager: object) -> None:
@@ -708,6 +736,13 @@ def _status_view(client: object, study_id: int) -> Group:
             lines.append(f"{step}: {d['param']} {_short(old)} -> {_short(new)} ({d['why']})")
     for flag in study["border_flags"]:
         lines.append(f"[bold yellow]border flag[/] (stage {flag['stage']}): {flag['message']}")
+    failed = _call(
+        client, "GET", f"/studies/{study_id}/trials", params={"state": "failed", "limit": 3}
+    )
+    assert isinstance(failed, dict)
+    lines.extend(
+        _failure_lines(study_id, study.get("state_reason"), failed["data"], failed["count"])
+    )
     if study["warning_counts"]:
         lines.append(
             "warnings: " + ", ".join(f"{k} ({v})" for k, v in study["warning_counts"].items())
@@ -726,17 +761,20 @@ def status(
     from rich.live import Live
 
     client = _api(url, token)
-    if not watch:
-        console.print(_status_view(client, study_id))
-        return
-    with Live(_status_view(client, study_id), console=console, refresh_per_second=1) as live:
-        while True:
-            time.sleep(2)
-            live.update(_status_view(client, study_id))
-            study = _call(client, "GET", f"/studies/{study_id}")
-            assert isinstance(study, dict)
-            if study["state"] in ("completed", "stopped"):
-                break
+    try:
+        if not watch:
+            console.print(_status_view(client, study_id))
+            return
+        with Live(_status_view(client, study_id), console=console, refresh_per_second=1) as live:
+            while True:
+                time.sleep(2)
+                live.update(_status_view(client, study_id))
+                study = _call(client, "GET", f"/studies/{study_id}")
+                assert isinstance(study, dict)
+                if study["state"] in ("completed", "stopped") or study.get("state_reason"):
+                    break
+    finally:
+        client.close()  # type: ignore[attr-defined]
 
 
 @app.command()
@@ -796,6 +834,16 @@ def submit(
     )
     for flag in detail["border_flags"]:
         console.print(f"[bold yellow]border flag[/] (stage {flag['stage']}): {flag['message']}")
+    failed = _call(
+        client, "GET", f"/studies/{study['id']}/trials", params={"state": "failed", "limit": 3}
+    )
+    assert isinstance(failed, dict)
+    for line in _failure_lines(
+        int(study["id"]), detail.get("state_reason"), failed["data"], failed["count"]
+    ):
+        console.print(line)
+    if detail.get("state_reason"):
+        raise typer.Exit(1)
 
 
 def _watch_progress(client: object, study_id: int) -> None:
@@ -819,7 +867,7 @@ def _watch_progress(client: object, study_id: int) -> None:
                 total=study["total_trials"],
                 best=f"best {study['metric']} {best:.4f}" if best is not None else "",
             )
-            if study["state"] in ("completed", "stopped"):
+            if study["state"] in ("completed", "stopped") or study.get("state_reason"):
                 return
             time.sleep(1)
 

@@ -40,6 +40,7 @@ from gridless.common.protocol import (
 )
 from gridless.common.space import parse_space, space_to_json
 from gridless.common.states import StageState, StudyState, TrialState
+from gridless.master.breaker import trip_if_failing
 from gridless.master.early_stopping import should_stop
 from gridless.master.narrowing import (
     NarrowingPolicy,
@@ -472,6 +473,13 @@ class TrialProtocol:
                 trial.error = "stopped at the master's request"
             trial.finished_at = utcnow()
             self._release_worker(s, trial)
+            if request.state == TrialState.FAILED.value:
+                study = s.get(StudyRow, trial.study_id)
+                assert study is not None  # foreign key
+                s.flush()
+                reason = trip_if_failing(s, study, trial, environment=request.environment)
+                if reason is not None:
+                    log.warning("study %s paused: %s", study.name, reason)
             return ReportAck(stored=True)
 
     def resume_checkpoint(self, path: str, epochs: int) -> TrialRow:

@@ -45,6 +45,8 @@ class StudyPublic(_Public):
     maximize: bool
     seed: int
     state: str
+    # Why gridless paused the study (the circuit breaker), when it did.
+    state_reason: str | None = None
     created_at: dt.datetime
     finished_at: dt.datetime | None
     spec: dict[str, Any]

@@ -158,6 +158,9 @@ class StudyService:
             if StudyState(study.state) not in sources:
                 raise ConflictError(f"cannot {action} study {study_id}: it is {study.state}")
             study.state = target.value
+            study.state_reason = None  # a person's action replaces gridless's reason
+            if action == "resume":  # the circuit breaker counts afresh (issue 15)
+                study.breaker_from = study.next_trial_number
             if target is StudyState.STOPPED:
                 study.finished_at = utcnow()
             return study

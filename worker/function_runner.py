@@ -26,9 +26,10 @@ from gridless.common.spec import trial_rng
 from gridless.worker.client import MasterClient, MasterGone, TrialClosed
 from gridless.worker.heartbeat import Heartbeat
 from gridless.worker.resume import pick_resume_point, trial_folder, trial_seed
+from gridless.worker.trainer import CodeNotFound
 from gridless.worker.trial import Trial, TrialStopped
 
-__all__ = ["MasterBackend", "load_train_function", "run_function_trial"]
+__all__ = ["MasterBackend", "failure_text", "load_train_function", "run_function_trial"]
 
 log = logging.getLogger(__name__)
 
@@ -39,19 +40,19 @@ def load_train_function(target: str) -> Callable[[Trial], Any]:
     """The callable a spec's `train: "module:function"` names.
 
     Raises:
-        ValueError: when the module does not import or has no such callable.
+        CodeNotFound: when the module does not import or has no such callable.
     """
     module_name, _, attr = target.partition(":")
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # the user's module may raise anything on import
-        raise ValueError(
+        raise CodeNotFound(
             f"train {target!r}: cannot import {module_name!r} "
             f"({exc.__class__.__name__}: {exc}); sys.path starts {sys.path[:3]}"
         ) from None
     function = getattr(module, attr, None)
     if not callable(function):
-        raise ValueError(f"train {target!r}: {module_name} has no callable {attr!r}")
+        raise CodeNotFound(f"train {target!r}: {module_name} has no callable {attr!r}")
     return function  # type: ignore[no-any-return]
 
 
@@ -147,7 +148,7 @@ class MasterBackend:
         return self._resume
 
 
-def _failure(exc: BaseException) -> str:
+def failure_text(exc: BaseException) -> str:
     """The exception's type and message, then the last lines of its traceback."""
     head = "".join(traceback.format_exception_only(exc)).strip()
     lines = "".join(traceback.format_tb(exc.__traceback__)).rstrip().splitlines()
@@ -172,8 +173,14 @@ def run_function_trial(
     )
     store.ensure_trial_dir(job.study, trial_folder(job.trial_number))
 
-    def finish(state: str, error: str | None = None) -> str:
-        request = FinishRequest(worker_id=worker_id, attempt=job.attempt, state=state, error=error)
+    def finish(state: str, error: str | None = None, *, environment: bool = False) -> str:
+        request = FinishRequest(
+            worker_id=worker_id,
+            attempt=job.attempt,
+            state=state,
+            error=error,
+            environment=environment,
+        )
         try:
             client.finish(job.trial_id, request)
         except TrialClosed:
@@ -183,7 +190,7 @@ def run_function_trial(
     try:
         function = load_train_function(job.train)
     except ValueError as exc:
-        return finish("failed", str(exc))
+        return finish("failed", str(exc), environment=True)
     resume, skipped = pick_resume_point(store, job)
     backend = MasterBackend(
         client, store, worker_id, job, heartbeat=heartbeat, resume=resume, skipped=skipped
@@ -207,7 +214,7 @@ def run_function_trial(
         raise  # the worker loop handles these: not the user's code failing
     except Exception as exc:  # the user's code failed: the trial fails, the worker goes on
         log.warning("trial %s failed: %s", job.trial_number, exc)
-        return finish("failed", _failure(exc))
+        return finish("failed", failure_text(exc))
     if trial.reported and not any(job.metric in m for m in trial.reported.values()):
         names = sorted({k for m in trial.reported.values() for k in m})
         return finish(

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +26,10 @@ from gridless.common.space import parse_space, sample_params
 from gridless.common.spec import trial_rng
 from gridless.worker.client import MasterClient, MasterGone, TrialClosed
 from gridless.worker.diagnostics.babysit import epoch_warnings
-from gridless.worker.function_runner import run_function_trial
+from gridless.worker.function_runner import failure_text, run_function_trial
 from gridless.worker.heartbeat import Heartbeat
 from gridless.worker.resume import pick_resume_point, trial_folder, trial_seed
-from gridless.worker.trainer import EpochMetrics, Trainer, make_trainer
+from gridless.worker.trainer import CodeNotFound, EpochMetrics, Trainer, make_trainer
 
 __all__ = ["pick_resume_point", "run_trial", "run_worker", "trial_folder"]
 
@@ -119,7 +118,11 @@ def run_trial(
             first_epoch = job.resume_epoch + 1
     except ValueError as exc:
         failed = FinishRequest(
-            worker_id=worker_id, attempt=job.attempt, state="failed", error=str(exc)
+            worker_id=worker_id,
+            attempt=job.attempt,
+            state="failed",
+            error=str(exc),
+            environment=isinstance(exc, CodeNotFound),
         )
         client.finish(job.trial_id, failed)
         return "failed"
@@ -224,9 +227,11 @@ def run_worker(
                 raise
             except Exception as exc:  # a trainer bug must not kill the worker
                 log.exception("trial %s failed", job.trial_id)
-                detail = "".join(traceback.format_exception_only(exc)).strip()[:4000]
                 failed = FinishRequest(
-                    worker_id=worker_id, attempt=job.attempt, state="failed", error=detail
+                    worker_id=worker_id,
+                    attempt=job.attempt,
+                    state="failed",
+                    error=failure_text(exc),
                 )
                 try:
                     client.finish(job.trial_id, failed)

@@ -23,6 +23,7 @@ from gridless.worker.data import Dataset, load_dataset
 __all__ = [
     "HYPERPARAMS",
     "MODELS",
+    "CodeNotFound",
     "EpochMetrics",
     "Trainer",
     "check_params",
@@ -257,15 +258,20 @@ MODELS: dict[str, TrainerFactory] = {
 }
 
 
+class CodeNotFound(ValueError):
+    """The user's code a spec names does not import here, or names nothing callable: the
+    worker's environment is wrong, not the trial (the master pauses the study)."""
+
+
 def _custom_factory(model: str) -> TrainerFactory:
     module_name, _, attr = model.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ValueError(f"model {model!r}: cannot import {module_name!r} ({exc})") from None
+        raise CodeNotFound(f"model {model!r}: cannot import {module_name!r} ({exc})") from None
     factory = getattr(module, attr, None)
     if not callable(factory):
-        raise ValueError(f"model {model!r}: {module_name} has no callable {attr!r}")
+        raise CodeNotFound(f"model {model!r}: {module_name} has no callable {attr!r}")
     return factory  # type: ignore[no-any-return]
 
 

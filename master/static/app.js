@@ -172,6 +172,7 @@ async function studyView(id) {
     el("div", { class: "card" }, el("div", { class: "k", text: "trials finished" }), el("div", { class: "v", id: "study-progress", "data-value": `${study.finished_trials}/${study.total_trials}`, text: `${study.finished_trials}/${study.total_trials}` })),
     el("div", { class: "card" }, el("div", { class: "k", text: `best ${study.metric}` }), el("div", { class: "v", id: "study-best", "data-value": study.best_score ?? "", text: fmtScore(study.best_score) })),
   );
+  const paused = study.state_reason ? el("pre", { id: "study-reason", class: "error", text: `paused by gridless: ${study.state_reason}\nfix the code, then POST /api/v1/studies/${id}/resume` }) : el("span");
   const flags = el("div", { id: "flags" }, ...study.border_flags.map((f) => el("div", { class: "flag" + (f.final ? " final" : ""), text: (f.final ? "At the end: " : `After stage ${f.stage}: `) + f.message })));
   const warnings = Object.entries(study.warning_counts);
   const warnBox = el("p", { id: "warnings", class: warnings.length ? "warn" : "muted", text: warnings.length ? "warnings (trials): " + warnings.map(([k, v]) => `${k} (${v})`).join(", ") : "no warnings" });
@@ -196,7 +197,7 @@ async function studyView(id) {
     { name: "warnings", left: true, get: (t) => (t.warnings || []).map((w) => w.code).join(", ") },
   ], page.data, { onclick: (t) => (location.hash = `#/trials/${t.id}`), sortable: true, id: "trials" });
   view.replaceChildren(
-    el("h1", { text: `${study.name}` }), cards, flags, warnBox,
+    el("h1", { text: `${study.name}` }), cards, paused, flags, warnBox,
     el("h2", { text: "Stages and ranges" }), stagesTable, decisions,
     el("h2", { text: "Hyperparameters vs " + study.metric + " (shaded: border bands of the first stage's range)" }), scatterBox,
     el("h2", { text: `Trials (${page.count})` }), trialsTable,
@@ -244,6 +245,7 @@ async function trialView(id) {
       .map(([k, v]) => el("div", { class: "card" }, el("div", { class: "k", text: k }), el("div", { class: "v", text: String(v ?? "-") }))));
   const params = el("p", { id: "params", text: Object.entries(trial.params || {}).map(([k, v]) => `${k}=${fmtNum(v)}`).join("  ") });
   const warn = el("div", {}, ...(trial.warnings || []).map((w) => el("div", { class: "flag", text: `epoch ${w.epoch}: ${w.message}` })));
+  const failure = trial.state === "failed" && trial.error ? el("pre", { id: "trial-error", class: "error", text: trial.error }) : el("span");
   const logToggle = el("label", {}, el("input", { type: "checkbox", id: "logloss" }), " log-scale loss");
   const box = el("div", { class: "plots", id: "curves" });
   const weightsBox = el("div", { class: "weights", id: "first-layer" });
@@ -253,7 +255,7 @@ async function trialView(id) {
     { name: "score", get: (c) => c.score, fmt: fmtScore },
     { name: "bytes", get: (c) => c.size },
   ], trial.checkpoints, { id: "trial-checkpoints" });
-  view.replaceChildren(el("h1", { text: `Trial ${trial.number}` }), info, params, warn, logToggle, box, el("h2", { text: "First-layer weights" }), weightsBox, el("h2", { text: "Checkpoints" }), ckTable);
+  view.replaceChildren(el("h1", { text: `Trial ${trial.number}` }), info, failure, params, warn, logToggle, box, el("h2", { text: "First-layer weights" }), weightsBox, el("h2", { text: "Checkpoints" }), ckTable);
 
   const draw = () => {
     plots.forEach((u) => u.destroy());
