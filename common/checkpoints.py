@@ -25,6 +25,7 @@ import numpy as np
 from gridless.common.errors import NotFoundError, StorageError
 
 __all__ = [
+    "LOG_NAME",
     "CheckpointFile",
     "CheckpointName",
     "CheckpointStore",
@@ -36,6 +37,7 @@ __all__ = [
     "open_store",
     "parse_name",
     "store_options_from_env",
+    "trial_folder",
 ]
 
 _NAME = re.compile(
@@ -45,6 +47,7 @@ _NAME = re.compile(
 )
 SUFFIXES = ("npz", "pt")
 _META_KEY = "__meta__"
+LOG_NAME = "trial.log"  # a trial's stdout and stderr, beside its checkpoints
 _SAFE_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -92,6 +95,11 @@ def format_name(
         raise ValueError(f"a checkpoint score must be finite, but got {score!r}")
     sign = "-" if score < 0 else ""
     return f"{metric_tag(metric)}_{sign}{abs(score):09.4f}_ep{epoch:03d}.{suffix}"
+
+
+def trial_folder(trial_number: int) -> str:
+    """The store folder of a trial: its number, zero-padded so folders sort by number."""
+    return f"{trial_number:06d}"
 
 
 def metric_tag(metric: str) -> str:
@@ -179,6 +187,18 @@ class CheckpointStore:
 
     def list_trial(self, study: str, trial: str) -> list[str]:
         """Checkpoint file names of one trial, sorted by name (ascending)."""
+        raise NotImplementedError
+
+    def write_log(self, study: str, trial: str, data: bytes) -> None:
+        """Replace the trial's `trial.log` (its stdout and stderr) atomically."""
+        raise NotImplementedError
+
+    def read_log(self, study: str, trial: str) -> bytes:
+        """The trial's `trial.log`.
+
+        Raises:
+            NotFoundError: when the trial has none (yet).
+        """
         raise NotImplementedError
 
     def ensure_trial_dir(self, study: str, trial: str) -> None:
@@ -326,6 +346,31 @@ class LocalStore(CheckpointStore):
             return []
         return sorted(p.name for p in folder.iterdir() if _NAME.match(p.name))
 
+    def write_log(self, study: str, trial: str, data: bytes) -> None:
+        self.ensure_trial_dir(study, trial)
+        folder = self.trial_dir(study, trial)
+        tmp_name = ""
+
+        def write(handle: BinaryIO) -> None:
+            handle.write(data)
+
+        try:
+            tmp_name, _, _ = _fill(folder, "log", write)
+            os.replace(tmp_name, folder / LOG_NAME)
+        except OSError as exc:
+            if tmp_name:
+                Path(tmp_name).unlink(missing_ok=True)
+            raise StorageError(f"cannot write {folder / LOG_NAME}: {exc.strerror}") from exc
+
+    def read_log(self, study: str, trial: str) -> bytes:
+        path = self.trial_dir(study, trial) / LOG_NAME
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise NotFoundError(f"no log for trial {trial} yet") from None
+        except OSError as exc:
+            raise StorageError(f"cannot read {path}: {exc.strerror}") from exc
+
 
 class ObjectStore(CheckpointStore):
     """An fsspec file system, for object stores (`s3://bucket/prefix`).
@@ -413,6 +458,25 @@ class ObjectStore(CheckpointStore):
         except FileNotFoundError:
             return []
         return sorted(n for n in names if _NAME.match(n))
+
+    def _log_key(self, study: str, trial: str) -> str:
+        folder = f"{_check_part('study name', study)}/{_check_part('trial id', trial)}"
+        return f"{self.root}/{folder}/{LOG_NAME}"
+
+    def write_log(self, study: str, trial: str, data: bytes) -> None:
+        try:
+            self.fs.pipe_file(self._log_key(study, trial), data)  # one PUT
+        except Exception as exc:  # each fsspec backend raises its own
+            raise StorageError(f"cannot upload the log of trial {trial}: {exc}") from exc
+
+    def read_log(self, study: str, trial: str) -> bytes:
+        try:
+            data: bytes = self.fs.cat_file(self._log_key(study, trial))
+        except FileNotFoundError:
+            raise NotFoundError(f"no log for trial {trial} yet") from None
+        except Exception as exc:  # each fsspec backend raises its own
+            raise StorageError(f"cannot download the log of trial {trial}: {exc}") from exc
+        return data
 
 
 def store_options_from_env() -> dict[str, Any]:

@@ -778,6 +778,25 @@ def status(
 
 
 @app.command()
+def logs(
+    trial_id: Annotated[int, typer.Argument(help="trial id (as in /api/v1/trials/ID)")],
+    url: UrlOption = "http://127.0.0.1:8765",
+    token: TokenOption = None,
+) -> None:
+    """What a trial's code printed: its stdout and stderr, every attempt."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        answer = httpx.get(f"{url.rstrip('/')}/api/v1/trials/{trial_id}/log", headers=headers)
+    except httpx.HTTPError as exc:
+        raise _fail(f"cannot reach the master at {url}: {exc.__class__.__name__}") from None
+    if answer.status_code != 200:
+        raise _fail(f"{answer.status_code}: {answer.json().get('detail', answer.text)}")
+    sys.stdout.write(answer.text)
+
+
+@app.command()
 def submit(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="study spec (YAML)")],
     workers: Annotated[

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from gridless.common.checkpoints import trial_folder
 from gridless.common.db import (
     CheckpointRow,
     EpochMetricRow,
@@ -389,7 +390,7 @@ class TrialProtocol:
     ) -> None:
         info = report.checkpoint
         assert info is not None
-        expected = f"{study.name}/{trial.number:06d}/"
+        expected = f"{study.name}/{trial_folder(trial.number)}/"
         if not info.relpath.startswith(expected) or ".." in info.relpath.split("/"):
             raise SpecError(f"checkpoint: path must lie in {expected}, got {info.relpath!r}")
         score = study.objective.score(report.named_metrics())

@@ -214,6 +214,7 @@ def run_function_trial(
         raise  # the worker loop handles these: not the user's code failing
     except Exception as exc:  # the user's code failed: the trial fails, the worker goes on
         log.warning("trial %s failed: %s", job.trial_number, exc)
+        traceback.print_exception(exc)  # into the trial's log
         return finish("failed", failure_text(exc))
     if trial.reported and not any(job.metric in m for m in trial.reported.values()):
         names = sorted({k for m in trial.reported.values() for k in m})

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from gridless.worker.function_runner import failure_text, run_function_trial
 from gridless.worker.heartbeat import Heartbeat
 from gridless.worker.resume import pick_resume_point, trial_folder, trial_seed
 from gridless.worker.trainer import CodeNotFound, EpochMetrics, Trainer, make_trainer
+from gridless.worker.trial_log import TrialLog
 
 __all__ = ["pick_resume_point", "run_trial", "run_worker", "trial_folder"]
 
@@ -218,25 +220,28 @@ def run_worker(
                 continue
             job = answer.assignment
             heartbeat.watch(job.trial_id, job.attempt)
-            try:
-                run = run_function_trial if job.train is not None else run_trial
-                run(client, store, worker_id, job, heartbeat)
-            except TrialClosed as exc:
-                log.info("trial %s closed by the master: %s", job.trial_id, exc)
-            except MasterGone:
-                raise
-            except Exception as exc:  # a trainer bug must not kill the worker
-                log.exception("trial %s failed", job.trial_id)
-                failed = FinishRequest(
-                    worker_id=worker_id,
-                    attempt=job.attempt,
-                    state="failed",
-                    error=failure_text(exc),
-                )
+            header = f"trial {job.trial_number}, attempt {job.attempt}, worker {worker_id}"
+            with TrialLog(store, job.study, trial_folder(job.trial_number), header):
                 try:
-                    client.finish(job.trial_id, failed)
-                except TrialClosed:
-                    pass
+                    run = run_function_trial if job.train is not None else run_trial
+                    run(client, store, worker_id, job, heartbeat)
+                except TrialClosed as exc:
+                    log.info("trial %s closed by the master: %s", job.trial_number, exc)
+                except MasterGone:
+                    raise
+                except Exception as exc:  # a trainer bug must not kill the worker
+                    log.exception("trial %s failed", job.trial_number)
+                    traceback.print_exception(exc)  # into the trial's log
+                    failed = FinishRequest(
+                        worker_id=worker_id,
+                        attempt=job.attempt,
+                        state="failed",
+                        error=failure_text(exc),
+                    )
+                    try:
+                        client.finish(job.trial_id, failed)
+                    except TrialClosed:
+                        pass
             heartbeat.watch(None)
             done += 1
     finally:

@@ -9,16 +9,11 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from gridless.common.checkpoints import CheckpointStore
+from gridless.common.checkpoints import CheckpointStore, trial_folder
 from gridless.common.errors import GridlessError
 from gridless.common.protocol import Assignment
 
 __all__ = ["pick_resume_point", "trial_folder", "trial_seed"]
-
-
-def trial_folder(trial_number: int) -> str:
-    """The store folder of a trial: its number, zero-padded so folders sort by number."""
-    return f"{trial_number:06d}"
 
 
 def trial_seed(job: Assignment) -> int:

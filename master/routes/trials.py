@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import PlainTextResponse
 
 from gridless.common.bounds import Offset
+from gridless.common.checkpoints import trial_folder
 from gridless.common.protocol import EpochReport, FinishRequest, ReportAck, StartRequest
 from gridless.master.deps import ProtocolDep, ServiceDep, TrialDep
 from gridless.master.schemas import (
@@ -52,6 +54,14 @@ def list_checkpoints(
     """Recorded checkpoints; with include_deleted, also those retention removed (and why)."""
     rows = service.trial_checkpoints(trial.id, include_deleted=include_deleted)
     return [CheckpointPublic.model_validate(c) for c in rows]
+
+
+@router.get("/{trial_id}/log", response_class=PlainTextResponse)
+def read_log(trial: TrialDep, service: ServiceDep, request: Request) -> str:
+    """What the trial's code printed (stdout and stderr, every attempt), as plain text."""
+    study = service.get_study(trial.study_id)
+    data: bytes = request.app.state.store.read_log(study.name, trial_folder(trial.number))
+    return data.decode("utf-8", "replace")
 
 
 @router.post("/{trial_id}/start")

@@ -245,7 +245,9 @@ async function trialView(id) {
       .map(([k, v]) => el("div", { class: "card" }, el("div", { class: "k", text: k }), el("div", { class: "v", text: String(v ?? "-") }))));
   const params = el("p", { id: "params", text: Object.entries(trial.params || {}).map(([k, v]) => `${k}=${fmtNum(v)}`).join("  ") });
   const warn = el("div", {}, ...(trial.warnings || []).map((w) => el("div", { class: "flag", text: `epoch ${w.epoch}: ${w.message}` })));
-  const failure = trial.state === "failed" && trial.error ? el("pre", { id: "trial-error", class: "error", text: trial.error }) : el("span");
+  const failure = el("div", {},
+    ...(trial.state === "failed" && trial.error ? [el("pre", { id: "trial-error", class: "error", text: trial.error })] : []),
+    el("p", {}, el("a", { id: "trial-log", href: `/api/v1/trials/${id}/log`, target: "_blank", text: "log: what the trial printed (stdout, stderr)" })));
   const logToggle = el("label", {}, el("input", { type: "checkbox", id: "logloss" }), " log-scale loss");
   const box = el("div", { class: "plots", id: "curves" });
   const weightsBox = el("div", { class: "weights", id: "first-layer" });

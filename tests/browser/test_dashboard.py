@@ -326,3 +326,72 @@ def test_trial_page_of_a_user_function_plots_its_own_metric(
     ]
     assert files
     assert all(name.startswith("r2_-") for name in files), files
+
+
+FAILING_FUNCTION = """
+def main(trial):
+    print("loading my data")
+    if trial.params["lr"] > 0.01:
+        raise RuntimeError(f"out of memory at lr={trial.params['lr']:.3g}")
+    trial.report(1, val_loss=trial.params["lr"])
+"""
+
+
+@pytest.fixture(scope="module")
+def failing_study(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Master]:
+    """A study of a user's function that raises for part of its range, and a second one
+    whose function always raises: the circuit breaker paused it."""
+    import sys
+
+    from gridless.common.spec import parse_spec
+
+    folder = tmp_path_factory.mktemp("user-failing")
+    (folder / "failing_fn.py").write_text(FAILING_FUNCTION)
+    sys.path.insert(0, str(folder))
+    master = Master(tmp_path_factory.mktemp("dash-failing") / "run")
+    master.server.start()
+    for name, space, failures in (
+        ("part", [1e-4, 1.0], {}),
+        ("always", [0.1, 1.0], {"first": 2}),
+    ):
+        spec = parse_spec(
+            {
+                "name": name,
+                "train": "failing_fn:main",
+                "metric": "val_loss",
+                "space": {"lr": {"log_uniform": space}},
+                "stages": [{"trials": 6, "epochs": 1}],
+                "failures": failures,
+            }
+        )
+        master.service.create_study(spec)
+        run_worker(master.url, master.store_root, "t1", max_trials=6 if name == "part" else 2)
+    sys.path.remove(str(folder))
+    yield master
+    master.server.stop()
+
+
+def test_a_failed_trial_shows_its_error_and_links_its_log(
+    failing_study: Master, browser: WebDriver
+) -> None:
+    trials = httpx.get(f"{failing_study.url}/api/v1/studies/1/trials?state=failed").json()
+    trial = trials["data"][0]
+    browser.get_log("browser")
+    open_page(browser, f"{failing_study.url}/ui/#/trials/{trial['id']}")
+    assert console_errors(browser) == []
+    shown = browser.find_element(By.ID, "trial-error").text
+    assert shown.startswith("RuntimeError: out of memory at lr=")
+    assert shown == trial["error"].strip()
+    link = browser.find_element(By.ID, "trial-log").get_attribute("href")
+    log = httpx.get(link).text
+    assert "loading my data" in log
+    assert "RuntimeError: out of memory" in log
+
+
+def test_a_paused_study_says_why_on_its_page(failing_study: Master, browser: WebDriver) -> None:
+    api = httpx.get(f"{failing_study.url}/api/v1/studies/2").json()
+    assert api["state"] == "paused"
+    open_page(browser, f"{failing_study.url}/ui/#/studies/2")
+    reason = browser.find_element(By.ID, "study-reason").text
+    assert reason.startswith("paused by gridless: the first 2 trials all failed")
+    assert api["state_reason"] in reason

@@ -128,3 +128,51 @@ def test_the_breaker_is_configurable(master: Master, user_code: None) -> None:
 def test_a_bad_breaker_setting_is_refused() -> None:
     with pytest.raises(ValueError, match=r"failures\.max_rate"):
         spec("always:main", failures={"max_rate": 0})
+
+
+PRINTS = """
+import sys
+
+
+def main(trial):
+    for epoch in trial.epochs():
+        print(f"hello from epoch {epoch}")
+        print(f"a warning on stderr {epoch}", file=sys.stderr)
+        if trial.params["lr"] > 0.01:
+            raise RuntimeError("lr too big for my code")
+        trial.report(epoch, val_loss=1.0 / epoch)
+"""
+
+
+def test_what_a_trial_prints_is_readable_through_the_api_and_the_cli(
+    master: Master, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "printing"
+    folder.mkdir()
+    (folder / "prints.py").write_text(textwrap.dedent(PRINTS))
+    monkeypatch.syspath_prepend(str(folder))
+    study = master.service.create_study(
+        spec("prints:main", stages=[{"trials": 6, "epochs": 2}], early_stopping={"rule": "none"})
+    )
+    run_worker(master.url, master.store_root, "t1", max_trials=6)
+    trials = httpx.get(f"{master.url}/api/v1/studies/{study.id}/trials").json()["data"]
+    failed = [t for t in trials if t["state"] == "failed"]
+    completed = [t for t in trials if t["state"] == "completed"]
+    assert failed, trials
+    assert completed, trials
+    for trial in completed:
+        text = httpx.get(f"{master.url}/api/v1/trials/{trial['id']}/log").text
+        assert text.startswith(f"=== trial {trial['number']}, attempt 0, worker t1, ")
+        assert "hello from epoch 1\n" in text
+        assert "a warning on stderr 2\n" in text
+    text = httpx.get(f"{master.url}/api/v1/trials/{failed[0]['id']}/log").text
+    assert "Traceback (most recent call last)" in text
+    assert "RuntimeError: lr too big for my code" in text
+    assert failed[0]["error"].startswith("RuntimeError: lr too big for my code")
+
+    shown = CliRunner().invoke(app, ["logs", str(completed[0]["id"]), "--url", master.url])
+    assert shown.exit_code == 0, shown.output
+    assert "hello from epoch 2" in shown.output
+    missing = CliRunner().invoke(app, ["logs", "999", "--url", master.url])
+    assert missing.exit_code == 2
+    assert "404: no trial 999" in missing.output

@@ -381,6 +381,7 @@ ROUTES = {
     ("GET", "/api/v1/studies/{study_id}/warnings"),
     ("GET", "/api/v1/trials/{trial_id}"),
     ("GET", "/api/v1/trials/{trial_id}/checkpoints"),
+    ("GET", "/api/v1/trials/{trial_id}/log"),
     ("GET", "/api/v1/trials/{trial_id}/metrics"),
     ("GET", "/api/v1/workers"),
     ("POST", "/api/v1/checkpoints/resume"),
