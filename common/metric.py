@@ -102,6 +102,11 @@ def parse_metric(raw: Any) -> Metric:
             raise SpecError("metric.name: required, e.g. metric: {name: val_r2, mode: max}")
         name = check_metric_name(raw["name"], where="metric.name")
         mode = raw.get("mode", KNOWN_DIRECTIONS.get(name))
+        if mode is None:
+            raise SpecError(
+                f"metric.mode: say which way {name!r} is better: "
+                f"metric: {{name: {name}, mode: max}} or mode: min"
+            )
         if mode not in ("min", "max"):
             raise SpecError(f"metric.mode: must be min or max, but got {mode!r}")
         return Metric(name, mode)

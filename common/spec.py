@@ -96,6 +96,16 @@ class StudySpec(_Strict):
     narrowing: NarrowingSpec = Field(default_factory=NarrowingSpec)
     failures: FailureSpec = Field(default_factory=FailureSpec)
 
+    @field_validator("train", mode="before")
+    @classmethod
+    def _train_target(cls, raw: object) -> object:
+        if isinstance(raw, str) and ":" not in raw:
+            raise SpecError(
+                f"train: expected module:function (e.g. train: train:main for main() in "
+                f"train.py beside the spec), but got {raw!r}"
+            )
+        return raw
+
     @field_validator("metric")
     @classmethod
     def _valid_metric(cls, raw: str | dict[str, str]) -> str | dict[str, str]:

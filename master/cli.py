@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import os
 import sys
@@ -239,13 +240,27 @@ def run(
     force: Annotated[
         bool, typer.Option("--force", help="start even if the preflight checks fail")
     ] = False,
+    resume_run: Annotated[
+        bool, typer.Option("--resume", help="continue the newest run of this spec in RUN_DIR")
+    ] = False,
 ) -> None:
     """Run a study end to end: preflight checks, master, local Ray workers, progress bar,
-    ranked table."""
+    ranked table. With --resume, continue the newest run of this spec instead."""
     try:
         spec = _validate(spec_path)
     except GridlessError as exc:
         raise _fail(str(exc)) from None
+    if resume_run:
+        target = _newest_run(run_dir, spec.name)
+        if (target / "spec.yaml").read_text(encoding="utf-8") != spec_path.read_text(
+            encoding="utf-8"
+        ):
+            raise _fail(
+                f"{spec_path} changed since {target} started; resuming would mix two "
+                "studies: start a new run without --resume, or restore the spec"
+            )
+        resume(target, workers=workers, ray_address=ray_address, top=top, columns=columns)
+        return
     if spec.train is not None:
         console.print("preflight: none for a train: function (it ran no check)")
     else:
@@ -261,17 +276,43 @@ def run(
                 "([bold]gridless check[/] shows them)"
             )
 
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    target = (run_dir / f"{spec.name}-{stamp}").resolve()
+    target.mkdir(parents=True, exist_ok=False)
+    store_root = _prepared_store(store or run_paths(target)[1])
+    (target / "spec.yaml").write_text(spec_path.read_text(encoding="utf-8"), encoding="utf-8")
+    record = {"spec": str(spec_path.resolve()), "import_paths": _import_paths(spec_path)}
+    record["store"] = str(store_root)
+    (target / RUN_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    _drive(
+        target, record, spec, workers=workers, ray_address=ray_address, top=top, columns=columns
+    )
+
+
+# What `gridless resume` needs to know about a run: the spec's own path, the folders the
+# workers import the user's code from, and the store.
+RUN_RECORD = "run.json"
+
+
+def _drive(
+    target: Path,
+    record: dict[str, Any],
+    spec: StudySpec | None,
+    *,
+    workers: int,
+    ray_address: str | None,
+    top: int,
+    columns: str | None,
+) -> None:
+    """Serve `target`'s database, run its study with local Ray workers to its end and show
+    the result: a new study (`spec`), or the interrupted one of the run (None)."""
     from gridless.common.db import make_engine
     from gridless.master.app import create_app
     from gridless.master.launcher import RayLauncher
     from gridless.master.server import BackgroundServer
 
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    target = (run_dir / f"{spec.name}-{stamp}").resolve()
-    target.mkdir(parents=True, exist_ok=False)
-    db_path, default_store = run_paths(target)
-    store_root: str | Path = store or default_store
-    store_root = _prepared_store(store_root)
+    db_path, _ = run_paths(target)
+    store_root = record["store"]
     url = f"sqlite:///{db_path}"
     where: dict[str, str] = {}
     try:
@@ -280,15 +321,18 @@ def run(
             store_root=store_root,
             engine=make_engine(url),
             launcher_factory=lambda: RayLauncher(
-                where["url"], str(store_root), python_path=_import_paths(spec_path)
+                where["url"], str(store_root), python_path=record["import_paths"]
             ),
         )
+        service = app_.state.service
+        if spec is not None:
+            study = service.create_study(spec)
+            console.print(f"run directory [bold]{target}[/]")
+        else:
+            study, note = service.continue_interrupted()
+            console.print(f"run directory [bold]{target}[/]: {note}")
     except GridlessError as exc:
         raise _fail(str(exc)) from None
-    service = app_.state.service
-    study = service.create_study(spec)
-    (target / "spec.yaml").write_text(spec_path.read_text(encoding="utf-8"), encoding="utf-8")
-    console.print(f"run directory [bold]{target}[/]")
 
     import ray
 
@@ -313,7 +357,10 @@ def run(
             manager.launch(workers)
             _follow(service, study.id, manager)
         except KeyboardInterrupt:
-            err.print("interrupted: workers stopped; the run directory keeps what finished")
+            err.print(
+                "interrupted: workers stopped; the run directory keeps what finished. "
+                f"Continue it with:\n  gridless resume {target}"
+            )
             raise typer.Exit(130) from None
         finally:
             manager.shutdown()
@@ -332,11 +379,56 @@ def run(
         console.print(line)
     console.print(
         f"dashboard and API afterwards: [bold]gridless master {target}"
-        f"{f' --store {store}' if store else ''}[/], then open "
-        f"http://127.0.0.1:8765/  (checkpoints in {store_root})"
+        f"{f' --store {store_root}' if store_root != str(run_paths(target)[1]) else ''}[/], "
+        f"then open http://127.0.0.1:8765/  (checkpoints in {store_root})"
     )
     if final.state_reason is not None:
+        console.print(f"after a fix: [bold]gridless resume {target}[/]")
         raise typer.Exit(1)
+
+
+@app.command()
+def resume(
+    run_dir: Annotated[Path, typer.Argument(help="the run directory `gridless run` made")],
+    workers: Annotated[int, typer.Option("--workers", "-w", min=1, max=256)] = max(
+        1, os.cpu_count() or 1
+    ),
+    ray_address: Annotated[
+        str | None, typer.Option(help="join a Ray cluster (default: start a local Ray)")
+    ] = None,
+    top: Annotated[int, typer.Option(min=1, max=1000, help="rows of the final table")] = 10,
+    columns: Annotated[
+        str | None,
+        typer.Option(help="more metric columns for the table, comma-separated (val_loss,val_r2)"),
+    ] = None,
+) -> None:
+    """Continue an interrupted or paused run from its database and checkpoints: trials
+    that were running resume from their latest checkpoint; finished ones are kept."""
+    target = run_dir.resolve()
+    record_path = target / RUN_RECORD
+    if not (target / "gridless.db").is_file() or not record_path.is_file():
+        raise _fail(f"{run_dir}: no run to resume here (gridless run makes one)")
+    record = json.loads(record_path.read_text(encoding="utf-8"))
+    spec_path = Path(record["spec"])
+    if spec_path.is_file() and spec_path.read_text(encoding="utf-8") != (
+        target / "spec.yaml"
+    ).read_text(encoding="utf-8"):
+        err.print(
+            f"[yellow]note:[/] {spec_path} changed since this run started; the run goes on "
+            f"with its own copy, {target / 'spec.yaml'}"
+        )
+    _drive(
+        target, record, None, workers=workers, ray_address=ray_address, top=top, columns=columns
+    )
+
+
+def _newest_run(run_dir: Path, name: str) -> Path:
+    runs = sorted(
+        p for p in run_dir.glob(f"{name}-*") if (p / RUN_RECORD).is_file() and p.is_dir()
+    )
+    if not runs:
+        raise _fail(f"{run_dir}: no run of {name!r} to resume (gridless run makes one)")
+    return runs[-1].resolve()
 
 
 def _failure_lines(
@@ -469,6 +561,12 @@ def master(
         run_dir.mkdir(parents=True)
     store_root = _prepared_store(store_root)
     where: dict[str, str] = {}
+    # A run that `gridless run` made: its workers import the user's code from where that
+    # run's did (the spec's folder), whatever this command's working directory.
+    record = run_dir / RUN_RECORD
+    paths = (
+        json.loads(record.read_text(encoding="utf-8"))["import_paths"] if record.is_file() else []
+    )
 
     def make_launcher() -> RayLauncher:
         import ray
@@ -481,7 +579,7 @@ def master(
                 log_to_driver=False,
                 configure_logging=False,
             )
-        return RayLauncher(where["url"], str(store_root), token=token)
+        return RayLauncher(where["url"], str(store_root), token=token, python_path=paths)
 
     try:
         app_ = create_app(

@@ -165,6 +165,52 @@ class StudyService:
                 study.finished_at = utcnow()
             return study
 
+    def continue_interrupted(self) -> tuple[StudyRow, str]:
+        """Reopen the newest study of this database after its run was interrupted (a
+        Ctrl-C, a crash) or paused: trials that were running become lost, so the next
+        claims resume them from their latest checkpoints; a paused study runs again.
+
+        Raises:
+            NotFoundError: for a database without studies.
+            ConflictError: when the study already ended.
+        """
+        with self.storage.write_lock, session_scope(self.sessions) as s:
+            study = s.scalar(select(StudyRow).order_by(StudyRow.id.desc()).limit(1))
+            if study is None:
+                raise NotFoundError("this run has no study")
+            if StudyState(study.state).is_finished():
+                raise ConflictError(f"study {study.name!r} is {study.state}: nothing to resume")
+            if study.state == StudyState.PAUSED.value:
+                study.state, study.state_reason = StudyState.RUNNING.value, None
+                study.breaker_from = study.next_trial_number
+            open_states = [TrialState.PENDING.value, TrialState.RUNNING.value]
+            interrupted = list(
+                s.scalars(
+                    select(TrialRow).where(
+                        TrialRow.study_id == study.id, TrialRow.state.in_(open_states)
+                    )
+                )
+            )
+            for trial in interrupted:
+                trial.state = TrialState.LOST.value
+            for worker in s.scalars(
+                select(WorkerRow).where(WorkerRow.state.in_(["idle", "busy"]))
+            ):
+                worker.state, worker.trial_id = "dead", None
+            finished = s.scalar(
+                select(func.count())
+                .select_from(TrialRow)
+                .where(
+                    TrialRow.study_id == study.id,
+                    TrialRow.state.in_([st.value for st in TrialState if st.is_finished()]),
+                )
+            )
+            note = (
+                f"study {study.name!r} goes on: {finished} trials finished are kept, "
+                f"{len(interrupted)} interrupted resume from their latest checkpoints"
+            )
+            return study, note
+
     def stages(self, study_id: int) -> list[StageRow]:
         with session_scope(self.sessions) as s:
             load_study(s, study_id)

@@ -110,12 +110,14 @@ class MasterBackend:
     def write(
         self, epoch: int, score: float | None, suffix: str, writer: Callable[[BinaryIO], None]
     ) -> str | None:
-        if score is None:
-            raise ValueError(
-                f"trial.save: epoch {epoch} has no {self.job.metric!r} (the study's metric); "
-                "report it before saving, since the checkpoint's name carries it"
-            )
         report = self._last
+        if score is None:
+            names = ", ".join(sorted(report.metrics)) if report is not None else "nothing"
+            raise ValueError(
+                f"trial.save: epoch {epoch} reported {names} but not {self.job.metric!r}, the "
+                "study's metric, which the checkpoint's name carries: report it before "
+                "saving, or name one of those in the spec's metric"
+            )
         if report is None or report.epoch != epoch:
             raise ValueError(f"trial.save: epoch {epoch} was not reported")
         try:
@@ -221,7 +223,7 @@ def run_function_trial(
         return finish(
             "failed",
             f"the trial reported {', '.join(names)} but never {job.metric!r}, the study's "
-            "metric: report it, or name one of these in the spec's metric:",
+            "metric: report it, or name one of those in the spec's metric",
         )
     if not trial.reported:
         return finish(

@@ -61,9 +61,19 @@ def test_shipped_examples_load(path: Path) -> None:
             "(your training function), not both",
         ),
         (
-            {"train": "no colon"},
+            {"train": "train.main"},
+            "train: expected module:function (e.g. train: train:main for main() in train.py "
+            "beside the spec), but got 'train.main'",
+        ),
+        (
+            {"train": "a b:c"},
             "train: String should match pattern "
             "'^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$'",
+        ),
+        (
+            {"metric": {"name": "val_f1"}},
+            "metric.mode: say which way 'val_f1' is better: metric: {name: val_f1, mode: max} "
+            "or mode: min",
         ),
         ({"name": "../evil"}, "name: String should match pattern '^[A-Za-z0-9][A-Za-z0-9._-]*$'"),
         (

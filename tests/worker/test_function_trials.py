@@ -59,6 +59,12 @@ def wrong_metric(trial):
         trial.report(epoch, accuracy=0.5)
 
 
+def saves_without_metric(trial):
+    for epoch in trial.epochs():
+        trial.report(epoch, val_f1=0.5)
+        trial.save({"epoch": epoch})
+
+
 def not_a_number(trial):
     trial.report(1, val_loss="low")
 
@@ -167,9 +173,14 @@ def test_nan_is_divergence_and_never_ranks_above_a_finite_trial(
         ("raises", "RuntimeError: bad luck with lr="),
         (
             "wrong_metric",
-            "the trial reported accuracy but never 'val_r2', the study's metric",
+            "the trial reported accuracy but never 'val_r2', the study's metric: report it, "
+            "or name one of those in the spec's metric",
         ),
         ("not_a_number", "TypeError: trial.report: val_loss must be a number, but got str"),
+        (
+            "saves_without_metric",
+            "ValueError: trial.save: epoch 1 reported val_f1 but not 'val_r2', the study's metric",
+        ),
         ("not_callable", "has no callable 'not_callable'"),
         ("missing", "has no callable 'missing'"),
     ],
