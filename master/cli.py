@@ -158,6 +158,54 @@ def _preflight(spec: StudySpec) -> object:
             raise GridlessError(str(exc)) from None
 
 
+def _print_gradcheck(grads: Any) -> None:
+    table = Table(title=f"gradient check (pass: relative error <= {grads.threshold:.0e})")
+    for column in ("parameter", "phase", "dims", "best h", "rel. error", "kinks", "verdict"):
+        table.add_column(
+            column, justify="left" if column in ("parameter", "phase", "verdict") else "right"
+        )
+    for row in grads.rows:
+        table.add_row(
+            row.name,
+            row.phase,
+            str(row.dims),
+            f"{row.h:.0e}",
+            f"{row.error:.2e}",
+            str(row.kinks_crossed),
+            row.verdict,
+            style="" if row.passed else "bold red",
+        )
+    console.print(table)
+    for note in grads.notes:
+        console.print(f"[yellow]note:[/] {note}")
+
+
+def _smoke(spec: StudySpec) -> bool:
+    """`gridless check` of a train: function: the smoke run's checks; whether all passed."""
+    from gridless.worker.diagnostics.smoke import smoke_check
+
+    with console.status("smoke run of the training function on a tiny subset..."):
+        report = smoke_check(spec.train or "", spec.space, spec.fixed, spec.objective.name)
+    shown = ", ".join(
+        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in report.params.items()
+    )
+    console.print(f"[bold]check[/] of {report.train} at the center of the space: {shown}")
+    marks = {
+        "pass": "[green]pass[/]",
+        "FAIL": "[bold red]FAIL[/]",
+        "skipped": "[yellow]skipped[/]",
+    }
+    for name, status, detail in report.rows:
+        console.print(f"{marks[status]}  {name}: {escape(detail)}")
+    for grads in report.gradchecks:
+        _print_gradcheck(grads)
+    verdict = (
+        "[bold green]checks that ran pass[/]" if report.passed else "[bold red]checks failed[/]"
+    )
+    console.print(verdict)
+    return report.passed
+
+
 def _print_preflight(report: object) -> None:
     from gridless.worker.diagnostics.preflight import PreflightReport
 
@@ -167,27 +215,7 @@ def _print_preflight(report: object) -> None:
     )
     console.print(f"[bold]preflight[/] of {report.model} at the center of the space: {shown}")
     if report.gradcheck is not None:
-        grads = report.gradcheck
-        table = Table(title=f"gradient check (pass: relative error <= {grads.threshold:.0e})")
-        for column in ("parameter", "phase", "dims", "best h", "rel. error", "kinks", "verdict"):
-            table.add_column(
-                column, justify="left" if column in ("parameter", "phase", "verdict") else "right"
-            )
-        for row in grads.rows:
-            style = "" if row.passed else "bold red"
-            table.add_row(
-                row.name,
-                row.phase,
-                str(row.dims),
-                f"{row.h:.0e}",
-                f"{row.error:.2e}",
-                str(row.kinks_crossed),
-                row.verdict,
-                style=style,
-            )
-        console.print(table)
-        for note in grads.notes:
-            console.print(f"[yellow]note:[/] {note}")
+        _print_gradcheck(report.gradcheck)
     for result in report.sanity:
         mark = "[green]pass[/]" if result.passed else "[bold red]FAIL[/]"
         console.print(f"{mark}  {result.name}: {result.detail}")
@@ -207,10 +235,8 @@ def check(
     except GridlessError as exc:
         raise _fail(str(exc)) from None
     if spec.train is not None:
-        console.print(
-            f"{spec.train} imports and is callable; no gradient or sanity check ran: "
-            "gridless has none for a train: function yet"
-        )
+        if not _smoke(spec):
+            raise typer.Exit(1)
         return
     report = _preflight(spec)
     _print_preflight(report)

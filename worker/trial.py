@@ -81,6 +81,7 @@ class Trial:
         device: `"cpu"` (or the device the trial was given).
         metric: the name of the study's metric (used to name checkpoints).
         checkpoint_dir: a plain run writes `save()`'s checkpoints here (none when None).
+        subset: True under `gridless check`: train on a few examples only.
         backend: where reports go; the gridless runtime passes the master's.
     """
 
@@ -95,6 +96,7 @@ class Trial:
         device: str = "cpu",
         metric: str | None = None,
         checkpoint_dir: str | Path | None = None,
+        subset: bool = False,
         backend: Backend | None = None,
     ) -> None:
         if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
@@ -105,6 +107,8 @@ class Trial:
         self._seed = seed
         self._stage = stage
         self._device = device
+        self._subset = subset
+        self.subset_read = False  # whether the function looked at `subset`
         self._backend: Backend = backend or LocalBackend(metric, checkpoint_dir)
         self._first = 1  # after restore(): the epoch after the restored one
         self._epoch = 0  # the epoch being trained
@@ -142,6 +146,13 @@ class Trial:
     def device(self) -> str:
         """The device to train on: `"cpu"`, or `"cuda"` when the trial was given a GPU."""
         return self._device
+
+    @property
+    def subset(self) -> bool:
+        """True when `gridless check` runs the function: use a tiny subset of the data
+        (20 examples, say) so the smoke run takes seconds."""
+        self.subset_read = True
+        return self._subset
 
     @property
     def metric(self) -> str | None:
