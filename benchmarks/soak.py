@@ -85,6 +85,7 @@ def soak(database_url: str, root: Path, reporters: int, epochs: int) -> dict[str
             "gridless.master.cli",
             "master",
             str(root / "run"),
+            "--new",
             "--port",
             str(port),
             "--database-url",

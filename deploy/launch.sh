@@ -116,7 +116,7 @@ start_head() {
   local host="${HOST:-0.0.0.0}"
   local run_dir="${RUN_DIR:-$STATE/run}"
   local url="http://$ip:$MASTER_PORT"
-  local args=(master "$run_dir" --host "$host" --port "$MASTER_PORT"
+  local args=(master "$run_dir" --new --host "$host" --port "$MASTER_PORT"
     --ray-address "$ip:$RAY_PORT" --advertise-url "${ADVERTISE_URL:-$url}")
   [[ -n "$STORE" ]] && args+=(--store "$STORE")
   say "starting the gridless master on $host:$MASTER_PORT (log: $STATE/master.log)"

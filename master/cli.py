@@ -533,7 +533,7 @@ def _print_flags(service: object, study_id: int) -> None:
 
 @app.command()
 def master(
-    run_dir: Annotated[Path, typer.Argument(help="run directory (created if missing)")],
+    run_dir: Annotated[Path, typer.Argument(help="run directory (made with --new)")],
     host: Annotated[str | None, typer.Option(help="address to bind [127.0.0.1]")] = None,
     port: Annotated[int | None, typer.Option(min=0, max=65535, help="[8765]")] = None,
     token: Annotated[str | None, typer.Option(help="required beyond loopback")] = None,
@@ -556,6 +556,9 @@ def master(
     heartbeat: Annotated[
         float | None, typer.Option(min=0.1, max=600, help="heartbeat interval in s [5]")
     ] = None,
+    new: Annotated[
+        bool, typer.Option("--new", help="start a new, empty run if RUN_DIR holds none")
+    ] = False,
 ) -> None:
     """Serve a run directory's database and store: the REST API, claims and reports from
     workers, and worker launching through Ray. A restarted master picks up where its
@@ -583,8 +586,13 @@ def master(
     db_path, default_store = run_paths(run_dir)
     store_root: str | Path = store or settings.store or default_store
     url = database_url or f"sqlite:///{db_path}"
-    if database_url is None and not db_path.is_file() and not run_dir.is_dir():
-        run_dir.mkdir(parents=True)
+    if database_url is None and not db_path.is_file():
+        if not new:
+            raise _fail(
+                f"{run_dir} holds no run (no gridless.db): check the path, or pass --new to "
+                "start an empty master there"
+            )
+        run_dir.mkdir(parents=True, exist_ok=True)
     store_root = _prepared_store(store_root)
     where: dict[str, str] = {}
     # A run that `gridless run` made: its workers import the user's code from where that
@@ -723,7 +731,7 @@ app.add_typer(checkpoints_app, name="checkpoints")
 @checkpoints_app.command("ls")
 def checkpoints_ls(
     study_id: Annotated[int, typer.Argument(help="study id")] = 1,
-    trial: Annotated[int | None, typer.Option(help="only this trial id")] = None,
+    trial: Annotated[int | None, typer.Option(help="only this trial (its number)")] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
     url: UrlOption = "http://127.0.0.1:8765",
     token: TokenOption = None,
@@ -731,8 +739,12 @@ def checkpoints_ls(
     """A study's checkpoints, best score first (the order of their file names)."""
     params: dict[str, object] = {"limit": limit}
     if trial is not None:
-        params["trial_id"] = trial
-    body = _call(_api(url, token), "GET", f"/studies/{study_id}/checkpoints", params=params)
+        params["trial"] = trial
+    client = _api(url, token)
+    try:
+        body = _call(client, "GET", f"/studies/{study_id}/checkpoints", params=params)
+    finally:
+        client.close()  # type: ignore[attr-defined]
     assert isinstance(body, dict)
     table = Table(title=f"{body['count']} checkpoints, best first")
     for column in ("path", "trial", "epoch", "score", "bytes"):
@@ -833,9 +845,11 @@ def _short(values: list[object]) -> str:
     return "[" + ", ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in values) + "]"
 
 
-def _status_view(client: object, study_id: int) -> Group:
+def _status_view(client: object, study_id: int, top: int = 5) -> Group:
     study = _call(client, "GET", f"/studies/{study_id}")
     assert isinstance(study, dict)
+    ranked = _call(client, "GET", f"/studies/{study_id}/trials", params={"limit": top})
+    assert isinstance(ranked, dict)
     best = f"{study['best_score']:.4f}" if study["best_score"] is not None else "-"
     head = (
         f"[bold]{study['name']}[/] ({study['state']}): {study['finished_trials']}/"
@@ -852,7 +866,14 @@ def _status_view(client: object, study_id: int) -> Group:
         table.add_row(
             str(st["index"] + 1), st["state"], str(st["trials"]), str(st["epochs"]), ranges
         )
-    lines: list[RenderableType] = [head, table]
+    trials = _trials_table(
+        study["name"],
+        study["metric"],
+        list(study["spec"]["space"]),
+        ranked["data"],
+        ranked["count"],
+    )
+    lines: list[RenderableType] = [head, table, trials]
     for st in study["stages"]:
         for d in st["decisions"].get("decisions", []):
             old, new = next(iter(d["old"].values())), next(iter(d["new"].values()))
@@ -903,7 +924,8 @@ def status(
 
 @app.command()
 def logs(
-    trial_id: Annotated[int, typer.Argument(help="trial id (as in /api/v1/trials/ID)")],
+    trial: Annotated[int, typer.Argument(help="trial number (as the tables show it)")],
+    study_id: Annotated[int, typer.Option("--study", help="study id")] = 1,
     url: UrlOption = "http://127.0.0.1:8765",
     token: TokenOption = None,
 ) -> None:
@@ -911,8 +933,9 @@ def logs(
     import httpx
 
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    where = f"{url.rstrip('/')}/api/v1/studies/{study_id}/trials/{trial}/log"
     try:
-        answer = httpx.get(f"{url.rstrip('/')}/api/v1/trials/{trial_id}/log", headers=headers)
+        answer = httpx.get(where, headers=headers)
     except httpx.HTTPError as exc:
         raise _fail(f"cannot reach the master at {url}: {exc.__class__.__name__}") from None
     if answer.status_code != 200:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Request
 
-from gridless.common.bounds import Id
+from gridless.common.bounds import Id, Number
 from gridless.common.db import StudyRow, TrialRow
 from gridless.master.protocol import TrialProtocol
 from gridless.master.services import StudyService
@@ -45,5 +45,15 @@ def load_trial(service: ServiceDep, trial_id: Annotated[Id, Path()]) -> TrialRow
     return service.get_trial(trial_id)
 
 
+def load_study_trial(
+    service: ServiceDep,
+    study_id: Annotated[Id, Path()],
+    number: Annotated[Number, Path(description="the trial's number within its study")],
+) -> TrialRow:
+    """The trial of the path by its number in its study, or 404."""
+    return service.get_study_trial(study_id, number)
+
+
 StudyDep = Annotated[StudyRow, Depends(load_study)]
 TrialDep = Annotated[TrialRow, Depends(load_trial)]
+StudyTrialDep = Annotated[TrialRow, Depends(load_study_trial)]

@@ -583,6 +583,7 @@ class TrialProtocol:
             )
             for trial in trials:
                 trial.state = TrialState.LOST.value
+                log.warning("trial %s lost: its worker %s is %s", trial.number, worker_id, state)
             return [t.id for t in trials]
 
 

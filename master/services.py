@@ -341,6 +341,17 @@ class StudyService:
                 raise NotFoundError(f"no trial {trial_id}")
             return trial
 
+    def get_study_trial(self, study_id: int, number: int) -> TrialRow:
+        """A trial by the number people see (issue 15: trial N is trial N everywhere)."""
+        with session_scope(self.sessions) as s:
+            load_study(s, study_id)
+            trial = s.scalar(
+                select(TrialRow).where(TrialRow.study_id == study_id, TrialRow.number == number)
+            )
+            if trial is None:
+                raise NotFoundError(f"study {study_id} has no trial {number}")
+            return trial
+
     def trial_metrics(
         self, trial_id: int, *, limit: int = 10_000, offset: int = 0
     ) -> list[EpochMetricRow]:
@@ -372,7 +383,13 @@ class StudyService:
     # -- checkpoints -------------------------------------------------------------------
 
     def study_checkpoints(
-        self, study_id: int, *, limit: int, offset: int, trial_id: int | None = None
+        self,
+        study_id: int,
+        *,
+        limit: int,
+        offset: int,
+        trial_id: int | None = None,
+        trial_number: int | None = None,
     ) -> tuple[list[tuple[CheckpointRow, TrialRow]], int]:
         """Live checkpoints of a study, best score first (the order of their file names:
         `sort -r` for accuracy, `sort` for loss), then epoch."""
@@ -381,6 +398,8 @@ class StudyService:
             conditions = [TrialRow.study_id == study_id, CheckpointRow.deleted_at.is_(None)]
             if trial_id is not None:
                 conditions.append(TrialRow.id == trial_id)
+            if trial_number is not None:
+                conditions.append(TrialRow.number == trial_number)
             score = CheckpointRow.score.desc() if study.maximize else CheckpointRow.score.asc()
             query = (
                 select(CheckpointRow, TrialRow)

@@ -77,7 +77,7 @@ class WorkerManager:
                 self.protocol.worker_gone(worker_id, "exited")
             else:
                 lost = self.protocol.worker_gone(worker_id, "dead")
-                log.warning("worker %s died (%s); lost trials %s", worker_id, error, lost)
+                log.warning("worker %s died (%s); %d trial(s) lost", worker_id, error, len(lost))
 
     def shutdown(self) -> None:
         if self._launcher is not None:

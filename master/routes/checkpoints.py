@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import FileResponse
 
-from gridless.common.bounds import Id, Offset
+from gridless.common.bounds import Id, Number, Offset
 from gridless.common.checkpoints import CheckpointStore
 from gridless.common.db import CheckpointRow, TrialRow
 from gridless.common.errors import ConflictError, NotFoundError
@@ -55,12 +55,14 @@ def list_study_checkpoints(
     study: StudyDep,
     service: ServiceDep,
     trial_id: Annotated[Id | None, Query()] = None,
+    trial: Annotated[Number | None, Query(description="a trial's number in the study")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[Offset, Query()] = 0,
 ) -> StudyCheckpointsPublic:
-    """A study's live checkpoints, best score first (the order of their file names)."""
+    """A study's live checkpoints, best score first (the order of their file names);
+    `trial` keeps one trial's (its number, as the CLI shows it)."""
     rows, count = service.study_checkpoints(
-        study.id, limit=limit, offset=offset, trial_id=trial_id
+        study.id, limit=limit, offset=offset, trial_id=trial_id, trial_number=trial
     )
     return StudyCheckpointsPublic(data=[_public(ck, t) for ck, t in rows], count=count)
 

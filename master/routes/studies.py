@@ -4,18 +4,21 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, status
+from fastapi import APIRouter, Body, Query, Request, status
+from fastapi.responses import PlainTextResponse
 
 from gridless.common.bounds import Offset
 from gridless.common.spec import parse_spec
 from gridless.common.states import TrialState
-from gridless.master.deps import ServiceDep, StudyDep
+from gridless.master.deps import ServiceDep, StudyDep, StudyTrialDep
+from gridless.master.routes.trials import trial_detail, trial_log
 from gridless.master.schemas import (
     FlagsPublic,
     StagePublic,
     StudiesPublic,
     StudyDetailPublic,
     StudyPublic,
+    TrialDetailPublic,
     TrialPublic,
     TrialsPublic,
     TrialWarningsPublic,
@@ -147,3 +150,16 @@ def list_trials(
             item.rank = offset + i + 1
         data.append(item)
     return TrialsPublic(data=data, count=count)
+
+
+@router.get("/{study_id}/trials/{number}")
+def read_study_trial(trial: StudyTrialDep, service: ServiceDep) -> TrialDetailPublic:
+    """Trial `number` of the study (the number the CLI and the dashboard show), with its
+    per-epoch metrics and live checkpoints."""
+    return trial_detail(trial, service)
+
+
+@router.get("/{study_id}/trials/{number}/log", response_class=PlainTextResponse)
+def read_study_trial_log(trial: StudyTrialDep, service: ServiceDep, request: Request) -> str:
+    """What trial `number` of the study printed (stdout and stderr, every attempt)."""
+    return trial_log(trial, service, request)

@@ -9,6 +9,7 @@ from fastapi.responses import PlainTextResponse
 
 from gridless.common.bounds import Offset
 from gridless.common.checkpoints import trial_folder
+from gridless.common.db import TrialRow
 from gridless.common.protocol import EpochReport, FinishRequest, ReportAck, StartRequest
 from gridless.master.deps import ProtocolDep, ServiceDep, TrialDep
 from gridless.master.schemas import (
@@ -17,13 +18,13 @@ from gridless.master.schemas import (
     TrialDetailPublic,
     TrialPublic,
 )
+from gridless.master.services import StudyService
 
 router = APIRouter(prefix="/trials", tags=["trials"])
 
 
-@router.get("/{trial_id}")
-def read_trial(trial: TrialDep, service: ServiceDep) -> TrialDetailPublic:
-    """One trial with its per-epoch metrics and live checkpoints."""
+def trial_detail(trial: TrialRow, service: StudyService) -> TrialDetailPublic:
+    """A trial with its per-epoch metrics and live checkpoints."""
     item = TrialPublic.model_validate(trial)
     item.stage = service.stage_index(trial.study_id).get(trial.stage_id)
     return TrialDetailPublic(
@@ -33,6 +34,19 @@ def read_trial(trial: TrialDep, service: ServiceDep) -> TrialDetailPublic:
             CheckpointPublic.model_validate(c) for c in service.trial_checkpoints(trial.id)
         ],
     )
+
+
+def trial_log(trial: TrialRow, service: StudyService, request: Request) -> str:
+    """What the trial printed, every attempt."""
+    study = service.get_study(trial.study_id)
+    data: bytes = request.app.state.store.read_log(study.name, trial_folder(trial.number))
+    return data.decode("utf-8", "replace")
+
+
+@router.get("/{trial_id}")
+def read_trial(trial: TrialDep, service: ServiceDep) -> TrialDetailPublic:
+    """One trial by its id, with its per-epoch metrics and live checkpoints."""
+    return trial_detail(trial, service)
 
 
 @router.get("/{trial_id}/metrics")
@@ -59,9 +73,7 @@ def list_checkpoints(
 @router.get("/{trial_id}/log", response_class=PlainTextResponse)
 def read_log(trial: TrialDep, service: ServiceDep, request: Request) -> str:
     """What the trial's code printed (stdout and stderr, every attempt), as plain text."""
-    study = service.get_study(trial.study_id)
-    data: bytes = request.app.state.store.read_log(study.name, trial_folder(trial.number))
-    return data.decode("utf-8", "replace")
+    return trial_log(trial, service, request)
 
 
 @router.post("/{trial_id}/start")

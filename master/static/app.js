@@ -195,7 +195,7 @@ async function studyView(id) {
     { name: "state", get: (t) => t.state, left: true },
     ...params.map((p) => ({ name: p, get: (t) => (t.params ? t.params[p] : null) })),
     { name: "warnings", left: true, get: (t) => (t.warnings || []).map((w) => w.code).join(", ") },
-  ], page.data, { onclick: (t) => (location.hash = `#/trials/${t.id}`), sortable: true, id: "trials" });
+  ], page.data, { onclick: (t) => (location.hash = `#/studies/${id}/trials/${t.number}`), sortable: true, id: "trials" });
   view.replaceChildren(
     el("h1", { text: `${study.name}` }), cards, paused, flags, warnBox,
     el("h2", { text: "Stages and ranges" }), stagesTable, decisions,
@@ -234,10 +234,12 @@ function series(label, color, extra = {}) {
   return { label, stroke: color, width: 2, ...extra };
 }
 
-async function trialView(id) {
-  const trial = await get(`/trials/${id}`);
-  const study = await get(`/studies/${trial.study_id}`);
-  crumbs.replaceChildren(el("a", { href: `#/studies/${study.id}`, text: study.name }), el("a", { href: `#/trials/${id}`, text: `trial ${trial.number}` }));
+async function trialView(studyId, number) {
+  // Trial N is trial N everywhere (issue 15): the URL, the heading, the API path.
+  const base = `/studies/${studyId}/trials/${number}`;
+  const trial = await get(base);
+  const study = await get(`/studies/${studyId}`);
+  crumbs.replaceChildren(el("a", { href: `#/studies/${study.id}`, text: study.name }), el("a", { href: `#${base}`, text: `trial ${trial.number}` }));
   const metrics = trial.metrics;
   const epochs = metrics.map((m) => m.epoch);
   const info = el("div", { class: "cards" },
@@ -247,7 +249,7 @@ async function trialView(id) {
   const warn = el("div", {}, ...(trial.warnings || []).map((w) => el("div", { class: "flag", text: `epoch ${w.epoch}: ${w.message}` })));
   const failure = el("div", {},
     ...(trial.state === "failed" && trial.error ? [el("pre", { id: "trial-error", class: "error", text: trial.error })] : []),
-    el("p", {}, el("a", { id: "trial-log", href: `/api/v1/trials/${id}/log`, target: "_blank", text: "log: what the trial printed (stdout, stderr)" })));
+    el("p", {}, el("a", { id: "trial-log", href: `/api/v1${base}/log`, target: "_blank", text: "log: what the trial printed (stdout, stderr)" })));
   const logToggle = el("label", {}, el("input", { type: "checkbox", id: "logloss" }), " log-scale loss");
   const box = el("div", { class: "plots", id: "curves" });
   const weightsBox = el("div", { class: "weights", id: "first-layer" });
@@ -375,8 +377,13 @@ async function route() {
   stop();
   const parts = location.hash.replace(/^#\/?/, "").split("/");
   try {
-    if (parts[0] === "studies" && parts[1]) await studyView(Number(parts[1]));
-    else if (parts[0] === "trials" && parts[1]) await trialView(Number(parts[1]));
+    if (parts[0] === "studies" && parts[2] === "trials" && parts[3]) await trialView(Number(parts[1]), Number(parts[3]));
+    else if (parts[0] === "studies" && parts[1]) await studyView(Number(parts[1]));
+    else if (parts[0] === "trials" && parts[1]) {  // an id from an older link: show it by its number
+      const t = await get(`/trials/${Number(parts[1])}`);
+      history.replaceState(null, "", `#/studies/${t.study_id}/trials/${t.number}`);
+      await trialView(t.study_id, t.number);
+    }
     else if (parts[0] === "checkpoints" && parts[1]) await checkpointsView(Number(parts[1]));
     else await studiesView();
     document.body.dataset.ready = "1";

@@ -395,3 +395,79 @@ def test_a_paused_study_says_why_on_its_page(failing_study: Master, browser: Web
     reason = browser.find_element(By.ID, "study-reason").text
     assert reason.startswith("paused by gridless: the first 2 trials all failed")
     assert api["state_reason"] in reason
+
+
+@pytest.fixture(scope="module")
+def two_studies(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Master]:
+    """Two finished studies in one database: the second's trial numbers are not its ids."""
+    import sys
+
+    from gridless.common.spec import parse_spec
+
+    folder = tmp_path_factory.mktemp("user-two")
+    (folder / "r2_two.py").write_text(R2_FUNCTION)
+    sys.path.insert(0, str(folder))
+    master = Master(tmp_path_factory.mktemp("dash-two") / "run")
+    master.server.start()
+    for name in ("first", "second"):
+        spec = parse_spec(
+            {
+                "name": name,
+                "train": "r2_two:main",
+                "metric": {"name": "val_r2", "mode": "max"},
+                "space": {"lr": {"log_uniform": [1e-3, 0.9]}},
+                "stages": [{"trials": 4, "epochs": 2}],
+                "early_stopping": {"rule": "none"},
+            }
+        )
+        master.service.create_study(spec)
+        run_worker(master.url, master.store_root, "t1", max_trials=4)
+    sys.path.remove(str(folder))
+    yield master
+    master.server.stop()
+
+
+def test_trial_n_is_trial_n_everywhere(two_studies: Master, browser: WebDriver) -> None:
+    """Issue 15: the CLI table, the API path, the dashboard URL and heading, the checkpoint
+    folder and the log line all name a trial by its number in its study."""
+    from typer.testing import CliRunner
+
+    from gridless.master.cli import app
+
+    url = two_studies.url
+    listed = httpx.get(f"{url}/api/v1/studies/2/trials").json()["data"]
+    trial = listed[0]
+    number = trial["number"]
+    assert trial["id"] != number  # ids run on across studies; numbers start in each
+
+    status = CliRunner().invoke(app, ["status", "2", "--url", url])
+    assert status.exit_code == 0, status.output
+    first_row = next(line for line in status.output.splitlines() if line.startswith("│    1 │"))
+    assert first_row.split("│")[2].strip() == str(number)
+
+    detail = httpx.get(f"{url}/api/v1/studies/2/trials/{number}").json()
+    assert (detail["id"], detail["number"]) == (trial["id"], number)
+
+    open_page(browser, f"{url}/ui/#/studies/2")
+    browser.find_element(By.CSS_SELECTOR, "#trials tbody tr").click()
+    deadline = time.monotonic() + 10
+    while browser.find_element(By.TAG_NAME, "h1").text != f"Trial {number}":
+        assert time.monotonic() < deadline, browser.find_element(By.TAG_NAME, "h1").text
+        time.sleep(0.1)
+    assert browser.current_url.endswith(f"#/studies/2/trials/{number}")
+
+    folder = f"second/{number:06d}/"
+    assert detail["checkpoints"]
+    assert all(c["path"].startswith(folder) for c in detail["checkpoints"])
+    assert (Path(two_studies.store_root) / folder).is_dir()
+    log = httpx.get(f"{url}/api/v1/studies/2/trials/{number}/log").text
+    assert log.startswith(f"=== trial {number}, attempt 0, worker t1, ")
+
+    listed_files = CliRunner().invoke(
+        app, ["checkpoints", "ls", "2", "--trial", str(number), "--url", url]
+    )
+    assert listed_files.exit_code == 0, listed_files.output
+    assert folder in listed_files.output
+    assert "second/00000" in listed_files.output
+    others = [f"second/{n:06d}/" for n in range(4) if n != number]
+    assert not any(o in listed_files.output for o in others)

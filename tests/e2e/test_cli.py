@@ -109,7 +109,9 @@ def test_run_then_serve_gives_the_same_ranking(tmp_path: Path) -> None:
 
 
 def test_master_refuses_to_listen_beyond_loopback_without_a_token(tmp_path: Path) -> None:
-    env_free = cli("master", str(tmp_path / "run"), "--host", "0.0.0.0", cwd=tmp_path, timeout=60)
+    env_free = cli(
+        "master", str(tmp_path / "run"), "--new", "--host", "0.0.0.0", cwd=tmp_path, timeout=60
+    )
     assert env_free.returncode == 2
     assert (
         "refusing to listen on 0.0.0.0 without a token: set GRIDLESS_TOKEN or --token"
@@ -203,7 +205,16 @@ def test_master_status_and_workers_commands(tmp_path: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
-        [*GRIDLESS, "master", str(tmp_path / "run"), "--port", str(port), "--heartbeat", "1"],
+        [
+            *GRIDLESS,
+            "master",
+            str(tmp_path / "run"),
+            "--new",
+            "--port",
+            str(port),
+            "--heartbeat",
+            "1",
+        ],
         cwd=tmp_path,
     )
     try:
@@ -243,7 +254,16 @@ def test_submit_sends_a_study_launches_workers_and_ends_with_the_ranked_table(
     assert unreachable.returncode == 1
     assert f"cannot reach the master at {url}/api/v1" in unreachable.stderr
     server = subprocess.Popen(
-        [*GRIDLESS, "master", str(tmp_path / "run"), "--port", str(port), "--heartbeat", "1"],
+        [
+            *GRIDLESS,
+            "master",
+            str(tmp_path / "run"),
+            "--new",
+            "--port",
+            str(port),
+            "--heartbeat",
+            "1",
+        ],
         cwd=tmp_path,
     )
     try:

@@ -166,6 +166,7 @@ def start_master(run_dir: Path, port: int) -> subprocess.Popen[bytes]:
             "gridless.master.cli",
             "master",
             str(run_dir),
+            "--new",
             "--port",
             str(port),
             "--heartbeat",

@@ -170,9 +170,17 @@ def test_what_a_trial_prints_is_readable_through_the_api_and_the_cli(
     assert "RuntimeError: lr too big for my code" in text
     assert failed[0]["error"].startswith("RuntimeError: lr too big for my code")
 
-    shown = CliRunner().invoke(app, ["logs", str(completed[0]["id"]), "--url", master.url])
+    shown = CliRunner().invoke(app, ["logs", str(completed[0]["number"]), "--url", master.url])
     assert shown.exit_code == 0, shown.output
     assert "hello from epoch 2" in shown.output
     missing = CliRunner().invoke(app, ["logs", "999", "--url", master.url])
     assert missing.exit_code == 2
-    assert "404: no trial 999" in missing.output
+    assert "404: study 1 has no trial 999" in missing.output
+
+
+def test_gridless_master_on_a_directory_without_a_run_says_so(tmp_path: Path) -> None:
+    typo = tmp_path / "gridles-runs" / "digits"
+    result = CliRunner().invoke(app, ["master", str(typo)])
+    assert result.exit_code == 2
+    assert "holds no run (no gridless.db): check the path, or pass --new" in result.output
+    assert not typo.exists()  # nothing was created

@@ -341,6 +341,7 @@ def test_the_token_is_never_logged(tmp_path: Path) -> None:
                 "gridless.master.cli",
                 "master",
                 str(tmp_path / "run"),
+                "--new",
                 "--port",
                 str(port),
             ],
