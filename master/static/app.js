@@ -115,10 +115,15 @@ function borderBands(range, log, fraction = 0.1) {
   return [[lo, lo + w], [hi - w, hi]];
 }
 
-function scatter(name, dist, trials, stages, metric, parent) {
+function scatter(name, dist, trials, stages, metric, parent, maximize = true) {
   const { log, range } = scaleOf(dist);
   const points = trials.filter((t) => t.params && typeof t.params[name] === "number" && t.best_score !== null);
-  const xs = [...new Set(points.map((t) => t.params[name]))].sort((a, b) => a - b);
+  // Failed and diverged trials have no score: drawn at the worst score, hollow and red, so
+  // that a region where they cluster shows (issue 15).
+  const bad = trials.filter((t) => t.params && typeof t.params[name] === "number" && (t.state === "failed" || t.state === "diverged"));
+  const scores = points.map((t) => t.best_score);
+  const worst = scores.length ? (maximize ? Math.min(...scores) : Math.max(...scores)) : 0;
+  const xs = [...new Set([...points, ...bad].map((t) => t.params[name]))].sort((a, b) => a - b);
   const series = [{}];
   const data = [xs];
   for (let s = 1; s <= stages.length; s++) {
@@ -126,6 +131,11 @@ function scatter(name, dist, trials, stages, metric, parent) {
     if (!mine.size) continue;
     data.push(xs.map((x) => (mine.has(x) ? mine.get(x) : null)));
     series.push({ label: `stage ${s}`, stroke: COLORS[(s - 1) % COLORS.length], paths: () => null, points: { show: true, size: 7, fill: COLORS[(s - 1) % COLORS.length] } });
+  }
+  if (bad.length) {
+    const at = new Set(bad.map((t) => t.params[name]));
+    data.push(xs.map((x) => (at.has(x) ? worst : null)));
+    series.push({ label: `failed or diverged (${bad.length}, at the worst score)`, stroke: "#d92d20", paths: () => null, points: { show: true, size: 10, width: 2, fill: "#ffffff" } });
   }
   plot(`${name} vs ${metric}`, {
     scales: { x: { time: false, distr: log ? 3 : 1, range: () => range }, y: { auto: true } },
@@ -207,7 +217,7 @@ async function studyView(id) {
   const firstSpace = study.stages[0].space;
   for (const p of params) {
     const dist = firstSpace[p];
-    if (dist && !("choice" in dist)) scatter(p, dist, page.data, study.stages, study.metric, scatterBox);
+    if (dist && !("choice" in dist)) scatter(p, dist, page.data, study.stages, study.metric, scatterBox, study.maximize);
   }
   refreshWhile(study.state === "running" || study.state === "paused", () => route());
 }

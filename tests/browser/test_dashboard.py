@@ -471,3 +471,17 @@ def test_trial_n_is_trial_n_everywhere(two_studies: Master, browser: WebDriver) 
     assert "second/00000" in listed_files.output
     others = [f"second/{n:06d}/" for n in range(4) if n != number]
     assert not any(o in listed_files.output for o in others)
+
+
+def test_failed_trials_are_marked_on_the_study_plots(
+    failing_study: Master, browser: WebDriver
+) -> None:
+    trials = httpx.get(f"{failing_study.url}/api/v1/studies/1/trials").json()["data"]
+    failed = sum(t["state"] == "failed" for t in trials)
+    assert 0 < failed < len(trials)
+    browser.get_log("browser")
+    open_page(browser, f"{failing_study.url}/ui/#/studies/1")
+    assert console_errors(browser) == []
+    legend = browser.find_element(By.CSS_SELECTOR, '[data-plot="lr vs val_loss"] .u-legend').text
+    assert f"failed or diverged ({failed}, at the worst score)" in legend
+    assert dict(browser.execute_script(PAINTED))["lr vs val_loss"] > MIN_PAINTED
