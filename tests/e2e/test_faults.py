@@ -131,7 +131,19 @@ def test_a_corrupt_checkpoint_is_skipped_when_resuming(ray_master: Any, tmp_path
     sessions = app.state.storage.sessions
 
     trial = a_trial_three_epochs_in(app)
+    # Paused, the study hands out no trial, the lost one included, until the checkpoint is
+    # corrupted; and a report the worker sent just before it died has time to commit (both
+    # raced under load: stop 13's second fresh run resumed from a newer, intact one).
+    app.state.service.set_state(study.id, "pause")
     os.kill(manager.launcher.pid(trial.worker_id), signal.SIGKILL)
+
+    def lost() -> bool:
+        with sessions() as s:
+            row = s.get(TrialRow, trial.id)
+            return row is not None and row.state == "lost"
+
+    wait_for(lost, 60, "the master to see the worker die")
+    time.sleep(1.0)
     with sessions() as s:
         newest = s.scalar(
             select(CheckpointRow)
@@ -141,6 +153,7 @@ def test_a_corrupt_checkpoint_is_skipped_when_resuming(ray_master: Any, tmp_path
     assert newest is not None
     file = tmp_path / "store" / newest.path
     file.write_bytes(file.read_bytes()[: newest.size // 2])  # truncated, as by a crash
+    app.state.service.set_state(study.id, "resume")
 
     wait_for(lambda: app.state.service.progress(study.id).state == "completed", 180, "the study")
     with sessions() as s:
