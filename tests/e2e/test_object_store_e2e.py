@@ -45,7 +45,9 @@ def test_a_study_with_its_checkpoints_in_s3(
     assert len(rows) == 12, "4 epochs x 3 trials"
     assert deleted, "retention retired the checkpoints neither best nor latest"
     # Exactly the live checkpoints are in the bucket, each with its recorded size and hash.
-    assert in_bucket == {c.path for c in live}
+    logs = {p for p in in_bucket if p.endswith("/trial.log")}
+    assert in_bucket - logs == {c.path for c in live}
+    assert len(logs) == 3, "each trial's log is in the bucket beside its checkpoints"
     for c in live:
         data = fs.cat_file(f"{root}/{c.path}")
         assert (len(data), hashlib.sha256(data).hexdigest()) == (c.size, c.sha256)

@@ -103,7 +103,8 @@ def test_a_full_disk_costs_checkpoints_not_trials(master: Master, tmp_path: Path
     assert {t.state for t in trials} == {"completed"}
     assert epochs == 2 * 2 + 1 * 2  # every epoch reported
     assert checkpoints == []
-    assert leftovers == []  # no partial or temporary file left on the full disk
+    # no partial or temporary file left on the full disk (a trial's small log may fit)
+    assert [p for p in leftovers if p.name != "trial.log"] == []
     for t in trials:
         codes = {w["code"] for w in t.warnings}
         assert "checkpoint_write_failed" in codes

@@ -379,6 +379,8 @@ ROUTES = {
     ("GET", "/api/v1/studies/{study_id}/flags"),
     ("GET", "/api/v1/studies/{study_id}/stages"),
     ("GET", "/api/v1/studies/{study_id}/trials"),
+    ("GET", "/api/v1/studies/{study_id}/trials/{number}"),
+    ("GET", "/api/v1/studies/{study_id}/trials/{number}/log"),
     ("GET", "/api/v1/studies/{study_id}/warnings"),
     ("GET", "/api/v1/trials/{trial_id}"),
     ("GET", "/api/v1/trials/{trial_id}/checkpoints"),
