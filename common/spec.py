@@ -26,6 +26,7 @@ __all__ = [
     "EarlyStoppingSpec",
     "FailureSpec",
     "NarrowingSpec",
+    "ResourcesSpec",
     "StageSpec",
     "StudySpec",
     "load_spec",
@@ -76,6 +77,24 @@ class FailureSpec(_Strict):
     max_rate: float = Field(default=0.5, gt=0.0, le=1.0)  # ...at least this share failed
 
 
+class ResourcesSpec(_Strict):
+    """What each trial's worker asks Ray for (issue 16): CPUs, and GPUs, which may be a
+    fraction (0.25: four trials share one GPU) or a whole number above 1."""
+
+    cpu: float = Field(default=1.0, gt=0.0, le=1024.0)
+    gpu: float = Field(default=0.0, ge=0.0, le=64.0)
+
+    @field_validator("gpu")
+    @classmethod
+    def _whole_above_one(cls, gpu: float) -> float:
+        if gpu > 1 and not float(gpu).is_integer():
+            raise SpecError(
+                f"resources.gpu: a trial asks for a fraction of one GPU or a whole number of "
+                f"them, but got {gpu!r}"
+            )
+        return gpu
+
+
 class StudySpec(_Strict):
     """A whole study: model (or the user's training function), data, metric, search space
     and stages."""
@@ -95,6 +114,7 @@ class StudySpec(_Strict):
     early_stopping: EarlyStoppingSpec = Field(default_factory=EarlyStoppingSpec)
     narrowing: NarrowingSpec = Field(default_factory=NarrowingSpec)
     failures: FailureSpec = Field(default_factory=FailureSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
 
     @field_validator("train", mode="before")
     @classmethod
@@ -111,6 +131,15 @@ class StudySpec(_Strict):
     def _valid_metric(cls, raw: str | dict[str, str]) -> str | dict[str, str]:
         parse_metric(raw)  # raises SpecError naming the rule
         return raw
+
+    @model_validator(mode="after")
+    def _cpu_models_on_cpus(self) -> StudySpec:
+        if self.train is None and self.model.startswith("numpy.") and self.resources.gpu > 0:
+            raise SpecError(
+                f"resources.gpu: model {self.model} is a NumPy model and trains on CPUs "
+                "only; ask for no GPU, or use its torch twin"
+            )
+        return self
 
     @model_validator(mode="after")
     def _model_or_train(self) -> StudySpec:

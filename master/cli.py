@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -21,7 +22,7 @@ from rich.table import Table
 from gridless.common.checkpoints import is_url
 from gridless.common.errors import GridlessError
 from gridless.common.settings import Settings, run_paths
-from gridless.common.spec import StudySpec, load_spec
+from gridless.common.spec import StudySpec, load_spec, parse_spec
 
 __all__ = ["app", "main"]
 
@@ -247,9 +248,9 @@ def check(
 @app.command()
 def run(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="study spec (YAML)")],
-    workers: Annotated[int, typer.Option("--workers", "-w", min=1, max=256)] = max(
-        1, os.cpu_count() or 1
-    ),
+    workers: WorkersOption = "auto",
+    ray_cpus: RayCpusOption = None,
+    ray_gpus: RayGpusOption = None,
     run_dir: Annotated[Path, typer.Option(help="where runs are kept")] = Path("gridless-runs"),
     ray_address: Annotated[
         str | None, typer.Option(help="join a Ray cluster (default: start a local Ray)")
@@ -269,11 +270,18 @@ def run(
     resume_run: Annotated[
         bool, typer.Option("--resume", help="continue the newest run of this spec in RUN_DIR")
     ] = False,
+    cpus_per_trial: Annotated[
+        float | None, typer.Option(min=0.01, help="override the spec's resources.cpu")
+    ] = None,
+    gpus_per_trial: Annotated[
+        float | None, typer.Option(min=0, help="override the spec's resources.gpu")
+    ] = None,
 ) -> None:
     """Run a study end to end: preflight checks, master, local Ray workers, progress bar,
     ranked table. With --resume, continue the newest run of this spec instead."""
     try:
         spec = _validate(spec_path)
+        spec = _with_resources(spec, cpus_per_trial, gpus_per_trial)
     except GridlessError as exc:
         raise _fail(str(exc)) from None
     if resume_run:
@@ -285,7 +293,15 @@ def run(
                 f"{spec_path} changed since {target} started; resuming would mix two "
                 "studies: start a new run without --resume, or restore the spec"
             )
-        resume(target, workers=workers, ray_address=ray_address, top=top, columns=columns)
+        resume(
+            target,
+            workers=workers,
+            ray_cpus=ray_cpus,
+            ray_gpus=ray_gpus,
+            ray_address=ray_address,
+            top=top,
+            columns=columns,
+        )
         return
     if spec.train is not None:
         console.print("preflight: none for a train: function (it ran no check)")
@@ -311,7 +327,13 @@ def run(
     record["store"] = str(store_root)
     (target / RUN_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     _drive(
-        target, record, spec, workers=workers, ray_address=ray_address, top=top, columns=columns
+        target,
+        record,
+        spec,
+        workers=_worker_count(workers),
+        ray=(ray_address, ray_cpus, ray_gpus),
+        top=top,
+        columns=columns,
     )
 
 
@@ -325,8 +347,8 @@ def _drive(
     record: dict[str, Any],
     spec: StudySpec | None,
     *,
-    workers: int,
-    ray_address: str | None,
+    workers: int | None,
+    ray: tuple[str | None, int | None, int | None],
     top: int,
     columns: str | None,
 ) -> None:
@@ -360,8 +382,12 @@ def _drive(
     except GridlessError as exc:
         raise _fail(str(exc)) from None
 
-    import ray
+    import ray as ray_api
 
+    ray_address, ray_cpus, ray_gpus = ray
+    cpu, gpu = app_.state.protocol.active_resources()
+    if ray_cpus is None and not ray_address:  # a local Ray: room for what was asked
+        ray_cpus = max(os.cpu_count() or 1, math.ceil((workers or 0) * cpu))
     # Ray's start-up notices (token authentication on, and the like) are not the user's
     # business on a local run; errors still show.
     logging.getLogger("ray").setLevel(logging.ERROR)
@@ -371,16 +397,18 @@ def _drive(
             f"master on {server.url}: dashboard at [link={server.url}/]{server.url}/[/link], "
             "API docs at /docs (while this run lasts)"
         )
-        ray.init(
+        ray_api.init(
             address=ray_address or "local",
-            num_cpus=None if ray_address else workers,
+            num_cpus=None if ray_address or ray_cpus is None else math.ceil(ray_cpus),
+            num_gpus=None if ray_address or ray_gpus is None else math.ceil(ray_gpus),
             include_dashboard=False,
             log_to_driver=False,
             configure_logging=False,
         )
         manager = app_.state.workers
         try:
-            manager.launch(workers)
+            count = _fit_workers(manager, workers, cpu, gpu)
+            manager.launch(count)
             _follow(service, study.id, manager)
         except KeyboardInterrupt:
             err.print(
@@ -388,9 +416,11 @@ def _drive(
                 f"Continue it with:\n  gridless resume {target}"
             )
             raise typer.Exit(130) from None
+        except GridlessError as exc:  # no node can run a trial of this size, and the like
+            raise _fail(str(exc)) from None
         finally:
             manager.shutdown()
-            ray.shutdown()
+            ray_api.shutdown()
     table, _ = _ranked_table(service, study.id, top, _columns(columns))
     console.print(table)
     _print_flags(service, study.id)
@@ -416,9 +446,9 @@ def _drive(
 @app.command()
 def resume(
     run_dir: Annotated[Path, typer.Argument(help="the run directory `gridless run` made")],
-    workers: Annotated[int, typer.Option("--workers", "-w", min=1, max=256)] = max(
-        1, os.cpu_count() or 1
-    ),
+    workers: WorkersOption = "auto",
+    ray_cpus: RayCpusOption = None,
+    ray_gpus: RayGpusOption = None,
     ray_address: Annotated[
         str | None, typer.Option(help="join a Ray cluster (default: start a local Ray)")
     ] = None,
@@ -444,8 +474,46 @@ def resume(
             f"with its own copy, {target / 'spec.yaml'}"
         )
     _drive(
-        target, record, None, workers=workers, ray_address=ray_address, top=top, columns=columns
+        target,
+        record,
+        None,
+        workers=_worker_count(workers),
+        ray=(ray_address, ray_cpus, ray_gpus),
+        top=top,
+        columns=columns,
     )
+
+
+def _with_resources(spec: StudySpec, cpu: float | None, gpu: float | None) -> StudySpec:
+    """The spec with `--cpus-per-trial` / `--gpus-per-trial` applied, validated again."""
+    if cpu is None and gpu is None:
+        return spec
+    raw = spec.model_dump(mode="json", exclude_unset=True)
+    wanted = dict(raw.get("resources") or {})
+    if cpu is not None:
+        wanted["cpu"] = cpu
+    if gpu is not None:
+        wanted["gpu"] = gpu
+    return parse_spec({**raw, "resources": wanted})
+
+
+def _fit_workers(manager: Any, workers: int | None, cpu: float, gpu: float) -> int:
+    """How many workers to start: what the free resources hold (auto), or `workers`
+    capped to it, with a message; fails at once when no node can run even one."""
+    room = manager.launcher.capacity(cpu=cpu, gpu=gpu)
+    if room < 1:
+        raise GridlessError(
+            f"the Ray cluster has no free room for a trial asking cpu={cpu:g}, gpu={gpu:g}"
+        )
+    if workers is None:
+        console.print(f"workers: {room} (cpu={cpu:g}, gpu={gpu:g} each)")
+        return int(room)
+    if workers > room:
+        err.print(
+            f"[yellow]--workers {workers}: only {room} fit (cpu={cpu:g}, gpu={gpu:g} each)[/]"
+        )
+        return int(room)
+    return workers
 
 
 def _newest_run(run_dir: Path, name: str) -> Path:
@@ -645,6 +713,35 @@ def master(
             pass
         finally:
             app_.state.workers.shutdown()
+
+
+WorkersOption = Annotated[
+    str,
+    typer.Option(
+        "--workers",
+        "-w",
+        help="workers to start: auto (as many as the free resources hold) or a number",
+    ),
+]
+RayCpusOption = Annotated[
+    int | None, typer.Option(min=0, max=4096, help="logical CPUs of the local Ray [detected]")
+]
+RayGpusOption = Annotated[
+    int | None, typer.Option(min=0, max=1024, help="logical GPUs of the local Ray [detected]")
+]
+
+
+def _worker_count(text: str) -> int | None:
+    """`auto` -> None; a number from 1 to 256 -> itself."""
+    if text == "auto":
+        return None
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= 256:
+        raise _fail(f"--workers: auto or a number from 1 to 256, but got {text!r}")
+    return count
 
 
 def _api(url: str, token: str | None) -> object:

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
 import threading
 from typing import Any, Protocol
+
+from gridless.common.errors import ConflictError
 
 __all__ = ["RayLauncher", "ThreadLauncher", "WorkerLauncher"]
 
@@ -20,8 +23,8 @@ log = logging.getLogger(__name__)
 class WorkerLauncher(Protocol):
     """Starts and stops workers that talk to the master at `master_url`."""
 
-    def launch(self, count: int) -> list[str]:
-        """Start `count` workers; returns their ids."""
+    def launch(self, count: int, *, cpu: float = 1.0, gpu: float = 0.0) -> list[str]:
+        """Start `count` workers, each holding `cpu` CPUs and `gpu` GPUs; their ids."""
         ...
 
     def kill(self, worker_id: str) -> None:
@@ -77,10 +80,39 @@ class RayLauncher:
         self._runs: dict[str, Any] = {}
         self._lock = threading.Lock()
 
-    def launch(self, count: int) -> list[str]:
+    def capacity(self, *, cpu: float, gpu: float) -> int:
+        """How many more workers of this size the cluster's free resources hold.
+
+        Raises:
+            ConflictError: when no node of the cluster could ever run one: it names the
+                request and every node's resources.
+        """
+        import ray
+
+        nodes = [n for n in ray.nodes() if n.get("Alive")]  # type: ignore[no-untyped-call]
+        have = [(n.get("Resources") or {}) for n in nodes]
+        if not any(r.get("CPU", 0) >= cpu and r.get("GPU", 0) >= gpu for r in have):
+            shown = "; ".join(
+                f"{n.get('NodeManagerAddress', '?')}: "
+                f"CPU {r.get('CPU', 0):g}, GPU {r.get('GPU', 0):g}"
+                for n, r in zip(nodes, have, strict=True)
+            )
+            raise ConflictError(
+                f"each trial asks for cpu={cpu:g}, gpu={gpu:g}, and no node of the Ray cluster "
+                f"has that: {shown or 'no node'}"
+            )
+        free: dict[str, float] = ray.available_resources()  # type: ignore[no-untyped-call]
+        fits = math.floor(float(free.get("CPU", 0)) / cpu + 1e-9)
+        if gpu > 0:
+            fits = min(fits, math.floor(float(free.get("GPU", 0)) / gpu + 1e-9))
+        return max(int(fits), 0)
+
+    def launch(self, count: int, *, cpu: float = 1.0, gpu: float = 0.0) -> list[str]:
         from gridless.worker.actor import WorkerActor
 
-        env = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+        self.capacity(cpu=cpu, gpu=gpu)  # fail fast: a request no node can satisfy
+        threads = str(max(1, math.floor(cpu)))  # NumPy's and Torch's threads follow `cpu`
+        env = {"OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads}
         # The store's options and credentials travel with the workers, so one master
         # setting serves every node of a cluster.
         env.update({k: v for k, v in os.environ.items() if k in FORWARDED_ENV})
@@ -92,7 +124,7 @@ class RayLauncher:
             for _ in range(count):
                 worker_id = f"{self.prefix}{next(self._ids)}"
                 actor = WorkerActor.options(  # type: ignore[attr-defined]
-                    runtime_env={"env_vars": env}
+                    num_cpus=cpu, num_gpus=gpu, runtime_env={"env_vars": env}
                 ).remote(self.master_url, self.store_root, worker_id, self.token)
                 self._actors[worker_id] = actor
                 self._runs[worker_id] = actor.run.remote()
@@ -160,7 +192,7 @@ class ThreadLauncher:
         self._threads: dict[str, threading.Thread] = {}
         self._reported: set[str] = set()
 
-    def launch(self, count: int) -> list[str]:
+    def launch(self, count: int, *, cpu: float = 1.0, gpu: float = 0.0) -> list[str]:
         from gridless.worker.loop import run_worker
 
         started = []

@@ -72,6 +72,18 @@ class TrialProtocol:
         self.sessions = storage.sessions
         self.suggester = suggester or suggest_tpe
 
+    def active_resources(self) -> tuple[float, float]:
+        """(cpu, gpu) per worker for the oldest running study (1 CPU when none runs)."""
+        with session_scope(self.sessions) as s:
+            study = s.scalar(
+                select(StudyRow)
+                .where(StudyRow.state.in_([StudyState.RUNNING.value, StudyState.PAUSED.value]))
+                .order_by(StudyRow.id)
+                .limit(1)
+            )
+            wanted = (study.spec.get("resources") or {}) if study is not None else {}
+        return float(wanted.get("cpu", 1.0)), float(wanted.get("gpu", 0.0))
+
     # -- claims ------------------------------------------------------------------------
 
     def claim(self, worker_id: str) -> ClaimResponse:

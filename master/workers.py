@@ -43,7 +43,9 @@ class WorkerManager:
             return self._launcher
 
     def launch(self, count: int) -> list[str]:
-        return self.launcher.launch(count)
+        """Start `count` workers sized by the running study's `resources` (issue 16)."""
+        cpu, gpu = self.protocol.active_resources()
+        return self.launcher.launch(count, cpu=cpu, gpu=gpu)
 
     def kill(self, worker_id: str) -> None:
         """Kill one worker; its trial is lost at once and resumes elsewhere.

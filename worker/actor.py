@@ -12,6 +12,7 @@ __all__ = ["WorkerActor"]
 
 
 @ray.remote(num_cpus=1, max_restarts=0, max_concurrency=2)  # type: ignore[call-overload]
+# (num_cpus and num_gpus per launch: RayLauncher sets the study's `resources`)
 class WorkerActor:
     """One worker slot; `run()` returns when the master says stop."""
 
@@ -23,7 +24,11 @@ class WorkerActor:
 
     def run(self) -> int:
         """Claim and run trials until told to stop; returns the number of trials run."""
-        return run_worker(self.master_url, self.store_root, self.worker_id, token=self.token)
+        # Ray sets CUDA_VISIBLE_DEVICES to the GPUs it gave this actor (issue 16).
+        device = "cuda" if ray.get_gpu_ids() else "cpu"
+        return run_worker(
+            self.master_url, self.store_root, self.worker_id, token=self.token, device=device
+        )
 
     def pid(self) -> int:
         """The process id of this worker (fault-injection tests SIGKILL it)."""

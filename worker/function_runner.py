@@ -163,6 +163,8 @@ def run_function_trial(
     worker_id: str,
     job: Assignment,
     heartbeat: Heartbeat | None = None,
+    *,
+    device: str = "cpu",
 ) -> str:
     """Run the study's training function for one assigned trial; the final state."""
     assert job.train is not None  # run_worker dispatches on it
@@ -203,6 +205,7 @@ def run_function_trial(
         number=job.trial_number,
         seed=trial_seed(job),
         stage=job.stage,
+        device=device,
         backend=backend,
     )
     try:

@@ -198,6 +198,7 @@ def run_worker(
     *,
     token: str | None = None,
     max_trials: int | None = None,
+    device: str = "cpu",
 ) -> int:
     """Claim and run trials until the master says stop; returns the number of trials run."""
     client = MasterClient(master_url, token=token)
@@ -223,8 +224,10 @@ def run_worker(
             header = f"trial {job.trial_number}, attempt {job.attempt}, worker {worker_id}"
             with TrialLog(store, job.study, trial_folder(job.trial_number), header):
                 try:
-                    run = run_function_trial if job.train is not None else run_trial
-                    run(client, store, worker_id, job, heartbeat)
+                    if job.train is not None:
+                        run_function_trial(client, store, worker_id, job, heartbeat, device=device)
+                    else:
+                        run_trial(client, store, worker_id, job, heartbeat)
                 except TrialClosed as exc:
                     log.info("trial %s closed by the master: %s", job.trial_number, exc)
                 except MasterGone:

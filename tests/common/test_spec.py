@@ -9,7 +9,7 @@ import pytest
 
 from gridless.common.errors import SpecError
 from gridless.common.spec import load_spec, parse_spec
-from tests.conftest import TINY_SPEC
+from tests.conftest import TINY_SPEC, tiny_spec
 
 EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*.yaml"))
 
@@ -150,3 +150,39 @@ def test_a_train_function_replaces_the_model() -> None:
     raw = {k: v for k, v in TINY_SPEC.items() if k != "model"}
     spec = parse_spec({**raw, "train": "my_project.train:main"})
     assert spec.train == "my_project.train:main"
+
+
+@pytest.mark.parametrize(
+    ("resources", "message"),
+    [
+        (
+            {"gpu": 1.5},
+            "resources.gpu: a trial asks for a fraction of one GPU or a whole number of them, but got 1.5",
+        ),
+        ({"gpu": -1}, "resources.gpu: Input should be greater than or equal to 0"),
+        ({"cpu": 0}, "resources.cpu: Input should be greater than 0"),
+        (
+            {"cpu": "two"},
+            "resources.cpu: Input should be a valid number, unable to parse string as a number",
+        ),
+        (
+            {"gpu": 0.5},
+            "resources.gpu: model numpy.mlp is a NumPy model and trains on CPUs only; ask for no GPU, or use its torch twin",
+        ),
+    ],
+)
+def test_bad_resources_are_refused_before_anything_starts(
+    resources: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(SpecError) as info:
+        parse_spec({**TINY_SPEC, "resources": resources})
+    assert str(info.value) == message
+
+
+def test_resources_default_to_one_cpu_and_allow_gpu_fractions() -> None:
+    assert (tiny_spec().resources.cpu, tiny_spec().resources.gpu) == (1.0, 0.0)
+    spec = parse_spec({**TINY_SPEC, "model": "torch.mlp", "resources": {"gpu": 0.25}})
+    assert spec.resources.gpu == 0.25
+    assert (
+        parse_spec({**TINY_SPEC, "model": "torch.mlp", "resources": {"gpu": 2}}).resources.gpu == 2
+    )
