@@ -428,10 +428,15 @@ def _drive(
     if counts:
         shown = ", ".join(f"{code} ({n})" for code, n in counts.items())
         console.print(f"babysitting warnings (trials): {shown}")
-    failed, n_failed = service.list_trials(study.id, limit=3, offset=0, state="failed")
+    failed, n_failed = service.list_trials(
+        study.id, limit=FAILED_SHOWN, offset=0, state="failed", sort="-finished_at"
+    )
     final = service.get_study(study.id)
     shown_failed = [{"number": t.number, "error": t.error} for t in failed]
-    for line in _failure_lines(study.id, final.state_reason, shown_failed, n_failed):
+    resume_hint = f"[bold]gridless resume {target}[/]"
+    for line in _failure_lines(
+        study.id, final.state_reason, shown_failed, n_failed, resume=resume_hint
+    ):
         console.print(line)
     console.print(
         f"dashboard and API afterwards: [bold]gridless master {target}"
@@ -439,7 +444,6 @@ def _drive(
         f"then open http://127.0.0.1:8765/  (checkpoints in {store_root})"
     )
     if final.state_reason is not None:
-        console.print(f"after a fix: [bold]gridless resume {target}[/]")
         raise typer.Exit(1)
 
 
@@ -525,23 +529,35 @@ def _newest_run(run_dir: Path, name: str) -> Path:
     return runs[-1].resolve()
 
 
+FAILED_SHOWN = 5  # the newest failed trials a summary lists
+FAILED_QUERY = {"state": "failed", "limit": FAILED_SHOWN, "sort": "-finished_at"}
+
+
 def _failure_lines(
-    study_id: int, reason: str | None, failed: list[dict[str, Any]], count: int
+    study_id: int,
+    reason: str | None,
+    failed: list[dict[str, Any]],
+    count: int,
+    *,
+    resume: str | None = None,
 ) -> list[str]:
-    """What failed, in plain sight (issue 15): the breaker's reason, then the first
-    failed trials with the first line of their error."""
+    """What failed, in plain sight (issue 15): the breaker's reason and how to go on, then
+    the newest failed trials with the first line of their error, and how many more."""
     lines = []
     if reason is not None:
-        lines.append(
-            f"[bold red]study paused[/]: {escape(reason)}\nfix the code, then continue it: "
-            f"POST /api/v1/studies/{study_id}/resume on its master"
-        )
+        hint = resume or f"POST /api/v1/studies/{study_id}/resume on its master"
+        lines.append(f"[bold red]study paused[/]: {escape(reason)}\nafter a fix: {hint}")
     if count:
-        lines.append(f"[bold red]failed trials[/] ({count}):")
+        lines.append(f"[bold red]failed trials[/] ({count}), newest first:")
         for t in failed:
             first = (t.get("error") or "no error message").strip().splitlines()[0]
             lines.append(f"  trial {t['number']}: {escape(first[:300])}")
-        lines.append(f"  (whole errors: GET /api/v1/studies/{study_id}/trials?state=failed)")
+        if count > len(failed):
+            lines.append(f"  ... and {count - len(failed)} more")
+        lines.append(
+            f"  (every error: GET /api/v1/studies/{study_id}/trials?state=failed; what a "
+            "trial printed: gridless logs N)"
+        )
     return lines
 
 
@@ -978,9 +994,7 @@ def _status_view(client: object, study_id: int, top: int = 5) -> Group:
             lines.append(f"{step}: {d['param']} {_short(old)} -> {_short(new)} ({d['why']})")
     for flag in study["border_flags"]:
         lines.append(f"[bold yellow]border flag[/] (stage {flag['stage']}): {flag['message']}")
-    failed = _call(
-        client, "GET", f"/studies/{study_id}/trials", params={"state": "failed", "limit": 3}
-    )
+    failed = _call(client, "GET", f"/studies/{study_id}/trials", params=FAILED_QUERY)
     assert isinstance(failed, dict)
     lines.extend(
         _failure_lines(study_id, study.get("state_reason"), failed["data"], failed["count"])
@@ -1097,9 +1111,7 @@ def submit(
     )
     for flag in detail["border_flags"]:
         console.print(f"[bold yellow]border flag[/] (stage {flag['stage']}): {flag['message']}")
-    failed = _call(
-        client, "GET", f"/studies/{study['id']}/trials", params={"state": "failed", "limit": 3}
-    )
+    failed = _call(client, "GET", f"/studies/{study['id']}/trials", params=FAILED_QUERY)
     assert isinstance(failed, dict)
     for line in _failure_lines(
         int(study["id"]), detail.get("state_reason"), failed["data"], failed["count"]

@@ -492,7 +492,7 @@ class TrialProtocol:
                 s.flush()
                 reason = trip_if_failing(s, study, trial, environment=request.environment)
                 if reason is not None:
-                    log.warning("study %s paused: %s", study.name, reason)
+                    log.info("study %s paused: %s", study.name, reason)
             return ReportAck(stored=True)
 
     def resume_checkpoint(self, path: str, epochs: int) -> TrialRow:

@@ -28,6 +28,7 @@ from gridless.worker.heartbeat import Heartbeat
 from gridless.worker.resume import pick_resume_point, trial_folder, trial_seed
 from gridless.worker.trainer import CodeNotFound
 from gridless.worker.trial import Trial, TrialStopped
+from gridless.worker.trial_log import flush_current
 
 __all__ = ["MasterBackend", "failure_text", "load_train_function", "run_function_trial"]
 
@@ -102,6 +103,7 @@ class MasterBackend:
                 }
             )
             self._skipped = []
+        flush_current()
         ack = self.client.report(self.job.trial_id, report)
         self._last = report
         stop_asked = self.heartbeat is not None and self.heartbeat.stop_trial.is_set()
@@ -178,6 +180,7 @@ def run_function_trial(
     store.ensure_trial_dir(job.study, trial_folder(job.trial_number))
 
     def finish(state: str, error: str | None = None, *, environment: bool = False) -> str:
+        flush_current()  # the log is complete before the master may pause the study
         request = FinishRequest(
             worker_id=worker_id,
             attempt=job.attempt,

@@ -31,7 +31,7 @@ from gridless.worker.function_runner import failure_text, run_function_trial
 from gridless.worker.heartbeat import Heartbeat
 from gridless.worker.resume import pick_resume_point, trial_folder, trial_seed
 from gridless.worker.trainer import CodeNotFound, EpochMetrics, Trainer, make_trainer
-from gridless.worker.trial_log import TrialLog
+from gridless.worker.trial_log import TrialLog, flush_current
 
 __all__ = ["pick_resume_point", "run_trial", "run_worker", "trial_folder"]
 
@@ -174,6 +174,7 @@ def run_trial(
                 )
         if improved and not m.diverged:
             best = score
+        flush_current()
         ack = client.report(job.trial_id, report)
         if m.diverged:
             state = "diverged"

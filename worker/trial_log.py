@@ -21,12 +21,12 @@ from typing import TextIO
 from gridless.common.checkpoints import CheckpointStore
 from gridless.common.errors import GridlessError
 
-__all__ = ["TrialLog"]
+__all__ = ["TrialLog", "flush_current"]
 
 log = logging.getLogger(__name__)
 
 LIMIT = 1 << 20  # keep the last MiB: a chatty loop must not fill the store
-EVERY_S = 2.0  # how often a running trial's log is written, when it changed
+EVERY_S = 1.0  # how often a running trial's log is written, when it changed
 
 
 class _Tee(io.TextIOBase):
@@ -79,6 +79,7 @@ class TrialLog:
             log.warning("trial %s: cannot write its log: %s", self.folder, exc)
 
     def __enter__(self) -> TrialLog:
+        _current.append(self)
         self._saved = (sys.stdout, sys.stderr)
         sys.stdout = _Tee(sys.stdout, self)
         sys.stderr = _Tee(sys.stderr, self)
@@ -93,7 +94,19 @@ class TrialLog:
     ) -> None:
         if self._saved is not None:
             sys.stdout, sys.stderr = self._saved
+        if self in _current:
+            _current.remove(self)
         self._stop.set()
         if self._writer.is_alive():
             self._writer.join()
         self.flush()
+
+
+_current: list[TrialLog] = []
+
+
+def flush_current() -> None:
+    """Write the running trial's log now (before each report and before the trial ends,
+    so that a worker killed right after, by Ctrl-C or a pause, loses none of it)."""
+    for trial_log in list(_current):
+        trial_log.flush()

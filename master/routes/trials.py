@@ -10,6 +10,7 @@ from fastapi.responses import PlainTextResponse
 from gridless.common.bounds import Offset
 from gridless.common.checkpoints import trial_folder
 from gridless.common.db import TrialRow
+from gridless.common.errors import NotFoundError
 from gridless.common.protocol import EpochReport, FinishRequest, ReportAck, StartRequest
 from gridless.master.deps import ProtocolDep, ServiceDep, TrialDep
 from gridless.master.schemas import (
@@ -39,7 +40,10 @@ def trial_detail(trial: TrialRow, service: StudyService) -> TrialDetailPublic:
 def trial_log(trial: TrialRow, service: StudyService, request: Request) -> str:
     """What the trial printed, every attempt."""
     study = service.get_study(trial.study_id)
-    data: bytes = request.app.state.store.read_log(study.name, trial_folder(trial.number))
+    try:
+        data: bytes = request.app.state.store.read_log(study.name, trial_folder(trial.number))
+    except NotFoundError:
+        raise NotFoundError(f"trial {trial.number} has no log: it printed nothing") from None
     return data.decode("utf-8", "replace")
 
 

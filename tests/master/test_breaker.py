@@ -99,6 +99,10 @@ def test_a_function_that_always_raises_pauses_the_study_after_k(
     assert "study paused" in status.output
     assert "the first 5 trials all failed" in status.output
     assert "trial 0: ValueError: my loader is broken" in status.output
+    for number in range(5):  # the log is complete before the study pauses, the last too
+        log = httpx.get(f"{master.url}/api/v1/studies/{study.id}/trials/{number}/log").text
+        assert "about to fail" in log
+        assert "ValueError: my loader is broken" in log
 
     resumed = httpx.post(f"{master.url}/api/v1/studies/{study.id}/resume").json()
     assert (resumed["state"], resumed["state_reason"]) == ("running", None)

@@ -152,6 +152,7 @@ def test_gridless_check_of_a_train_function_says_what_ran(tmp_path: Path) -> Non
     assert "pass  reports the metric: val_loss in every report" in out
     assert "pass  loss decreases: train_loss" in out
     assert "gradient check (pass: relative error <=" in out
+    assert "pass  gradient check: worst " in out
     assert "pass  initial loss at chance" in out
     assert "pass  overfit 20 examples" in out
     assert "checks that ran pass" in out
@@ -161,6 +162,8 @@ def test_gridless_check_fails_a_planted_wrong_gradient(tmp_path: Path) -> None:
     done = check(write_project(tmp_path / "bad", bug=True))
     assert done.returncode == 1, done.stdout + done.stderr
     assert "probably wrong" in done.stdout
+    assert "FAIL  gradient check: worst fc1." in done.stdout
+    assert "wrong: fc1.weight, fc1.bias" in done.stdout
     assert "checks failed" in done.stdout
 
 

@@ -115,6 +115,15 @@ def smoke_check(
             ("loss decreases", "skipped", "needs a metric named *loss* in 2 epochs")
         )
     report.gradchecks = record.gradchecks
+    for grads in record.gradchecks:
+        worst = max(grads.rows, key=lambda r: r.error, default=None)
+        if worst is None:
+            continue
+        wrong = ", ".join(r.name for r in grads.failures())
+        detail = f"worst {worst.name}: relative error {worst.error:.1e} ({worst.verdict}); " + (
+            f"wrong: {wrong}" if wrong else f"all within {grads.threshold:.0e}"
+        )
+        report.rows.append(("gradient check", "FAIL" if wrong else "pass", detail))
     if not record.gradchecks:
         report.rows.append(
             (
