@@ -304,9 +304,14 @@ def run(
         )
         return
     if spec.train is not None:
-        console.print("preflight: none for a train: function (it ran no check)")
+        console.print(
+            "preflight: none for a train: function (it ran no check; gridless check SPEC "
+            "makes a smoke run)"
+        )
     else:
+        started = time.perf_counter()
         report = _preflight(spec)
+        took = time.perf_counter() - started
         if not report.passed:  # type: ignore[attr-defined]
             _print_preflight(report)
             if not force:
@@ -314,7 +319,7 @@ def run(
             err.print("[yellow]--force: starting despite failed checks[/]")
         else:
             console.print(
-                "preflight: gradient check and sanity checks pass "
+                f"preflight: gradient check and sanity checks pass in {took:.1f} s "
                 "([bold]gridless check[/] shows them)"
             )
 
