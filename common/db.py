@@ -32,7 +32,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from sqlalchemy.types import TypeDecorator
 
 from gridless.common.errors import StorageError
-from gridless.common.metric import Metric
+from gridless.common.metric import Metric, merged_metrics
 
 __all__ = [
     "Base",
@@ -184,16 +184,7 @@ class EpochMetricRow(Base):
 
     def named_metrics(self) -> dict[str, float | None]:
         """Every metric of this epoch by name, also for rows written before revision 0004."""
-        legacy = {
-            "train_loss": self.train_loss,
-            "train_accuracy": self.train_accuracy,
-            "val_loss": self.val_loss,
-            "val_accuracy": self.val_accuracy,
-        }
-        return {
-            **{k: v for k, v in legacy.items() if v is not None},
-            **(self.metrics or {}),
-        }
+        return merged_metrics(self, self.metrics)
 
 
 class WorkerRow(Base):

@@ -15,7 +15,18 @@ from typing import Any, Literal
 
 from gridless.common.errors import SpecError
 
-__all__ = ["KNOWN_DIRECTIONS", "RESERVED_NAMES", "Metric", "check_metric_name", "parse_metric"]
+__all__ = [
+    "BUILTIN_METRICS",
+    "KNOWN_DIRECTIONS",
+    "RESERVED_NAMES",
+    "Metric",
+    "check_metric_name",
+    "merged_metrics",
+    "parse_metric",
+]
+
+# The numbers the built-in trainers report in fields (and columns) of their own.
+BUILTIN_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 
 # Short forms: a bare name whose direction needs no saying.
 KNOWN_DIRECTIONS: dict[str, Literal["min", "max"]] = {
@@ -78,6 +89,13 @@ class Metric:
 
     def to_json(self) -> dict[str, str]:
         return {"name": self.name, "mode": self.mode}
+
+
+def merged_metrics(owner: object, extra: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Every metric by name: `owner`'s built-in fields that are set, then `extra` (a
+    report's, a row's or an epoch's named metrics), which wins on a clash."""
+    builtin = {name: getattr(owner, name) for name in BUILTIN_METRICS}
+    return {**{k: v for k, v in builtin.items() if v is not None}, **(extra or {})}
 
 
 def parse_metric(raw: Any) -> Metric:

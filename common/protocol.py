@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gridless.common.bounds import Count, Id, Number
 from gridless.common.jsonsafe import check_strict_json
-from gridless.common.metric import check_metric_name
+from gridless.common.metric import check_metric_name, merged_metrics
 
 __all__ = [
     "Assignment",
@@ -129,13 +129,7 @@ class EpochReport(_Message):
 
     def named_metrics(self) -> dict[str, float | None]:
         """The four built-in fields (when set) and `metrics`, by name."""
-        legacy = {
-            "train_loss": self.train_loss,
-            "train_accuracy": self.train_accuracy,
-            "val_loss": self.val_loss,
-            "val_accuracy": self.val_accuracy,
-        }
-        return {**{k: v for k, v in legacy.items() if v is not None}, **self.metrics}
+        return merged_metrics(self, self.metrics)
 
     @field_validator("stats", "warnings")
     @classmethod

@@ -18,6 +18,7 @@ from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 import numpy as np
 
+from gridless.common.metric import merged_metrics
 from gridless.worker.data import Dataset, load_dataset
 
 __all__ = [
@@ -100,13 +101,7 @@ class EpochMetrics:
 
     def named(self) -> dict[str, float]:
         """Every metric of the epoch by name (the accuracies only when set)."""
-        numbers = {
-            "train_loss": self.train_loss,
-            "train_accuracy": self.train_accuracy,
-            "val_loss": self.val_loss,
-            "val_accuracy": self.val_accuracy,
-        }
-        return {**{k: v for k, v in numbers.items() if v is not None}, **self.metrics}
+        return merged_metrics(self, self.metrics)
 
 
 @runtime_checkable
