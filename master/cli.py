@@ -566,6 +566,15 @@ def _failure_lines(
     return lines
 
 
+def _remote_failure_lines(client: object, study: dict[str, Any]) -> list[str]:
+    """`_failure_lines` of a study read over the API (`status`, `submit`)."""
+    failed = _call(client, "GET", f"/studies/{study['id']}/trials", params=FAILED_QUERY)
+    assert isinstance(failed, dict)
+    return _failure_lines(
+        int(study["id"]), study.get("state_reason"), failed["data"], failed["count"]
+    )
+
+
 def _follow(service: object, study_id: int, manager: object) -> None:
     from gridless.master.services import StudyService
     from gridless.master.workers import WorkerManager
@@ -999,11 +1008,7 @@ def _status_view(client: object, study_id: int, top: int = 5) -> Group:
             lines.append(f"{step}: {d['param']} {_short(old)} -> {_short(new)} ({d['why']})")
     for flag in study["border_flags"]:
         lines.append(f"[bold yellow]border flag[/] (stage {flag['stage']}): {flag['message']}")
-    failed = _call(client, "GET", f"/studies/{study_id}/trials", params=FAILED_QUERY)
-    assert isinstance(failed, dict)
-    lines.extend(
-        _failure_lines(study_id, study.get("state_reason"), failed["data"], failed["count"])
-    )
+    lines.extend(_remote_failure_lines(client, study))
     if study["warning_counts"]:
         lines.append(
             "warnings: " + ", ".join(f"{k} ({v})" for k, v in study["warning_counts"].items())
@@ -1116,11 +1121,7 @@ def submit(
     )
     for flag in detail["border_flags"]:
         console.print(f"[bold yellow]border flag[/] (stage {flag['stage']}): {flag['message']}")
-    failed = _call(client, "GET", f"/studies/{study['id']}/trials", params=FAILED_QUERY)
-    assert isinstance(failed, dict)
-    for line in _failure_lines(
-        int(study["id"]), detail.get("state_reason"), failed["data"], failed["count"]
-    ):
+    for line in _remote_failure_lines(client, detail):
         console.print(line)
     if detail.get("state_reason"):
         raise typer.Exit(1)

@@ -30,7 +30,13 @@ from gridless.worker.trainer import CodeNotFound
 from gridless.worker.trial import Trial, TrialStopped
 from gridless.worker.trial_log import flush_current
 
-__all__ = ["MasterBackend", "failure_text", "load_train_function", "run_function_trial"]
+__all__ = [
+    "MasterBackend",
+    "failure_text",
+    "load_train_function",
+    "report_returned",
+    "run_function_trial",
+]
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +158,13 @@ class MasterBackend:
         return self._resume
 
 
+def report_returned(trial: Trial, result: Any, metric: str) -> None:
+    """A function that returned instead of reporting is a one-epoch trial: its number is
+    the study's metric, a dict its named metrics."""
+    if result is not None and not trial.reported:
+        trial.report(1, **(result if isinstance(result, dict) else {metric: result}))
+
+
 def failure_text(exc: BaseException) -> str:
     """The exception's type and message, then the last lines of its traceback."""
     head = "".join(traceback.format_exception_only(exc)).strip()
@@ -213,9 +226,7 @@ def run_function_trial(
     )
     try:
         result = function(trial)
-        if result is not None and not trial.reported:  # a one-shot objective
-            numbers = result if isinstance(result, dict) else {job.metric: result}
-            trial.report(1, **numbers)
+        report_returned(trial, result, job.metric)
     except TrialStopped as stop:
         return finish(stop.state)
     except (TrialClosed, MasterGone):

@@ -20,7 +20,7 @@ from typing import Any
 from gridless.worker.diagnostics.gradcheck import GradcheckReport
 from gridless.worker.diagnostics.preflight import center_params
 from gridless.worker.diagnostics.sanity import SanityResult
-from gridless.worker.function_runner import failure_text, load_train_function
+from gridless.worker.function_runner import failure_text, load_train_function, report_returned
 from gridless.worker.trial import Trial, TrialStopped
 
 __all__ = ["SmokeReport", "smoke_check"]
@@ -69,8 +69,7 @@ def smoke_check(
     with recording() as record, redirect_stderr(printed):
         try:
             result = function(trial)
-            if result is not None and not trial.reported:
-                trial.report(1, **(result if isinstance(result, dict) else {metric: result}))
+            report_returned(trial, result, metric)
             error = None
         except TrialStopped as stop:
             error = None if stop.state == "stopped" else stop.reason
