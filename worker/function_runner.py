@@ -14,6 +14,7 @@ from typing import Any, BinaryIO
 
 from gridless.common.checkpoints import CheckpointStore
 from gridless.common.errors import StorageError
+from gridless.common.jsonsafe import finite_or_none
 from gridless.common.protocol import (
     Assignment,
     CheckpointInfo,
@@ -86,7 +87,15 @@ class MasterBackend:
         self._last: EpochReport | None = None
         self._clock = time.perf_counter()
 
-    def send(self, epoch: int, metrics: dict[str, float | None], diverged: str | None) -> bool:
+    def send(
+        self,
+        epoch: int,
+        metrics: dict[str, float | None],
+        diverged: str | None,
+        *,
+        stats: dict[str, Any] | None = None,
+        warnings: list[dict[str, Any]] | None = None,
+    ) -> bool:
         now = time.perf_counter()
         report = EpochReport(
             worker_id=self.worker_id,
@@ -95,6 +104,8 @@ class MasterBackend:
             metrics=metrics,
             seconds=max(now - self._clock, 0.0),
             diverged=diverged is not None,
+            stats=finite_or_none(stats or {}),
+            warnings=list(warnings or [])[:24],
         )
         self._clock = now
         if diverged is not None:
@@ -235,6 +246,8 @@ def run_function_trial(
         log.warning("trial %s failed: %s", job.trial_number, exc)
         traceback.print_exception(exc)  # into the trial's log
         return finish("failed", failure_text(exc))
+    finally:
+        trial.close()  # watch()'s hooks leave the user's model
     if trial.reported and not any(job.metric in m for m in trial.reported.values()):
         names = sorted({k for m in trial.reported.values() for k in m})
         return finish(

@@ -54,8 +54,17 @@ class Backend(Protocol):
     metric: str | None
     first_epoch: int
 
-    def send(self, epoch: int, metrics: dict[str, float | None], diverged: str | None) -> bool:
-        """Send one epoch's numbers; True when the trial must stop."""
+    def send(
+        self,
+        epoch: int,
+        metrics: dict[str, float | None],
+        diverged: str | None,
+        *,
+        stats: dict[str, Any] | None = None,
+        warnings: list[dict[str, Any]] | None = None,
+    ) -> bool:
+        """Send one epoch's numbers (with `watch()`'s statistics and the babysitting
+        warnings); True when the trial must stop."""
         ...
 
     def write(
@@ -114,6 +123,8 @@ class Trial:
         self._epoch = 0  # the epoch being trained
         self._reported: dict[int, dict[str, float]] = {}
         self._pending: tuple[str, Callable[[BinaryIO], None]] | None = None
+        self._watch: Any = None  # a gridless.worker.watch.Watch once watch() was called
+        self._history: list[Any] = []  # EpochMetrics of the reports, for the warnings
 
     # -- what the function reads -------------------------------------------------------
 
@@ -168,6 +179,32 @@ class Trial:
 
     # -- what the function tells ---------------------------------------------------------
 
+    def watch(self, model: Any, optimizer: Any = None, *, every: int = 10) -> Any:
+        """Babysit a Torch model as gridless babysits its own: update:weight ratios per
+        parameter (from `optimizer`'s steps), activation and gradient statistics per
+        hidden layer, first-layer filters, and the warnings they raise (learning rate
+        too high or too low, vanishing or exploding activations), sent with each report.
+
+        Hooks sample one training step in `every`; statistics stay on the model's device
+        until the report. Returns the monitor; the runtime removes its hooks at the end.
+
+        Raises:
+            TypeError: when `model` is not a `torch.nn.Module` (or `optimizer` not a
+                `torch.optim.Optimizer`).
+        """
+        from gridless.worker.watch import Watch
+
+        if self._watch is not None:
+            self._watch.close()
+        self._watch = Watch(model, optimizer, every=every)
+        return self._watch
+
+    def close(self) -> None:
+        """Remove `watch()`'s hooks (the runtime calls it when the function returns)."""
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
+
     def report(self, epoch: int | None = None, /, **metrics: Any) -> None:
         """Send this epoch's metrics (any named numbers, e.g. `val_loss=0.41, val_r2=0.87`).
 
@@ -188,8 +225,13 @@ class Trial:
         self._reported[epoch] = numbers
         self._epoch = epoch
         diverged = _divergence(numbers, self._backend.metric, epoch)
+        stats = self._watch.collect() if self._watch is not None else {}
         stop = self._backend.send(
-            epoch, {k: (v if math.isfinite(v) else None) for k, v in numbers.items()}, diverged
+            epoch,
+            {k: (v if math.isfinite(v) else None) for k, v in numbers.items()},
+            diverged,
+            stats=stats,
+            warnings=self._warnings(epoch, numbers, stats, diverged=diverged is not None),
         )
         if diverged is not None:
             self._pending = None
@@ -247,6 +289,44 @@ class Trial:
             raise ValueError(f"trial.report: epoch must be in [1, 1000000], but got {epoch}")
         return int(epoch)
 
+    def _warnings(
+        self, epoch: int, numbers: Mapping[str, float], stats: dict[str, Any], *, diverged: bool
+    ) -> list[dict[str, Any]]:
+        """The built-in models' babysitting rules on this epoch's report and statistics."""
+        from gridless.worker.diagnostics.babysit import epoch_warnings
+        from gridless.worker.trainer import EpochMetrics
+
+        def get(*names: str) -> float | None:
+            return next((numbers[n] for n in names if n in numbers), None)
+
+        train_loss, val_loss = get("train_loss", "loss"), get("val_loss")
+        # accuracies as fractions (a function may report percentages: then no such rule)
+        accuracies = tuple(
+            a if a is not None and 0.0 <= a <= 1.0 else None
+            for a in (get("train_accuracy"), get("val_accuracy"))
+        )
+        self._history.append(
+            EpochMetrics(
+                train_loss=train_loss if train_loss is not None else math.nan,
+                train_accuracy=accuracies[0],
+                val_loss=val_loss if val_loss is not None else math.nan,
+                val_accuracy=accuracies[1],
+                seconds=0.0,
+                diverged=diverged,
+                # the rules read a loss history: a function reports one loss an epoch
+                stats={
+                    **stats,
+                    "loss_history": [train_loss]
+                    if train_loss is not None and math.isfinite(train_loss)
+                    else [],
+                },
+                metrics=dict(numbers),
+            )
+        )
+        found = epoch_warnings(self._history, num_classes=None, chance_loss=None)
+        # divergence has its own finding, with the value that diverged
+        return [{**w.to_json(), "epoch": epoch} for w in found if w.code != "diverged"]
+
     def _meta(self) -> dict[str, Any]:
         return {
             "trial_number": self._number,
@@ -274,11 +354,21 @@ class LocalBackend:
         self.metric = metric
         self.folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
 
-    def send(self, epoch: int, metrics: dict[str, float | None], diverged: str | None) -> bool:
+    def send(
+        self,
+        epoch: int,
+        metrics: dict[str, float | None],
+        diverged: str | None,
+        *,
+        stats: dict[str, Any] | None = None,
+        warnings: list[dict[str, Any]] | None = None,
+    ) -> bool:
         shown = "  ".join(f"{k} {_shown(v)}" for k, v in metrics.items())
         print(f"epoch {epoch}  {shown}", file=sys.stderr)  # noqa: T201 (a plain run's output)
         if diverged:
             print(diverged, file=sys.stderr)  # noqa: T201
+        for warning in warnings or []:
+            print(f"warning: {warning['message']}", file=sys.stderr)  # noqa: T201
         return False
 
     def write(

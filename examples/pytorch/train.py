@@ -96,6 +96,7 @@ def main(trial: gridless.Trial) -> None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+    trial.watch(model, optimizer)  # babysitting: update ratios, layer statistics, warnings
     for epoch in trial.epochs():
         model.train()
         for x, y in train_loader:

@@ -314,10 +314,12 @@ async function trialView(studyId, number) {
         [epochs, ...names.map((n) => metrics.map((m) => { const v = m.stats.update_ratio?.[n]; return v > 0 ? v : null; }))], box);
     }
     const layers = (metrics[0]?.stats.layers || []).map((l) => l.layer);
+    // a watched model of yours names its layers (trial.watch); the built-ins number them
+    const layerName = Object.fromEntries((metrics[0]?.stats.layers || []).map((l) => [l.layer, l.name ? `${l.name}` : `layer ${l.layer}`]));
     if (layers.length) {
       const pick = (key) => layers.map((layer) => metrics.map((m) => { const l = (m.stats.layers || []).find((x) => x.layer === layer); const v = l ? l[key] : null; return v > 0 ? v : null; }));
-      plot("activation std per layer", { scales: { x: { time: false }, y: { distr: 3 } }, axes: [{ label: "epoch" }, { values: tickValues }], series: [{}, ...layers.map((l, i) => series(`layer ${l}`, COLORS[i % COLORS.length]))] }, [epochs, ...pick("act_std")], box);
-      plot("gradient std per layer", { scales: { x: { time: false }, y: { distr: 3 } }, axes: [{ label: "epoch" }, { values: tickValues }], series: [{}, ...layers.map((l, i) => series(`layer ${l}`, COLORS[i % COLORS.length]))] }, [epochs, ...pick("grad_std")], box);
+      plot("activation std per layer", { scales: { x: { time: false }, y: { distr: 3 } }, axes: [{ label: "epoch" }, { values: tickValues }], series: [{}, ...layers.map((l, i) => series(layerName[l], COLORS[i % COLORS.length]))] }, [epochs, ...pick("act_std")], box);
+      plot("gradient std per layer", { scales: { x: { time: false }, y: { distr: 3 } }, axes: [{ label: "epoch" }, { values: tickValues }], series: [{}, ...layers.map((l, i) => series(layerName[l], COLORS[i % COLORS.length]))] }, [epochs, ...pick("grad_std")], box);
     }
   };
   draw();

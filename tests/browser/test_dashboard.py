@@ -485,3 +485,62 @@ def test_failed_trials_are_marked_on_the_study_plots(
     legend = browser.find_element(By.CSS_SELECTOR, '[data-plot="lr vs val_loss"] .u-legend').text
     assert f"failed or diverged ({failed}, at the worst score)" in legend
     assert dict(browser.execute_script(PAINTED))["lr vs val_loss"] > MIN_PAINTED
+
+
+@pytest.fixture(scope="module")
+def watched_study(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Master]:
+    """examples/pytorch/train.py (which calls trial.watch) searched with a learning rate
+    about 100x its default: the babysitting of a user's own model, served by a master."""
+    import sys
+
+    from gridless.common.spec import parse_spec
+
+    examples = str(Path(__file__).resolve().parents[2] / "examples" / "pytorch")
+    data = os.environ.get("EXAMPLE_DATA")
+    os.environ["EXAMPLE_DATA"] = str(tmp_path_factory.mktemp("example-data"))
+    sys.path.insert(0, examples)
+    master = Master(tmp_path_factory.mktemp("dash-watch") / "run")
+    master.server.start()
+    spec = parse_spec(
+        {
+            "name": "watched",
+            "train": "train:main",
+            "space": {"lr": {"log_uniform": [0.2, 0.4]}},
+            "fixed": {"weight_decay": 1e-4, "hidden": 32, "dropout": 0.1},
+            "stages": [{"trials": 2, "epochs": 2}],
+            "early_stopping": {"rule": "none"},
+        }
+    )
+    master.service.create_study(spec)
+    run_worker(master.url, master.store_root, "t1")
+    sys.path.remove(examples)
+    if data is None:
+        os.environ.pop("EXAMPLE_DATA")
+    else:
+        os.environ["EXAMPLE_DATA"] = data
+    yield master
+    master.server.stop()
+
+
+@pytest.mark.torch
+def test_a_watched_user_model_is_plotted_and_warned_like_a_built_in(
+    watched_study: Master, browser: WebDriver
+) -> None:
+    trial = httpx.get(f"{watched_study.url}/api/v1/studies/1/trials").json()["data"][0]
+    assert "lr_too_high" in {w["code"] for w in trial["warnings"]}
+    browser.get_log("browser")
+    open_page(browser, f"{watched_study.url}/ui/#/trials/{trial['id']}")
+    assert console_errors(browser) == []
+    painted = dict(browser.execute_script(PAINTED))
+    for title in (
+        "update:weight ratio (want ~1e-3)",
+        "activation std per layer",
+        "gradient std per layer",
+    ):
+        assert painted.get(title, 0) > MIN_PAINTED, painted
+    legends = " ".join(e.text for e in browser.find_elements(By.CSS_SELECTOR, ".u-legend"))
+    for name in ("conv1.weight", "conv1", "conv2", "fc1"):
+        assert name in legends
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#first-layer canvas")) == 16
+    flags = [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".flag")]
+    assert any("learning rate too high" in text for text in flags), flags

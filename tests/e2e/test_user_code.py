@@ -109,6 +109,12 @@ def test_the_pytorch_example_runs_as_a_three_stage_study(tmp_path: Path) -> None
 
     state = torch.load(run_dir / "store" / ck.path, weights_only=True)["state"]
     assert {"model", "optimizer", "scheduler"} <= set(state)
+    # trial.watch in train.py: every epoch carries the built-in models' statistics
+    rows = service.trial_metrics(ranked[0].id)
+    for row in rows:
+        assert {"conv1.weight", "fc2.weight"} <= set(row.stats["update_ratio"])
+        assert [layer["name"] for layer in row.stats["layers"]] == ["conv1", "conv2", "fc1"]
+    assert rows[0].stats["learning_rate"] > rows[-1].stats["learning_rate"]  # cosine
 
 
 REGRESSION = '''
