@@ -13,6 +13,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -23,6 +24,7 @@ from gridless.common.metric import Metric, parse_metric
 from gridless.common.space import Distribution, parse_space
 
 __all__ = [
+    "TARGET_PATTERN",
     "EarlyStoppingSpec",
     "FailureSpec",
     "NarrowingSpec",
@@ -34,7 +36,8 @@ __all__ = [
     "trial_rng",
 ]
 
-_TRAIN = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$"
+# A code target, "module:function" (train:, predict:, evaluate:).
+TARGET_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$"
 
 
 class _Strict(BaseModel):
@@ -102,7 +105,11 @@ class StudySpec(_Strict):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     model: str = "numpy.mlp"
     # The user's own training function, "module:function" (issue 14); excludes `model`.
-    train: str | None = Field(default=None, max_length=200, pattern=_TRAIN)
+    train: str | None = Field(default=None, max_length=200, pattern=TARGET_PATTERN)
+    # Ensembles of a function's models (issue 16): predict(state, params, split) -> outputs
+    # and evaluate(outputs, split) -> {name: value}, both "module:function".
+    predict: str | None = Field(default=None, max_length=200, pattern=TARGET_PATTERN)
+    evaluate: str | None = Field(default=None, max_length=200, pattern=TARGET_PATTERN)
     dataset: str | dict[str, str] = "digits"
     # A short name (val_accuracy, val_loss, val_rmse, val_r2) or {name, mode}.
     metric: str | dict[str, str] = "val_accuracy"
@@ -116,15 +123,36 @@ class StudySpec(_Strict):
     failures: FailureSpec = Field(default_factory=FailureSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
 
-    @field_validator("train", mode="before")
+    @field_validator("train", "predict", "evaluate", mode="before")
     @classmethod
-    def _train_target(cls, raw: object) -> object:
+    def _train_target(cls, raw: object, info: ValidationInfo) -> object:
         if isinstance(raw, str) and ":" not in raw:
+            example = {"train": "train:main", "predict": "train:predict"}.get(
+                str(info.field_name), "train:evaluate"
+            )
+            module, _, function = example.partition(":")
             raise SpecError(
-                f"train: expected module:function (e.g. train: train:main for main() in "
-                f"train.py beside the spec), but got {raw!r}"
+                f"{info.field_name}: expected module:function (e.g. {info.field_name}: "
+                f"{example} for {function}() in {module}.py beside the spec), but got {raw!r}"
             )
         return raw
+
+    @model_validator(mode="after")
+    def _ensemble_hooks(self) -> StudySpec:
+        hooks = {"predict": self.predict, "evaluate": self.evaluate}
+        given = [name for name, value in hooks.items() if value is not None]
+        if given and self.train is None:
+            raise SpecError(
+                f"{given[0]}: only a train: study names ensemble hooks; built-in models "
+                "ensemble without them"
+            )
+        if len(given) == 1:
+            missing = "evaluate" if given == ["predict"] else "predict"
+            raise SpecError(
+                f"{missing}: ensembles of your models need both predict: and evaluate: "
+                f"(docs/user-code.md#ensembles), but the spec names only {given[0]}:"
+            )
+        return self
 
     @field_validator("metric")
     @classmethod

@@ -65,7 +65,8 @@ def _validate(spec_path: Path) -> StudySpec:
     try:
         if spec.train is not None:
             sys.path[:0] = [p for p in _import_paths(spec_path) if p not in sys.path]
-            load_train_function(spec.train)
+            for target in filter(None, (spec.train, spec.predict, spec.evaluate)):
+                load_train_function(target)
             return spec
         check_params(spec.model, set(spec.space) | set(spec.fixed))
         if ":" in spec.model:
@@ -699,6 +700,7 @@ def master(
     paths = (
         json.loads(record.read_text(encoding="utf-8"))["import_paths"] if record.is_file() else []
     )
+    sys.path[:0] = [p for p in paths if p not in sys.path]  # ensemble hooks run here
 
     def make_launcher() -> RayLauncher:
         import ray
@@ -937,35 +939,45 @@ def ensemble(
     no_retrain: Annotated[
         bool, typer.Option("--no-retrain", help="only the top-K ensemble, no retraining")
     ] = False,
+    predict: Annotated[
+        str | None,
+        typer.Option(help="a train: study's predict hook, module:function [the spec's]"),
+    ] = None,
+    evaluate: Annotated[
+        str | None,
+        typer.Option(help="a train: study's evaluate hook, module:function [the spec's]"),
+    ] = None,
     url: UrlOption = "http://127.0.0.1:8765",
     token: TokenOption = None,
 ) -> None:
     """Build and evaluate ensembles of a finished study on its held-out test split."""
     client = _api(url, token)
+    request: dict[str, Any] = {"k": k, "retrain": not no_retrain}
+    request.update({key: v for key, v in (("predict", predict), ("evaluate", evaluate)) if v})
     with console.status("building ensembles (top-K, K seeds, K epochs, running average)..."):
-        body = _call(
-            client,
-            "POST",
-            f"/studies/{study_id}/ensembles",
-            json={"k": k, "retrain": not no_retrain},
-        )
+        body = _call(client, "POST", f"/studies/{study_id}/ensembles", json=request)
     assert isinstance(body, dict)
+    metric = body.get("metric", "accuracy")
     table = Table(title=f"ensembles of study {study_id}: validation chooses, test reports")
-    for column in ("kind", "model or ensemble", "members", "val acc", "test acc", "test gain"):
+    for column in ("kind", "model or ensemble", "members", f"val {metric}", f"test {metric}"):
         table.add_column(
             column, justify="left" if column in ("kind", "model or ensemble") else "right"
         )
+    table.add_column("test gain" if body.get("maximize", True) else "test change", justify="right")
     for r in body["rows"]:
+        gain = r["test_gain"]
         table.add_row(
             r["kind"],
             r["name"],
             str(r["members"]),
-            f"{r['val_accuracy']:.4f}",
-            f"{r['test_accuracy']:.4f}",
-            f"{100 * r['test_gain']:+.2f} pt",
+            f"{r['val_score']:.4f}",
+            f"{r['test_score']:.4f}",
+            f"{100 * gain:+.2f} pt" if metric == "accuracy" else f"{gain:+.4f}",
         )
     console.print(table)
     console.print(f"test split: {body['test_examples']} examples, never used to choose")
+    for note in body.get("notes", [])[1:]:
+        console.print(f"note: {note}", highlight=False)
 
 
 def _short(values: list[object]) -> str:

@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from gridless.common.spec import TARGET_PATTERN
+
 __all__ = [
     "CheckpointPublic",
     "EpochMetricPublic",
@@ -167,6 +169,18 @@ class EnsembleBuild(BaseModel):
 
     k: int = Field(default=5, ge=1, le=20, description="members per ensemble")
     retrain: bool = Field(default=True, description="also retrain the best configuration")
+    predict: str | None = Field(
+        default=None,
+        max_length=200,
+        pattern=TARGET_PATTERN,
+        description="a train: study's predict hook, module:function (default: the spec's)",
+    )
+    evaluate: str | None = Field(
+        default=None,
+        max_length=200,
+        pattern=TARGET_PATTERN,
+        description="a train: study's evaluate hook, module:function (default: the spec's)",
+    )
 
 
 class EnsemblesPublic(BaseModel):
@@ -176,6 +190,8 @@ class EnsemblesPublic(BaseModel):
     test_examples: int
     val_examples: int
     notes: list[str]
+    metric: str = "accuracy"  # what val_score and test_score are
+    maximize: bool = True
 
 
 class TrialDetailPublic(TrialPublic):

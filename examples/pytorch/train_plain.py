@@ -38,12 +38,13 @@ def make_npz(path: Path) -> Path:
 
 
 class DigitsNpz(Dataset[tuple[torch.Tensor, torch.Tensor]]):
-    """One split of the npz: the first `n_train` rows train, the rest validate."""
+    """One split of the npz: the first `n_train` rows train, 200 validate, the rest test."""
 
     def __init__(self, path: Path, split: str) -> None:
         with np.load(path) as data:
             n = int(data["n_train"])
-            rows = slice(0, n) if split == "train" else slice(n, None)
+            splits = {"train": slice(0, n), "val": slice(n, n + 200), "test": slice(n + 200, None)}
+            rows = splits[split]
             self.x = torch.from_numpy(data["x"][rows])
             self.y = torch.from_numpy(data["y"][rows])
 

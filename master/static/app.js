@@ -229,15 +229,17 @@ async function ensemblesPanel(id, built) {
     return;
   }
   const body = await get(`/studies/${id}/ensembles`);
-  const pct = (v) => `${v >= 0 ? "+" : ""}${(100 * v).toFixed(2)} pt`;
+  const metric = body.metric || "accuracy";  // a function's study names its own
+  const gain = metric === "accuracy" ? (v) => `${v >= 0 ? "+" : ""}${(100 * v).toFixed(2)} pt` : (v) => `${v >= 0 ? "+" : ""}${v.toFixed(4)}`;
   box.append(table([
     { name: "kind", get: (r) => r.kind, left: true },
     { name: "model or ensemble", get: (r) => r.name, left: true },
     { name: "members", get: (r) => r.members },
-    { name: "val accuracy", get: (r) => r.val_accuracy, fmt: fmtScore },
-    { name: "test accuracy", get: (r) => r.test_accuracy, fmt: fmtScore },
-    { name: "test gain", get: (r) => r.test_gain, fmt: pct },
-  ], body.rows, { id: "ensemble-table" }), el("p", { class: "muted", text: `test split: ${body.test_examples} examples, never used to choose` }));
+    { name: `val ${metric}`, get: (r) => r.val_score, fmt: fmtScore },
+    { name: `test ${metric}`, get: (r) => r.test_score, fmt: fmtScore },
+    { name: body.maximize === false ? "test change" : "test gain", get: (r) => r.test_gain, fmt: gain },
+  ], body.rows, { id: "ensemble-table" }), el("p", { class: "muted", text: `test split: ${body.test_examples} examples, never used to choose` }),
+  ...(body.notes || []).slice(1).map((n) => el("p", { class: "muted", text: n })));
 }
 
 function series(label, color, extra = {}) {

@@ -513,13 +513,13 @@ def watched_study(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Master]:
     )
     master.service.create_study(spec)
     run_worker(master.url, master.store_root, "t1")
+    yield master  # the example's folder stays importable: the ensemble hooks live there
+    master.server.stop()
     sys.path.remove(examples)
     if data is None:
         os.environ.pop("EXAMPLE_DATA")
     else:
         os.environ["EXAMPLE_DATA"] = data
-    yield master
-    master.server.stop()
 
 
 @pytest.mark.torch
@@ -544,3 +544,30 @@ def test_a_watched_user_model_is_plotted_and_warned_like_a_built_in(
     assert len(browser.find_elements(By.CSS_SELECTOR, "#first-layer canvas")) == 16
     flags = [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".flag")]
     assert any("learning rate too high" in text for text in flags), flags
+
+
+@pytest.mark.torch
+def test_the_ensembles_of_a_user_model_show_its_metric(
+    watched_study: Master, browser: WebDriver
+) -> None:
+    hooks = {"predict": "ensemble_hooks:predict", "evaluate": "ensemble_hooks:evaluate"}
+    built = httpx.post(
+        f"{watched_study.url}/api/v1/studies/1/ensembles", json={"k": 2, **hooks}, timeout=120
+    )
+    assert built.status_code == 201, built.text
+    rows = built.json()["rows"]
+    browser.get_log("browser")
+    open_page(browser, f"{watched_study.url}/ui/#/studies/1")
+    deadline = time.monotonic() + 10
+    while not browser.find_elements(By.CSS_SELECTOR, "#ensemble-table tbody tr"):
+        assert time.monotonic() < deadline, "the ensembles panel did not render"
+        time.sleep(0.1)
+    headers = [h.text for h in browser.find_elements(By.CSS_SELECTOR, "#ensemble-table th")]
+    assert headers[3:6] == ["val accuracy", "test accuracy", "test gain"]
+    cells = browser.find_elements(By.CSS_SELECTOR, "#ensemble-table tbody tr")
+    assert len(cells) == len(rows)
+    for tr, row in zip(cells, rows, strict=True):
+        tds = tr.find_elements(By.TAG_NAME, "td")
+        assert tds[1].text == row["name"]
+        assert tds[4].text == f"{row['test_score']:.4f}"
+    assert console_errors(browser) == []

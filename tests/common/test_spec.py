@@ -66,6 +66,21 @@ def test_shipped_examples_load(path: Path) -> None:
             "beside the spec), but got 'train.main'",
         ),
         (
+            {"predict": "hooks:predict", "evaluate": "hooks:evaluate"},
+            "predict: only a train: study names ensemble hooks; built-in models ensemble "
+            "without them",
+        ),
+        (
+            {"train": "train:main", "predict": "hooks:predict"},
+            "evaluate: ensembles of your models need both predict: and evaluate: "
+            "(docs/user-code.md#ensembles), but the spec names only predict:",
+        ),
+        (
+            {"train": "train:main", "predict": "hooks:p", "evaluate": "hooks"},
+            "evaluate: expected module:function (e.g. evaluate: train:evaluate for evaluate() "
+            "in train.py beside the spec), but got 'hooks'",
+        ),
+        (
             {"train": "a b:c"},
             "train: String should match pattern "
             "'^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$'",

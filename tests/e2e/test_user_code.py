@@ -24,7 +24,7 @@ from gridless.common.spec import parse_spec
 from gridless.master.app import create_app
 from gridless.master.launcher import RayLauncher
 from gridless.master.server import BackgroundServer
-from tests.net import wait_for
+from tests.net import free_port, wait_for, wait_for_master
 
 ROOT = Path(__file__).parents[2]
 EXAMPLES = ROOT / "examples" / "pytorch"
@@ -115,6 +115,32 @@ def test_the_pytorch_example_runs_as_a_three_stage_study(tmp_path: Path) -> None
         assert {"conv1.weight", "fc2.weight"} <= set(row.stats["update_ratio"])
         assert [layer["name"] for layer in row.stats["layers"]] == ["conv1", "conv2", "fc1"]
     assert rows[0].stats["learning_rate"] > rows[-1].stats["learning_rate"]  # cosine
+    # the spec's predict: and evaluate: hooks: `gridless ensemble` on the reopened run
+    port = free_port()
+    env = {**os.environ, "EXAMPLE_DATA": str(tmp_path / "data")}
+    master = subprocess.Popen(
+        [*GRIDLESS, "master", str(run_dir), "--port", str(port)], cwd=ROOT, env=env
+    )
+    try:
+        wait_for_master(f"http://127.0.0.1:{port}", 60)
+        built = run_cli(
+            "ensemble", "1", "-k", "3", "--url", f"http://127.0.0.1:{port}", cwd=tmp_path
+        )
+    finally:
+        master.terminate()
+        master.wait(timeout=30)
+    assert built.returncode == 0, built.stderr[-3000:]
+    table = {
+        m[1]: (int(m[2]), float(m[3]), float(m[4]))
+        for m in re.finditer(
+            r"│ (\w+)\s+│ [^│]+│\s+(\d+) │\s+([\d.]+) │\s+([\d.]+) │", built.stdout
+        )
+    }
+    assert table["top_k"][0] == 3
+    assert table["top_k"][1] >= 0.9  # validation accuracy of the average
+    assert 0.9 <= table["top_k"][2] <= 1.0
+    assert "val accuracy" in built.stdout
+    assert "test split: 197 examples, never used to choose" in built.stdout
 
 
 REGRESSION = '''

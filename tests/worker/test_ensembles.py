@@ -74,8 +74,8 @@ def test_every_kind_is_built_and_measured(finished: tuple[Master, list[TopTrial]
     assert (report.test_examples, report.val_examples) == (270, 270)
     best = report.rows[0]
     for row in report.rows:
-        assert 0.5 < row.val_accuracy <= 1.0
-        assert row.test_gain == pytest.approx(row.test_accuracy - best.test_accuracy)
+        assert 0.5 < row.val_score <= 1.0
+        assert row.test_gain == pytest.approx(row.test_score - best.test_score)
 
 
 def test_the_best_single_model_is_its_checkpoint(finished: tuple[Master, list[TopTrial]]) -> None:
@@ -90,7 +90,7 @@ def test_the_best_single_model_is_its_checkpoint(finished: tuple[Master, list[To
                 CheckpointRow.path == str(top[0].checkpoint.relative_to(master.store_root))
             )
         )
-    assert report.rows[0].val_accuracy == pytest.approx(score)
+    assert report.rows[0].val_score == pytest.approx(score)
     assert score == pytest.approx(trial.best_score)
 
 
@@ -106,12 +106,11 @@ def test_the_test_split_is_unseen_by_selection(
     monkeypatch.setattr(ensembles, "load_dataset", lambda _spec: shuffled)
     scrambled = evaluate_ensembles(model="numpy.mlp", dataset="digits", fixed={}, top=top, k=3)
     # the same members, the same validation numbers: nothing was chosen with the test split
-    assert [(r.kind, r.name, r.val_accuracy) for r in scrambled.rows] == [
-        (r.kind, r.name, r.val_accuracy) for r in honest.rows
+    assert [(r.kind, r.name, r.val_score) for r in scrambled.rows] == [
+        (r.kind, r.name, r.val_score) for r in honest.rows
     ]
     assert all(
-        s.test_accuracy < 0.3 < h.test_accuracy
-        for s, h in zip(scrambled.rows, honest.rows, strict=True)
+        s.test_score < 0.3 < h.test_score for s, h in zip(scrambled.rows, honest.rows, strict=True)
     )
 
 
