@@ -26,6 +26,8 @@
 #                        [SQLite in RUN_DIR]
 #   --head-cpus N        CPUs the head offers to workers [0: the head runs the master only]
 #   --node-cpus N        CPUs each --local node offers (one worker each) [1]
+#   --node-gpus N        GPUs each --local node (or this worker) offers to trials, i.e.
+#                        ray start --num-gpus; logical ones on a CPU-only machine [detected]
 #   --object-store-mb M  object store of each node started here [200]
 #
 # State (tokens, logs, pids) lives in $GRIDLESS_CLUSTER_DIR [~/.gridless/cluster]. The Ray
@@ -44,6 +46,7 @@ DATABASE_URL=""
 HEAD_CPUS=0
 NODE_CPUS=1
 NODE_CPUS_SET=""
+NODE_GPUS=""
 OBJECT_STORE_MB=200
 ADDRESS=""
 ADVERTISE_URL=""
@@ -52,7 +55,7 @@ LOCAL=""
 die() { echo "launch.sh: $*" >&2; exit 2; }
 say() { echo "launch.sh: $*"; }
 
-usage() { sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; }
 
 need() {
   command -v "$1" >/dev/null 2>&1 ||
@@ -137,7 +140,7 @@ start_head() {
 start_local_node() {
   local n="$1" address="$2"
   setsid nohup ray start --block --address "$address" --node-ip-address 127.0.0.1 \
-    --num-cpus "$NODE_CPUS" --disable-usage-stats \
+    --num-cpus "$NODE_CPUS" ${NODE_GPUS:+--num-gpus "$NODE_GPUS"} --disable-usage-stats \
     --object-store-memory $((OBJECT_STORE_MB * 1024 * 1024)) \
     >"$STATE/node-$n.log" 2>&1 </dev/null &
   echo $! >"$STATE/node-$n.pid"
@@ -221,6 +224,7 @@ cmd_worker() {
   local ip="${IP:-$(first_ip)}"
   setsid nohup ray start --block --address "$ADDRESS" --node-ip-address "$ip" \
     --disable-usage-stats ${NODE_CPUS_SET:+--num-cpus "$NODE_CPUS"} \
+    ${NODE_GPUS:+--num-gpus "$NODE_GPUS"} \
     >"$STATE/node-1.log" 2>&1 </dev/null &
   echo $! >"$STATE/node-1.pid"
   sleep 5
@@ -287,13 +291,15 @@ while (($#)); do
     --database-url) DATABASE_URL="${2:-}"; shift 2 || die "--database-url needs a URL" ;;
     --head-cpus) HEAD_CPUS="${2:-}"; shift 2 || die "--head-cpus needs a number" ;;
     --node-cpus) NODE_CPUS="${2:-}"; NODE_CPUS_SET=1; shift 2 || die "--node-cpus needs a number" ;;
+    --node-gpus) NODE_GPUS="${2:-}"; shift 2 || die "--node-gpus needs a number" ;;
     --object-store-mb) OBJECT_STORE_MB="${2:-}"; shift 2 || die "--object-store-mb needs a number" ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument '$1'" ;;
   esac
 done
 
-for value in "$RAY_PORT" "$MASTER_PORT" "$HEAD_CPUS" "$NODE_CPUS" "$OBJECT_STORE_MB"; do
+for value in "$RAY_PORT" "$MASTER_PORT" "$HEAD_CPUS" "$NODE_CPUS" "$OBJECT_STORE_MB" \
+  ${NODE_GPUS:+"$NODE_GPUS"}; do
   [[ "$value" =~ ^[0-9]+$ ]] || die "expected a number, got '$value'"
 done
 

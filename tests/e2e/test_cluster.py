@@ -186,3 +186,59 @@ def test_a_study_survives_the_loss_of_a_worker_node(
     fs = s3fs.S3FileSystem(**s3_server.options, skip_instance_cache=True)
     in_bucket = {p.removeprefix(f"{bucket}/runs/") for p in fs.find(f"{bucket}/runs")}
     assert set(live) <= in_bucket
+
+
+@pytest.fixture
+def gpu_cluster(tmp_path: Path) -> Iterator[Cluster]:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env["GRIDLESS_CLUSTER_DIR"] = str(tmp_path / "cluster")
+    c = Cluster(tmp_path / "cluster", env)
+    try:
+        yield c
+    finally:
+        stopped = c.launch("stop", timeout=120)
+        assert stopped.returncode == 0, stopped.stderr
+        assert c.alive_groups() == [], "launch.sh stop left processes behind"
+
+
+@pytest.mark.torch
+def test_local_nodes_offer_the_gpus_asked_for(gpu_cluster: Cluster, tmp_path: Path) -> None:
+    """`--node-gpus 1` gives the worker node one logical GPU (this machine has none): a
+    study at gpu 0.5 runs two workers on it; one asking for 2 GPUs is refused at once."""
+    up = gpu_cluster.launch(
+        "--local", "1", "--node-gpus", "1",
+        "--ray-port", str(free_port()), "--master-port", str(free_port()),
+    )  # fmt: skip
+    assert up.returncode == 0, up.stdout + up.stderr
+    env = dict(gpu_cluster.env)
+    for line in (gpu_cluster.state / "cluster.env").read_text().splitlines():
+        if line.startswith("export "):
+            key, _, value = line.removeprefix("export ").partition("=")
+            env[key] = value
+
+    def submit(gpu: float) -> subprocess.CompletedProcess[str]:
+        spec = tiny_spec(
+            name=f"gpu-{gpu:g}".replace(".", "-"),
+            model="torch.mlp",
+            resources={"cpu": 0.5, "gpu": gpu},
+            stages=[{"trials": 4, "epochs": 1}],
+        )
+        spec_file = tmp_path / f"gpu-{gpu:g}.yaml"
+        spec_file.write_text(yaml.safe_dump(spec.model_dump(mode="json")), encoding="utf-8")
+        return subprocess.run(
+            ["gridless", "submit", str(spec_file), "--workers", "2"],
+            env={**env, "COLUMNS": "200"}, capture_output=True, text=True, timeout=180,
+            check=False,
+        )  # fmt: skip
+
+    shared = submit(0.5)
+    assert shared.returncode == 0, shared.stdout + shared.stderr
+    assert "started workers w1, w2" in shared.stdout
+    assert "4/4" in shared.stdout
+    too_big = submit(2)
+    assert too_big.returncode != 0, too_big.stdout
+    assert "each trial asks for cpu=0.5, gpu=2, and no node of the Ray cluster has that" in (
+        too_big.stderr
+    )
+    assert "GPU 1" in too_big.stderr
