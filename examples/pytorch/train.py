@@ -72,11 +72,12 @@ class SmallCNN(nn.Module):
         return self.fc2(self.drop(F.relu(self.fc1(x.flatten(1)))))
 
 
-def evaluate(model: nn.Module, loader: DataLoader) -> tuple[float, float]:
+def evaluate(model: nn.Module, loader: DataLoader, device: str) -> tuple[float, float]:
     model.eval()
     loss, correct, seen = 0.0, 0, 0
     with torch.no_grad():
         for x, y in loader:
+            x, y = x.to(device), y.to(device)
             out = model(x)
             loss += F.cross_entropy(out, y, reduction="sum").item()
             correct += (out.argmax(1) == y).sum().item()
@@ -85,12 +86,12 @@ def evaluate(model: nn.Module, loader: DataLoader) -> tuple[float, float]:
 
 
 def main(trial: gridless.Trial) -> None:
-    config = trial.params
+    config, device = trial.params, trial.device
     torch.manual_seed(0)
     path = make_npz(DATA / "digits.npz")
     train_loader = DataLoader(DigitsNpz(path, "train"), batch_size=64, shuffle=True)
     val_loader = DataLoader(DigitsNpz(path, "val"), batch_size=256)
-    model = SmallCNN(int(config["hidden"]), float(config["dropout"]))
+    model = SmallCNN(int(config["hidden"]), float(config["dropout"])).to(device)
     optimizer = AdamW(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
     scheduler = CosineAnnealingLR(optimizer, T_max=trial.max_epochs)
     if (state := trial.restore()) is not None:
@@ -101,11 +102,12 @@ def main(trial: gridless.Trial) -> None:
     for epoch in trial.epochs():
         model.train()
         for x, y in train_loader:
+            x, y = x.to(device), y.to(device)
             optimizer.zero_grad()
             F.cross_entropy(model(x), y).backward()
             optimizer.step()
         scheduler.step()
-        val_loss, val_accuracy = evaluate(model, val_loader)
+        val_loss, val_accuracy = evaluate(model, val_loader, device)
         trial.report(epoch, val_loss=val_loss, val_accuracy=val_accuracy)
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
         trial.save({**state, "scheduler": scheduler.state_dict()})

@@ -69,11 +69,12 @@ class SmallCNN(nn.Module):
         return self.fc2(self.drop(F.relu(self.fc1(x.flatten(1)))))
 
 
-def evaluate(model: nn.Module, loader: DataLoader) -> tuple[float, float]:
+def evaluate(model: nn.Module, loader: DataLoader, device: str) -> tuple[float, float]:
     model.eval()
     loss, correct, seen = 0.0, 0, 0
     with torch.no_grad():
         for x, y in loader:
+            x, y = x.to(device), y.to(device)
             out = model(x)
             loss += F.cross_entropy(out, y, reduction="sum").item()
             correct += (out.argmax(1) == y).sum().item()
@@ -82,26 +83,28 @@ def evaluate(model: nn.Module, loader: DataLoader) -> tuple[float, float]:
 
 
 def main(config: dict) -> None:
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
     path = make_npz(DATA / "digits.npz")
     train_loader = DataLoader(DigitsNpz(path, "train"), batch_size=64, shuffle=True)
     val_loader = DataLoader(DigitsNpz(path, "val"), batch_size=256)
-    model = SmallCNN(int(config["hidden"]), float(config["dropout"]))
+    model = SmallCNN(int(config["hidden"]), float(config["dropout"])).to(device)
     optimizer = AdamW(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
     scheduler = CosineAnnealingLR(optimizer, T_max=config["epochs"])
     if os.path.exists("checkpoint.pt"):
-        state = torch.load("checkpoint.pt", weights_only=True)
+        state = torch.load("checkpoint.pt", weights_only=True, map_location=device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
     for epoch in range(scheduler.last_epoch + 1, config["epochs"] + 1):
         model.train()
         for x, y in train_loader:
+            x, y = x.to(device), y.to(device)
             optimizer.zero_grad()
             F.cross_entropy(model(x), y).backward()
             optimizer.step()
         scheduler.step()
-        val_loss, val_accuracy = evaluate(model, val_loader)
+        val_loss, val_accuracy = evaluate(model, val_loader, device)
         print(f"epoch {epoch}: val_loss {val_loss:.4f}, val_accuracy {val_accuracy:.4f}")
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
         torch.save({**state, "scheduler": scheduler.state_dict()}, "checkpoint.pt")
