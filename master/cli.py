@@ -1109,7 +1109,13 @@ def submit(
         f"[link={base}/]{base}/[/link]"
     )
     if workers:
-        started = _call(client, "POST", "/workers", json={"count": workers})
+        try:
+            started = _call(client, "POST", "/workers", json={"count": workers})
+        except GridlessError as exc:
+            # A study no node can run would stay first in the master's queue and size every
+            # later study's workers: it ends here, saying why.
+            _call(client, "POST", f"/studies/{study['id']}/stop")
+            raise _fail(f"{exc}; study {study['id']} was stopped") from None
         assert isinstance(started, dict)
         console.print("started workers " + ", ".join(started["started"]))
     if not watch:

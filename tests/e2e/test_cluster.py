@@ -242,3 +242,8 @@ def test_local_nodes_offer_the_gpus_asked_for(gpu_cluster: Cluster, tmp_path: Pa
         too_big.stderr
     )
     assert "GPU 1" in too_big.stderr
+    assert "was stopped" in too_big.stderr
+    # the refused study does not hold the queue: the next one runs
+    after = submit(0.25)
+    assert after.returncode == 0, after.stdout + after.stderr
+    assert "4/4" in after.stdout
