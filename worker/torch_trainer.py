@@ -5,7 +5,8 @@ protocol as `worker.numpy_trainer`. Checkpoints are `.pt` files holding only ten
 numbers and strings, so they load with `torch.load(path, weights_only=True)`.
 
 A trainer trains on one device, the trial's (issue 16): the model, its running average
-and the data live there. NumPy models are CPU models.
+and the data live there, and the epoch's statistics stay there until it ends
+(`worker.torch_stats`). NumPy models are CPU models.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from torch import nn
 from torch.optim import lr_scheduler, swa_utils
 
 from gridless.worker.data import Dataset
+from gridless.worker.torch_stats import EpochStats, step_norms, to_host
 from gridless.worker.trainer import (
     EpochMetrics,
     chance_stats,
@@ -247,78 +249,68 @@ class TorchTrainer:
             total = total + (p * p).sum()
         return 0.5 * reg * total
 
-    def _record_layers(self) -> tuple[list[dict[str, float]], list[Any]]:
-        stats: list[dict[str, float]] = []
-        handles = []
-        relus = [m for m in self.model if isinstance(m, nn.ReLU)]  # type: ignore[attr-defined]
-        for index, relu in enumerate(relus, start=1):
+    def _record_losses(self, history: list[float], losses: list[float]) -> bool:
+        """Append step losses to `history` up to the first diverging one; True if one does.
 
-            def hook(_m: nn.Module, _i: Any, out: torch.Tensor, layer: int = index) -> None:
-                entry = {
-                    "layer": float(layer),
-                    "act_mean": float(out.detach().mean()),
-                    "act_std": float(out.detach().std()),
-                }
-                stats.append(entry)
-                out.register_hook(lambda g: entry.__setitem__("grad_std", float(g.detach().std())))
-
-            handles.append(relu.register_forward_hook(hook))
-        return stats, handles
+        The trial's first step loss becomes `first_loss`, what later losses are judged by.
+        """
+        for value in losses:
+            history.append(value)
+            if self.first_loss is None:
+                self.first_loss = value
+            if diverging(value, self.first_loss):
+                return True
+        return False
 
     def _minibatch_epoch(
         self,
     ) -> tuple[list[float], dict[str, float], list[dict[str, float]], bool]:
+        """One shuffled pass; a diverging loss ends it at the next check, reporting the
+        losses up to that one and no update ratios."""
         n = self.x_train.shape[0]
         batch = int(self.hp["batch_size"])
-        order = torch.randperm(n, generator=self.generator)
-        losses: list[float] = []
-        names = [name for name, _ in self.model.named_parameters()]
-        ratios: dict[str, list[float]] = {name: [] for name in names}
-        layer_stats: list[dict[str, float]] = []
+        order = torch.randperm(n, generator=self.generator).to(self.device)
+        stats = EpochStats(self.model)
+        history: list[float] = []
         self.model.train()
         for start in range(0, n, batch):
             idx = order[start : start + batch]
-            handles: list[Any] = []
-            if start == 0:
-                layer_stats, handles = self._record_layers()
+            handles = stats.watch_layers(self.model) if start == 0 else []
             scores = self.model(self.x_train[idx])
             loss = self._loss(scores, self.y_train[idx])
-            total = float(loss.detach()) + float(self._reg_loss().detach())
-            losses.append(total)
-            if self.first_loss is None:
-                self.first_loss = total
-            if diverging(total, self.first_loss):
-                for h in handles:
-                    h.remove()
-                return losses, {}, layer_stats, True
+            with torch.no_grad():
+                total = loss.detach().double() + self._reg_loss().double()
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             for h in handles:
                 h.remove()
             before = [p.detach().clone() for p in self.model.parameters()]
             self.optimizer.step()
-            with torch.no_grad():
-                for name, old, new in zip(names, before, self.model.parameters(), strict=True):
-                    norm = float(old.norm())
-                    ratios[name].append(float((new - old).norm()) / norm if norm else 0.0)
+            stats.add_step(total, step_norms(before, list(self.model.parameters())))
             if self.ema is not None:
                 self.ema.update_parameters(self.model)
-        return losses, {k: float(np.mean(v)) for k, v in ratios.items() if v}, layer_stats, False
+            if stats.check_due() and self._record_losses(history, stats.pending_losses()):
+                _, _, layers = stats.finish()
+                return history, {}, layers, True
+        losses, ratios, layers = stats.finish()
+        diverged = self._record_losses(history, losses)
+        return history, {} if diverged else ratios, layers, diverged
 
     def _lbfgs_epoch(self) -> tuple[list[float], dict[str, float], list[dict[str, float]], bool]:
-        losses: list[float] = []
+        evaluations: list[torch.Tensor] = []
         self.model.train()
 
         def closure() -> torch.Tensor:
             self.optimizer.zero_grad(set_to_none=True)
             loss = self._loss(self.model(self.x_train), self.y_train) + self._reg_loss()
             loss.backward()
-            losses.append(float(loss.detach()))
+            evaluations.append(loss.detach())
             return loss
 
         self.optimizer.step(closure)  # type: ignore[arg-type]
         if self.ema is not None:
             self.ema.update_parameters(self.model)
+        losses = to_host(evaluations)
         if self.first_loss is None and losses:
             self.first_loss = losses[0]
         return losses, {}, [], any(diverging(v, self.first_loss) for v in losses)
