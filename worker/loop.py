@@ -96,11 +96,14 @@ def run_trial(
     worker_id: str,
     job: Assignment,
     heartbeat: Heartbeat | None = None,
+    *,
+    device: str = "cpu",
 ) -> str:
     """Run one assigned trial to its end; returns the final state it reported.
 
     A resumed trial (`job.resume_from`) restores the checkpoint and continues after its
-    epoch; epochs the master already stored are not reported again.
+    epoch; epochs the master already stored are not reported again. A built-in Torch
+    model trains on `device`, the worker's (issue 16).
     """
     if job.params is not None:
         params: dict[str, Any] = dict(job.params)
@@ -112,7 +115,9 @@ def run_trial(
     store.ensure_trial_dir(job.study, trial_folder(job.trial_number))
     objective = Metric(job.metric, "max" if job.maximize else "min")
     try:
-        trainer = make_trainer(job.model, job.dataset, full_params, seed=trial_seed(job))
+        trainer = make_trainer(
+            job.model, job.dataset, full_params, seed=trial_seed(job), device=device
+        )
         first_epoch = 1
         resume, skipped = pick_resume_point(store, job)
         if resume is not None:
@@ -228,7 +233,7 @@ def run_worker(
                     if job.train is not None:
                         run_function_trial(client, store, worker_id, job, heartbeat, device=device)
                     else:
-                        run_trial(client, store, worker_id, job, heartbeat)
+                        run_trial(client, store, worker_id, job, heartbeat, device=device)
                 except TrialClosed as exc:
                     log.info("trial %s closed by the master: %s", job.trial_number, exc)
                 except MasterGone:

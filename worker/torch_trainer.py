@@ -3,10 +3,16 @@
 Same model names (`mlp`, `convnet`), hyperparameter names, metrics and checkpoint
 protocol as `worker.numpy_trainer`. Checkpoints are `.pt` files holding only tensors,
 numbers and strings, so they load with `torch.load(path, weights_only=True)`.
+
+A trainer trains on one device, the trial's (issue 16): the model, its running average
+and the data live there, and the epoch's statistics stay there until it ends
+(`worker.torch_stats`). NumPy models are CPU models.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import io
 import itertools
 import json
@@ -23,6 +29,7 @@ from torch import nn
 from torch.optim import lr_scheduler, swa_utils
 
 from gridless.worker.data import Dataset
+from gridless.worker.torch_stats import EpochStats, step_norms, to_host
 from gridless.worker.trainer import (
     EpochMetrics,
     chance_stats,
@@ -136,26 +143,64 @@ def _scheduler(optimizer: torch.optim.Optimizer, hp: Mapping[str, Any]) -> Any:
     return None
 
 
+def _fork_rng(device: torch.device) -> contextlib.AbstractContextManager[None]:
+    """Fork the CPU generator, and the GPU's when training on one (dropout draws from the
+    device's generator), so seeding a trial leaves the process's generators as they were."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return torch.random.fork_rng(devices=[index])
+    return torch.random.fork_rng(devices=[])
+
+
+def _on_cpu(state: Any) -> Any:
+    """A state dict with its tensors on the CPU: a checkpoint written on a GPU then loads
+    on any machine, the master's included, without a `map_location`."""
+    if isinstance(state, torch.Tensor):
+        return state.cpu()
+    if isinstance(state, dict):
+        moved = copy.copy(state)  # the same mapping type, with a module's `_metadata`
+        for key, value in state.items():
+            moved[key] = _on_cpu(value)
+        return moved
+    if isinstance(state, list):
+        return [_on_cpu(value) for value in state]
+    return state
+
+
 class TorchTrainer:
-    """Trains a Torch model epoch by epoch with the same protocol as `NumpyTrainer`."""
+    """Trains a Torch model epoch by epoch with the same protocol as `NumpyTrainer`.
+
+    Args:
+        device: where to train, `"cpu"` or `"cuda"` (the trial's device). The weights are
+            initialised on the CPU and then moved, and the shuffling generator stays on
+            the CPU, so a seed starts from the same weights and order on every device.
+    """
 
     checkpoint_suffix = "pt"
 
     def __init__(
-        self, data: Dataset, params: Mapping[str, Any], *, seed: int, kind: str = "mlp"
+        self,
+        data: Dataset,
+        params: Mapping[str, Any],
+        *,
+        seed: int,
+        kind: str = "mlp",
+        device: str = "cpu",
     ) -> None:
         self.hp = resolve_hyperparams(params)
         self.data = data
+        self.device = torch.device(device)
         self.generator = torch.Generator().manual_seed(seed)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.model = build_torch_model(kind, data, self.hp)
-        self.x_train = torch.as_tensor(data.x_train, dtype=torch.float32)
-        self.x_val = torch.as_tensor(data.x_val, dtype=torch.float32)
+        self.model.to(self.device)
+        self.x_train = torch.as_tensor(data.x_train, dtype=torch.float32, device=self.device)
+        self.x_val = torch.as_tensor(data.x_val, dtype=torch.float32, device=self.device)
         # class labels stay int64; regression targets (N, k) are float32 like the scores
         target_dtype = torch.float32 if data.is_regression else None
-        self.y_train = torch.as_tensor(data.y_train, dtype=target_dtype)
-        self.y_val = torch.as_tensor(data.y_val, dtype=target_dtype)
+        self.y_train = torch.as_tensor(data.y_train, dtype=target_dtype, device=self.device)
+        self.y_val = torch.as_tensor(data.y_val, dtype=target_dtype, device=self.device)
         reg = float(self.hp["reg"])
         weights = [
             p for n, p in self.model.named_parameters() if n.endswith("weight") and p.dim() > 1
@@ -175,6 +220,8 @@ class TorchTrainer:
             groups = [{"params": weights + others}]
         self.optimizer = make_optimizer(str(self.hp["update"]), groups, self.hp)
         self.scheduler = _scheduler(self.optimizer, self.hp)
+        # The copy lives on the model's device; its step counter stays a CPU tensor (no
+        # `device=`), so reading it each step costs no wait for the GPU.
         self.ema = (
             swa_utils.AveragedModel(
                 self.model,
@@ -197,83 +244,73 @@ class TorchTrainer:
 
     def _reg_loss(self) -> torch.Tensor:
         reg = float(self.hp["reg"])
-        total = torch.zeros(())
+        total = torch.zeros((), device=self.device)
         for p in self._weights:
             total = total + (p * p).sum()
         return 0.5 * reg * total
 
-    def _record_layers(self) -> tuple[list[dict[str, float]], list[Any]]:
-        stats: list[dict[str, float]] = []
-        handles = []
-        relus = [m for m in self.model if isinstance(m, nn.ReLU)]  # type: ignore[attr-defined]
-        for index, relu in enumerate(relus, start=1):
+    def _record_losses(self, history: list[float], losses: list[float]) -> bool:
+        """Append step losses to `history` up to the first diverging one; True if one does.
 
-            def hook(_m: nn.Module, _i: Any, out: torch.Tensor, layer: int = index) -> None:
-                entry = {
-                    "layer": float(layer),
-                    "act_mean": float(out.detach().mean()),
-                    "act_std": float(out.detach().std()),
-                }
-                stats.append(entry)
-                out.register_hook(lambda g: entry.__setitem__("grad_std", float(g.detach().std())))
-
-            handles.append(relu.register_forward_hook(hook))
-        return stats, handles
+        The trial's first step loss becomes `first_loss`, what later losses are judged by.
+        """
+        for value in losses:
+            history.append(value)
+            if self.first_loss is None:
+                self.first_loss = value
+            if diverging(value, self.first_loss):
+                return True
+        return False
 
     def _minibatch_epoch(
         self,
     ) -> tuple[list[float], dict[str, float], list[dict[str, float]], bool]:
+        """One shuffled pass; a diverging loss ends it at the next check, reporting the
+        losses up to that one and no update ratios."""
         n = self.x_train.shape[0]
         batch = int(self.hp["batch_size"])
-        order = torch.randperm(n, generator=self.generator)
-        losses: list[float] = []
-        names = [name for name, _ in self.model.named_parameters()]
-        ratios: dict[str, list[float]] = {name: [] for name in names}
-        layer_stats: list[dict[str, float]] = []
+        order = torch.randperm(n, generator=self.generator).to(self.device)
+        stats = EpochStats(self.model)
+        history: list[float] = []
         self.model.train()
         for start in range(0, n, batch):
             idx = order[start : start + batch]
-            handles: list[Any] = []
-            if start == 0:
-                layer_stats, handles = self._record_layers()
+            handles = stats.watch_layers(self.model) if start == 0 else []
             scores = self.model(self.x_train[idx])
             loss = self._loss(scores, self.y_train[idx])
-            total = float(loss.detach()) + float(self._reg_loss().detach())
-            losses.append(total)
-            if self.first_loss is None:
-                self.first_loss = total
-            if diverging(total, self.first_loss):
-                for h in handles:
-                    h.remove()
-                return losses, {}, layer_stats, True
+            with torch.no_grad():
+                total = loss.detach().double() + self._reg_loss().double()
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             for h in handles:
                 h.remove()
             before = [p.detach().clone() for p in self.model.parameters()]
             self.optimizer.step()
-            with torch.no_grad():
-                for name, old, new in zip(names, before, self.model.parameters(), strict=True):
-                    norm = float(old.norm())
-                    ratios[name].append(float((new - old).norm()) / norm if norm else 0.0)
+            stats.add_step(total, step_norms(before, list(self.model.parameters())))
             if self.ema is not None:
                 self.ema.update_parameters(self.model)
-        return losses, {k: float(np.mean(v)) for k, v in ratios.items() if v}, layer_stats, False
+            if stats.check_due() and self._record_losses(history, stats.pending_losses()):
+                _, _, layers = stats.finish()
+                return history, {}, layers, True
+        losses, ratios, layers = stats.finish()
+        diverged = self._record_losses(history, losses)
+        return history, {} if diverged else ratios, layers, diverged
 
     def _lbfgs_epoch(self) -> tuple[list[float], dict[str, float], list[dict[str, float]], bool]:
-        losses: list[float] = []
+        evaluations: list[torch.Tensor] = []
         self.model.train()
 
         def closure() -> torch.Tensor:
             self.optimizer.zero_grad(set_to_none=True)
             loss = self._loss(self.model(self.x_train), self.y_train) + self._reg_loss()
             loss.backward()
-            losses.append(float(loss.detach()))
+            evaluations.append(loss.detach())
             return loss
 
         self.optimizer.step(closure)  # type: ignore[arg-type]
         if self.ema is not None:
             self.ema.update_parameters(self.model)
+        losses = to_host(evaluations)
         if self.first_loss is None and losses:
             self.first_loss = losses[0]
         return losses, {}, [], any(diverging(v, self.first_loss) for v in losses)
@@ -288,7 +325,7 @@ class TorchTrainer:
         scores = model(x)
         loss = float(self._loss(scores, y))
         if self.data.is_regression:
-            pred, target = scores.double().numpy(), y.double().numpy()
+            pred, target = scores.double().cpu().numpy(), y.double().cpu().numpy()
             return loss, None, regression_metrics(pred, target, split)
         return loss, float((scores.argmax(dim=1) == y).float().mean()), {}
 
@@ -301,13 +338,15 @@ class TorchTrainer:
             batch = int(self.hp["batch_size"])
             head = (self.x_train[:batch], self.y_train[:batch])
             initial = self._evaluate(self.model, *head, "train")[0]
-        with torch.random.fork_rng(devices=[]):
+        with _fork_rng(self.device):  # dropout's draws, from the trial's own seed
             torch.manual_seed(int(torch.randint(2**31, (1,), generator=self.generator)))
             if self.hp["update"] == "lbfgs":
                 losses, ratios, layers, diverged = self._lbfgs_epoch()
             else:
                 losses, ratios, layers, diverged = self._minibatch_epoch()
-        finite = all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+        finite = bool(
+            torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all()
+        )
         val_loss, val_acc, val_metrics = self._evaluate(self.model, self.x_val, self.y_val, "val")
         _, train_acc, metrics = self._evaluate(self.model, self.x_train, self.y_train, "train")
         metrics.update(val_metrics)
@@ -322,7 +361,7 @@ class TorchTrainer:
         }
         first = next(m for m in self.model.modules() if isinstance(m, nn.Linear | nn.Conv2d))
         snapshot = first_layer_snapshot(
-            first.weight.detach().numpy(), self.data.image_shape, units_first=True
+            first.weight.detach().cpu().numpy(), self.data.image_shape, units_first=True
         )
         if snapshot is not None:
             stats["first_layer"] = snapshot
@@ -365,16 +404,17 @@ class TorchTrainer:
             raise ValueError("no running average of the weights: train with ema > 0")
         model = self.ema if ema and self.ema is not None else self.model
         model.eval()
-        scores = model(torch.as_tensor(x, dtype=torch.float32))
-        return np.asarray(torch.softmax(scores, dim=1).numpy(), dtype=np.float64)
+        scores = model(torch.as_tensor(x, dtype=torch.float32, device=self.device))
+        return np.asarray(torch.softmax(scores, dim=1).cpu().numpy(), dtype=np.float64)
 
     def write_checkpoint(self, handle: BinaryIO, meta: Mapping[str, Any]) -> None:
-        """A `.pt` file of state dicts and JSON metadata (tensors, numbers, strings only)."""
+        """A `.pt` file of state dicts and JSON metadata (tensors, numbers, strings only),
+        its tensors on the CPU whatever the training device."""
         state = {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "model": _on_cpu(self.model.state_dict()),
+            "optimizer": _on_cpu(self.optimizer.state_dict()),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
-            "ema": self.ema.state_dict() if self.ema is not None else {},
+            "ema": _on_cpu(self.ema.state_dict()) if self.ema is not None else {},
             "epoch": self.epoch,
             "meta": json.dumps(dict(meta), allow_nan=False, sort_keys=True),
         }
@@ -383,8 +423,13 @@ class TorchTrainer:
         handle.write(buffer.getvalue())
 
     def load_checkpoint(self, path: Path) -> dict[str, Any]:
-        """Restore from a `.pt` checkpoint, never unpickling arbitrary objects."""
-        state = torch.load(path, weights_only=True)
+        """Restore from a `.pt` checkpoint, never unpickling arbitrary objects.
+
+        Loaded onto the CPU: `load_state_dict` copies the weights to the training device
+        and moves the optimizer's state there, except its step counters, which torch
+        keeps on the CPU (a GPU counter would cost Adam a host sync per step).
+        """
+        state = torch.load(path, weights_only=True, map_location="cpu")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state["scheduler"]:

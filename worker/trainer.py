@@ -22,9 +22,11 @@ from gridless.common.metric import merged_metrics
 from gridless.worker.data import Dataset, load_dataset
 
 __all__ = [
+    "DEVICE_MODELS",
     "HYPERPARAMS",
     "MODELS",
     "CodeNotFound",
+    "DeviceTrainerFactory",
     "EpochMetrics",
     "Trainer",
     "check_params",
@@ -223,6 +225,15 @@ def diverging(loss: float, first: float | None) -> bool:
 TrainerFactory = Callable[[Dataset, Mapping[str, Any], int], Trainer]
 
 
+class DeviceTrainerFactory(Protocol):
+    """A factory that also takes the device to train on; with the default, a plain
+    `TrainerFactory`."""
+
+    def __call__(
+        self, data: Dataset, params: Mapping[str, Any], seed: int, *, device: str = "cpu"
+    ) -> Trainer: ...
+
+
 def _numpy(kind: str) -> TrainerFactory:
     def factory(data: Dataset, params: Mapping[str, Any], seed: int) -> Trainer:
         from gridless.worker.numpy_trainer import NumpyTrainer
@@ -232,24 +243,32 @@ def _numpy(kind: str) -> TrainerFactory:
     return factory
 
 
-def _torch(kind: str) -> TrainerFactory:
-    def factory(data: Dataset, params: Mapping[str, Any], seed: int) -> Trainer:
+def _torch(kind: str) -> DeviceTrainerFactory:
+    def factory(
+        data: Dataset, params: Mapping[str, Any], seed: int, *, device: str = "cpu"
+    ) -> Trainer:
         try:
             from gridless.worker.torch_trainer import TorchTrainer
         except ImportError as exc:  # torch is an optional extra
             raise ValueError(
                 "model 'torch.*' needs PyTorch: pip install 'gridless[torch]'"
             ) from exc
-        return TorchTrainer(data, params, seed=seed, kind=kind)
+        return TorchTrainer(data, params, seed=seed, kind=kind, device=device)
 
     return factory
 
 
+# The built-in models that train on the trial's device (issue 16). NumPy models are CPU
+# models, and a custom factory keeps its (data, params, seed) signature.
+DEVICE_MODELS: dict[str, DeviceTrainerFactory] = {
+    "torch.mlp": _torch("mlp"),
+    "torch.convnet": _torch("convnet"),
+}
+
 MODELS: dict[str, TrainerFactory] = {
     "numpy.mlp": _numpy("mlp"),
     "numpy.convnet": _numpy("convnet"),
-    "torch.mlp": _torch("mlp"),
-    "torch.convnet": _torch("convnet"),
+    **DEVICE_MODELS,
 }
 
 
@@ -290,13 +309,27 @@ def check_params(model: str, names: set[str]) -> None:
 
 
 def make_trainer(
-    model: str, dataset: str | Mapping[str, str], params: Mapping[str, Any], *, seed: int
+    model: str,
+    dataset: str | Mapping[str, str],
+    params: Mapping[str, Any],
+    *,
+    seed: int,
+    device: str = "cpu",
 ) -> Trainer:
-    """Build the trainer a study names, on its data set."""
+    """Build the trainer a study names, on its data set.
+
+    Args:
+        device: the trial's device (`"cpu"`, `"cuda"`), where the models of
+            `DEVICE_MODELS` train; NumPy and custom models do not take one.
+    """
     check_params(model, set(params))
     factory = _custom_factory(model) if ":" in model else MODELS[model]
     try:
-        trainer = factory(load_dataset(dataset), params, seed)
+        data = load_dataset(dataset)
+        if model in DEVICE_MODELS:
+            trainer = DEVICE_MODELS[model](data, params, seed, device=device)
+        else:
+            trainer = factory(data, params, seed)
     except TypeError as exc:
         raise ValueError(
             f"model {model!r}: calling the factory failed ({exc}); "
