@@ -273,7 +273,9 @@ class TorchTrainer:
         stats = EpochStats(self.model)
         history: list[float] = []
         self.model.train()
-        for start in range(0, n, batch):
+        # batch norm cannot normalize a batch of one: a last batch that small is skipped
+        end = n - 1 if self.hp["batchnorm"] and n % batch == 1 and n > 1 else n
+        for start in range(0, end, batch):
             idx = order[start : start + batch]
             handles = stats.watch_layers(self.model) if start == 0 else []
             scores = self.model(self.x_train[idx])

@@ -367,3 +367,14 @@ def test_a_regression_model_has_no_class_probabilities(
     trainer = make_trainer(f"{library}.mlp", linear, REGRESSION, seed=0)
     with pytest.raises(ValueError, match=r"a regression model \(loss mse\) has no class"):
         trainer.predict_proba(np.zeros((2, 8)))  # type: ignore[attr-defined]
+
+
+@pytest.mark.torch
+def test_torch_batchnorm_skips_a_last_batch_of_one() -> None:
+    """1257 training digits in batches of 8 leave one example: batch norm cannot
+    normalize it, so the epoch skips it instead of failing the trial."""
+    trainer = make_trainer("torch.mlp", "digits", {"batchnorm": True, "batch_size": 8}, seed=0)
+    assert trainer.data.x_train.shape[0] % 8 == 1  # type: ignore[attr-defined]
+    m = trainer.train_epoch()
+    assert not m.diverged
+    assert len(m.stats["loss_history"]) == 1257 // 8
