@@ -65,8 +65,10 @@ def _validate(spec_path: Path) -> StudySpec:
     try:
         if spec.train is not None:
             sys.path[:0] = [p for p in _import_paths(spec_path) if p not in sys.path]
-            for target in filter(None, (spec.train, spec.predict, spec.evaluate)):
-                load_train_function(target)
+            hooks = {"train": spec.train, "predict": spec.predict, "evaluate": spec.evaluate}
+            for role, target in hooks.items():
+                if target is not None:
+                    load_train_function(target, role=role)
             return spec
         check_params(spec.model, set(spec.space) | set(spec.fixed))
         if ":" in spec.model:

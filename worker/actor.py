@@ -6,7 +6,7 @@ import os
 
 import ray
 
-from gridless.worker.loop import run_worker
+from gridless.worker.loop import run_worker, worker_device
 
 __all__ = ["WorkerActor"]
 
@@ -25,9 +25,14 @@ class WorkerActor:
     def run(self) -> int:
         """Claim and run trials until told to stop; returns the number of trials run."""
         # Ray sets CUDA_VISIBLE_DEVICES to the GPUs it gave this actor (issue 16).
-        device = "cuda" if ray.get_gpu_ids() else "cpu"
+        device, note = worker_device(ray.get_gpu_ids())
         return run_worker(
-            self.master_url, self.store_root, self.worker_id, token=self.token, device=device
+            self.master_url,
+            self.store_root,
+            self.worker_id,
+            token=self.token,
+            device=device,
+            device_note=note,
         )
 
     def pid(self) -> int:

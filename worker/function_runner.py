@@ -44,8 +44,8 @@ log = logging.getLogger(__name__)
 TRACEBACK_LINES = 12
 
 
-def load_train_function(target: str) -> Callable[[Trial], Any]:
-    """The callable a spec's `train: "module:function"` names.
+def load_train_function(target: str, *, role: str = "train") -> Callable[..., Any]:
+    """The callable a spec's `train: "module:function"` (or `role:`, e.g. predict) names.
 
     Raises:
         CodeNotFound: when the module does not import or has no such callable.
@@ -55,12 +55,12 @@ def load_train_function(target: str) -> Callable[[Trial], Any]:
         module = importlib.import_module(module_name)
     except Exception as exc:  # the user's module may raise anything on import
         raise CodeNotFound(
-            f"train {target!r}: cannot import {module_name!r} "
+            f"{role} {target!r}: cannot import {module_name!r} "
             f"({exc.__class__.__name__}: {exc}); sys.path starts {sys.path[:3]}"
         ) from None
     function = getattr(module, attr, None)
     if not callable(function):
-        raise CodeNotFound(f"train {target!r}: {module_name} has no callable {attr!r}")
+        raise CodeNotFound(f"{role} {target!r}: {module_name} has no callable {attr!r}")
     return function  # type: ignore[no-any-return]
 
 

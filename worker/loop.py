@@ -33,7 +33,7 @@ from gridless.worker.resume import pick_resume_point, trial_folder, trial_seed
 from gridless.worker.trainer import CodeNotFound, EpochMetrics, Trainer, make_trainer
 from gridless.worker.trial_log import TrialLog, flush_current
 
-__all__ = ["pick_resume_point", "run_trial", "run_worker", "trial_folder"]
+__all__ = ["pick_resume_point", "run_trial", "run_worker", "trial_folder", "worker_device"]
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +197,29 @@ def run_trial(
     return state
 
 
+def worker_device(gpu_ids: list[Any]) -> tuple[str, str | None]:
+    """The device trials train on, and a note when it is not the one Ray gave (issue 16).
+
+    `"cuda"` when Ray gave the worker GPUs (it set CUDA_VISIBLE_DEVICES to them) and torch
+    can use them; `"cpu"` with a note when torch cannot (a logical GPU on a CPU machine,
+    or a CPU build of torch), so training code that follows `trial.device` still runs.
+    Without torch, gridless cannot tell: `"cuda"`, the user's framework decides.
+    """
+    if not gpu_ids:
+        return "cpu", None
+    try:
+        import torch
+    except ImportError:
+        return "cuda", None
+    if torch.cuda.is_available():
+        return "cuda", None
+    shown = ",".join(str(g) for g in gpu_ids)
+    return "cpu", (
+        f"Ray gave this worker GPU {shown}, but torch {torch.__version__} sees no CUDA "
+        "device (a logical GPU, or a CPU build of torch): trial.device is cpu"
+    )
+
+
 def run_worker(
     master_url: str,
     store_root: str | Path,
@@ -205,8 +228,10 @@ def run_worker(
     token: str | None = None,
     max_trials: int | None = None,
     device: str = "cpu",
+    device_note: str | None = None,
 ) -> int:
-    """Claim and run trials until the master says stop; returns the number of trials run."""
+    """Claim and run trials until the master says stop; returns the number of trials run.
+    `device_note` (why `device` is not the GPU Ray gave) heads every trial's log."""
     client = MasterClient(master_url, token=token)
     store = open_store(store_root)
     heartbeat: Heartbeat | None = None
@@ -228,6 +253,8 @@ def run_worker(
             job = answer.assignment
             heartbeat.watch(job.trial_id, job.attempt)
             header = f"trial {job.trial_number}, attempt {job.attempt}, worker {worker_id}"
+            if device_note is not None:
+                header += f"; {device_note}"
             with TrialLog(store, job.study, trial_folder(job.trial_number), header):
                 try:
                     if job.train is not None:

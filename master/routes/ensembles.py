@@ -105,7 +105,10 @@ def _user_hooks(
             "docs/user-code.md#ensembles)"
         )
     try:
-        return load_train_function(predict), load_train_function(evaluate)
+        return (
+            load_train_function(predict, role="predict"),
+            load_train_function(evaluate, role="evaluate"),
+        )
     except ValueError as exc:
         raise SpecError(f"{exc} (on the master, which runs the ensembles)") from None
 

@@ -206,3 +206,18 @@ def test_the_workers_device_reaches_a_built_in_trial(
     assert run_worker(master.url, master.store_root, "t1", device="cuda") == 1
     assert devices == ["cuda"]
     assert master.service.progress(study.id).state == "completed"
+
+
+def test_the_worker_trains_on_a_gpu_only_when_torch_can_use_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from gridless.worker.loop import worker_device
+
+    assert worker_device([]) == ("cpu", None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    device, note = worker_device(["0", "1"])
+    assert device == "cpu"
+    assert note is not None
+    assert note.startswith("Ray gave this worker GPU 0,1, but torch")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert worker_device(["0"]) == ("cuda", None)

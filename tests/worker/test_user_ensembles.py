@@ -151,7 +151,7 @@ def test_a_study_without_hooks_is_told_which_to_add(finished: tuple[Master, Any]
     [
         (
             {"predict": "nowhere:predict", "evaluate": "logreg_fn:evaluate"},
-            "train 'nowhere:predict': cannot import 'nowhere'",
+            "predict 'nowhere:predict': cannot import 'nowhere'",
         ),
         (
             {"predict": "logreg_fn:predict", "evaluate": "logreg_fn:evaluate_wrong"},
