@@ -16,6 +16,7 @@ from gridless.common.metric import check_metric_name, merged_metrics
 
 __all__ = [
     "Assignment",
+    "BatchAck",
     "CheckpointInfo",
     "ClaimRequest",
     "ClaimResponse",
@@ -23,6 +24,7 @@ __all__ = [
     "FinishRequest",
     "HeartbeatRequest",
     "ReportAck",
+    "ReportBatch",
     "StartRequest",
 ]
 
@@ -138,10 +140,24 @@ class EpochReport(_Message):
         return value
 
 
+class ReportBatch(_Message):
+    """Several epochs of one trial in one request (a worker whose epochs are faster than a
+    round trip sends what accumulated while the last request was in flight)."""
+
+    reports: list[EpochReport] = Field(min_length=1, max_length=100)
+
+
 class ReportAck(_Message):
     """`stop` tells the worker to end the trial now (stopped study, early stopping)."""
 
     stored: bool
+    stop: bool = False
+
+
+class BatchAck(_Message):
+    """One acknowledgement per report of a batch, in order; `stop` if any says stop."""
+
+    acks: list[ReportAck]
     stop: bool = False
 
 

@@ -96,6 +96,7 @@ def create_app(
             yield
         finally:
             monitor.stop()
+            protocol.close()  # what is queued commits before the process ends
 
     app = FastAPI(
         title="gridless master",

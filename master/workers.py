@@ -87,7 +87,8 @@ class WorkerManager:
 
 
 class Monitor:
-    """A timer thread: reaps trials without heartbeats and notices dead workers."""
+    """A timer thread: reaps trials without heartbeats, notices dead workers and closes
+    stages whose last trial finished while their study was paused."""
 
     def __init__(self, protocol: TrialProtocol, workers: WorkerManager, interval_s: float) -> None:
         self.protocol = protocol
@@ -106,6 +107,7 @@ class Monitor:
     def tick(self) -> None:
         self.workers.poll()
         self.protocol.reap()
+        self.protocol.advance_stages()
 
     def _run(self) -> None:
         # After a (re)start, heartbeats in the database predate this process: give the
@@ -117,5 +119,6 @@ class Monitor:
                 self.workers.poll()
                 if time.monotonic() - started >= grace:
                     self.protocol.reap()
+                self.protocol.advance_stages()  # a study resumed after its stage filled
             except Exception:  # a failed tick must not end the timer
                 log.exception("monitor tick failed")

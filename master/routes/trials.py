@@ -4,15 +4,23 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import PlainTextResponse
 
-from gridless.common.bounds import Offset
+from gridless.common.bounds import Id, Offset
 from gridless.common.checkpoints import trial_folder
 from gridless.common.db import TrialRow
 from gridless.common.errors import NotFoundError
-from gridless.common.protocol import EpochReport, FinishRequest, ReportAck, StartRequest
-from gridless.master.deps import ProtocolDep, ServiceDep, TrialDep
+from gridless.common.protocol import (
+    BatchAck,
+    EpochReport,
+    FinishRequest,
+    ReportAck,
+    ReportBatch,
+    StartRequest,
+)
+from gridless.master.deps import ServiceDep, TrialDep
+from gridless.master.protocol import TrialProtocol
 from gridless.master.schemas import (
     CheckpointPublic,
     EpochMetricPublic,
@@ -80,19 +88,48 @@ def read_log(trial: TrialDep, service: ServiceDep, request: Request) -> str:
     return trial_log(trial, service, request)
 
 
+# The worker calls are async: the event loop parses and validates, the master's single
+# writer commits (many requests to a transaction), and no thread waits on a lock.
+
+
+def _protocol(request: Request) -> TrialProtocol:
+    protocol: TrialProtocol = request.app.state.protocol
+    return protocol
+
+
 @router.post("/{trial_id}/start")
-def start_trial(trial: TrialDep, body: StartRequest, protocol: ProtocolDep) -> ReportAck:
+async def start_trial(
+    trial_id: Annotated[Id, Path()], body: StartRequest, request: Request
+) -> ReportAck:
     """A worker registers the parameters it sampled; repeats are no-ops."""
-    return protocol.start_trial(trial.id, body)
+    protocol = _protocol(request)
+    return await protocol.writer.run_async(protocol.start_job(trial_id, body))
 
 
 @router.post("/{trial_id}/reports")
-def create_report(trial: TrialDep, body: EpochReport, protocol: ProtocolDep) -> ReportAck:
+async def create_report(
+    trial_id: Annotated[Id, Path()], body: EpochReport, request: Request
+) -> ReportAck:
     """Store one epoch's metrics; idempotent on (trial, attempt, epoch); 409 once finished."""
-    return protocol.record_report(trial.id, body)
+    protocol = _protocol(request)
+    return await protocol.writer.run_async(protocol.report_job(trial_id, body))
+
+
+@router.post("/{trial_id}/reports/batch")
+async def create_reports(
+    trial_id: Annotated[Id, Path()], body: ReportBatch, request: Request
+) -> BatchAck:
+    """Store several epochs of one trial in order, all or none, idempotent per epoch as
+    one report is; `stop` is set once the trial must end (later epochs are not stored)."""
+    protocol = _protocol(request)
+    acks = await protocol.writer.run_async(protocol.reports_job(trial_id, body.reports))
+    return BatchAck(acks=acks, stop=any(a.stop for a in acks))
 
 
 @router.post("/{trial_id}/finish")
-def finish_trial(trial: TrialDep, body: FinishRequest, protocol: ProtocolDep) -> ReportAck:
+async def finish_trial(
+    trial_id: Annotated[Id, Path()], body: FinishRequest, request: Request
+) -> ReportAck:
     """A worker ends its trial (completed, diverged, failed or stopped)."""
-    return protocol.finish_trial(trial.id, body)
+    protocol = _protocol(request)
+    return await protocol.writer.run_async(protocol.finish_job(trial_id, body))

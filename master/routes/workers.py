@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Path, status
+from fastapi import APIRouter, Body, Path, Request, status
 
 from gridless.common.protocol import ClaimRequest, ClaimResponse, HeartbeatRequest, ReportAck
-from gridless.master.deps import ProtocolDep, ServiceDep, WorkersDep
+from gridless.master.deps import ServiceDep, WorkersDep
+from gridless.master.protocol import TrialProtocol
 from gridless.master.schemas import (
     WorkerPublic,
     WorkersKilled,
@@ -22,15 +23,17 @@ WorkerId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-
 
 
 @router.post("/claim")
-def claim_trial(body: ClaimRequest, protocol: ProtocolDep) -> ClaimResponse:
+async def claim_trial(body: ClaimRequest, request: Request) -> ClaimResponse:
     """Hand the calling worker a trial to run (or to resume), or tell it to wait or stop."""
-    return protocol.claim(body.worker_id)
+    protocol: TrialProtocol = request.app.state.protocol
+    return await protocol.writer.run_async(protocol.claim_job(body.worker_id))
 
 
 @router.post("/heartbeat")
-def send_heartbeat(body: HeartbeatRequest, protocol: ProtocolDep) -> ReportAck:
+async def send_heartbeat(body: HeartbeatRequest, request: Request) -> ReportAck:
     """A worker and its trial are alive; `stop` in the answer ends the trial."""
-    return protocol.heartbeat(body)
+    protocol: TrialProtocol = request.app.state.protocol
+    return await protocol.writer.run_async(protocol.heartbeat_job(body))
 
 
 @router.get("")
