@@ -14,12 +14,14 @@ import httpx
 from pydantic import BaseModel
 
 from gridless.common.protocol import (
+    BatchAck,
     ClaimRequest,
     ClaimResponse,
     EpochReport,
     FinishRequest,
     HeartbeatRequest,
     ReportAck,
+    ReportBatch,
     StartRequest,
 )
 
@@ -98,6 +100,10 @@ class MasterClient:
 
     def report(self, trial_id: int, report: EpochReport) -> ReportAck:
         return self._post(f"/trials/{trial_id}/reports", report, ReportAck)
+
+    def reports(self, trial_id: int, batch: ReportBatch) -> BatchAck:
+        """Several epochs at once (worker.sender batches them)."""
+        return self._post(f"/trials/{trial_id}/reports/batch", batch, BatchAck)
 
     def finish(self, trial_id: int, request: FinishRequest) -> ReportAck:
         return self._post(f"/trials/{trial_id}/finish", request, ReportAck)

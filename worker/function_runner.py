@@ -27,6 +27,7 @@ from gridless.common.spec import trial_rng
 from gridless.worker.client import MasterClient, MasterGone, TrialClosed
 from gridless.worker.heartbeat import Heartbeat
 from gridless.worker.resume import pick_resume_point, trial_folder, trial_seed
+from gridless.worker.sender import ReportSender
 from gridless.worker.trainer import CodeNotFound
 from gridless.worker.trial import Trial, TrialStopped
 from gridless.worker.trial_log import flush_current
@@ -86,6 +87,8 @@ class MasterBackend:
         self._skipped = list(skipped or [])
         self._last: EpochReport | None = None
         self._clock = time.perf_counter()
+        # epochs faster than a round trip travel in batches (issue 17)
+        self.sender = ReportSender(client, job.trial_id)
 
     def send(
         self,
@@ -121,10 +124,10 @@ class MasterBackend:
             )
             self._skipped = []
         flush_current()
-        ack = self.client.report(self.job.trial_id, report)
+        stop = self.sender.send(report)
         self._last = report
         stop_asked = self.heartbeat is not None and self.heartbeat.stop_trial.is_set()
-        return ack.stop or stop_asked
+        return stop or stop_asked
 
     def write(
         self, epoch: int, score: float | None, suffix: str, writer: Callable[[BinaryIO], None]
@@ -157,12 +160,12 @@ class MasterBackend:
                 "message": f"epoch {epoch} has no checkpoint: {exc}"[:1000],
                 "epoch": epoch,
             }
-            self.client.report(self.job.trial_id, report.model_copy(update={"warnings": [failed]}))
+            self.sender.send(report.model_copy(update={"warnings": [failed]}))
             return None
         info = CheckpointInfo(relpath=written.relpath, size=written.size, sha256=written.sha256)
         # The same report again, now with its checkpoint: the master keeps the metrics it
         # stored and records the file (a repeat of (trial, attempt, epoch) is a no-op).
-        self.client.report(self.job.trial_id, report.model_copy(update={"checkpoint": info}))
+        self.sender.send(report.model_copy(update={"checkpoint": info}))
         return written.relpath
 
     def resume_file(self) -> Path | None:
@@ -203,8 +206,17 @@ def run_function_trial(
     )
     store.ensure_trial_dir(job.study, trial_folder(job.trial_number))
 
+    backend: MasterBackend | None = None
+
     def finish(state: str, error: str | None = None, *, environment: bool = False) -> str:
         flush_current()  # the log is complete before the master may pause the study
+        if backend is not None:
+            try:
+                backend.sender.flush()  # every epoch committed before the finish
+            except TrialClosed:
+                return state  # the master closed it already (early stopping)
+            finally:
+                backend.sender.close()
         request = FinishRequest(
             worker_id=worker_id,
             attempt=job.attempt,
@@ -241,6 +253,7 @@ def run_function_trial(
     except TrialStopped as stop:
         return finish(stop.state)
     except (TrialClosed, MasterGone):
+        backend.sender.close()
         raise  # the worker loop handles these: not the user's code failing
     except Exception as exc:  # the user's code failed: the trial fails, the worker goes on
         log.warning("trial %s failed: %s", job.trial_number, exc)

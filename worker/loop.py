@@ -30,6 +30,7 @@ from gridless.worker.diagnostics.babysit import epoch_warnings
 from gridless.worker.function_runner import failure_text, run_function_trial
 from gridless.worker.heartbeat import Heartbeat
 from gridless.worker.resume import pick_resume_point, trial_folder, trial_seed
+from gridless.worker.sender import ReportSender
 from gridless.worker.trainer import CodeNotFound, EpochMetrics, Trainer, make_trainer
 from gridless.worker.trial_log import TrialLog, flush_current
 
@@ -136,65 +137,71 @@ def run_trial(
     best = job.best_score
     state = "completed"
     history: list[EpochMetrics] = []
-    for epoch in range(first_epoch, job.epochs + 1):
-        m = trainer.train_epoch()
-        history.append(m)
-        score = objective.score(m.named())
-        report = _report(worker_id, job, epoch, m)
-        report.warnings = [
-            {**w.to_json(), "epoch": epoch}
-            for w in epoch_warnings(
-                history,
-                num_classes=m.stats.get("num_classes"),
-                chance_loss=m.stats.get("chance_loss") if epoch == 1 else None,
-            )
-        ]
-        if skipped and epoch == first_epoch:
-            report.warnings.append(
-                {
-                    "code": "checkpoint_skipped",
-                    "message": (
-                        f"resumed without {len(skipped)} unusable checkpoint(s): "
-                        + "; ".join(skipped)
-                    )[:1000],
-                    "epoch": epoch,
-                }
-            )
-        improved = score is not None and objective.better(score, best)
-        if not m.diverged and score is not None:
-            # every epoch: the latest checkpoint is what a lost trial resumes from; the
-            # master's retention keeps the best and the latest of each trial
-            try:
-                report.checkpoint = _save(store, trainer, job, epoch, score, m, full_params)
-            except StorageError as exc:
-                # A full disk or an unreachable bucket costs the checkpoint, not the
-                # trial: the epoch is reported without one and the finding says so.
-                log.warning("trial %s epoch %d: %s", job.trial_id, epoch, exc)
+    sender = ReportSender(client, job.trial_id)
+    try:
+        for epoch in range(first_epoch, job.epochs + 1):
+            m = trainer.train_epoch()
+            history.append(m)
+            score = objective.score(m.named())
+            report = _report(worker_id, job, epoch, m)
+            report.warnings = [
+                {**w.to_json(), "epoch": epoch}
+                for w in epoch_warnings(
+                    history,
+                    num_classes=m.stats.get("num_classes"),
+                    chance_loss=m.stats.get("chance_loss") if epoch == 1 else None,
+                )
+            ]
+            if skipped and epoch == first_epoch:
                 report.warnings.append(
                     {
-                        "code": "checkpoint_write_failed",
-                        "message": f"epoch {epoch} has no checkpoint: {exc}"[:1000],
+                        "code": "checkpoint_skipped",
+                        "message": (
+                            f"resumed without {len(skipped)} unusable checkpoint(s): "
+                            + "; ".join(skipped)
+                        )[:1000],
                         "epoch": epoch,
                     }
                 )
-        if improved and not m.diverged:
-            best = score
-        flush_current()
-        ack = client.report(job.trial_id, report)
-        if m.diverged:
-            state = "diverged"
-            break
-        if ack.stop or (heartbeat is not None and heartbeat.stop_trial.is_set()):
-            stopped = FinishRequest(worker_id=worker_id, attempt=job.attempt, state="stopped")
-            try:
-                client.finish(job.trial_id, stopped)
-            except TrialClosed:
-                pass  # the master already closed it (early stopping, a stopped study)
-            return "stopped"
-    client.finish(
-        job.trial_id, FinishRequest(worker_id=worker_id, attempt=job.attempt, state=state)
-    )
-    return state
+            improved = score is not None and objective.better(score, best)
+            if not m.diverged and score is not None:
+                # every epoch: the latest checkpoint is what a lost trial resumes from; the
+                # master's retention keeps the best and the latest of each trial
+                try:
+                    report.checkpoint = _save(store, trainer, job, epoch, score, m, full_params)
+                except StorageError as exc:
+                    # A full disk or an unreachable bucket costs the checkpoint, not the
+                    # trial: the epoch is reported without one and the finding says so.
+                    log.warning("trial %s epoch %d: %s", job.trial_id, epoch, exc)
+                    report.warnings.append(
+                        {
+                            "code": "checkpoint_write_failed",
+                            "message": f"epoch {epoch} has no checkpoint: {exc}"[:1000],
+                            "epoch": epoch,
+                        }
+                    )
+            if improved and not m.diverged:
+                best = score
+            flush_current()
+            stop = sender.send(report)  # batched with others when epochs are fast
+            if m.diverged:
+                state = "diverged"
+                break
+            if stop or (heartbeat is not None and heartbeat.stop_trial.is_set()):
+                sender.flush()
+                stopped = FinishRequest(worker_id=worker_id, attempt=job.attempt, state="stopped")
+                try:
+                    client.finish(job.trial_id, stopped)
+                except TrialClosed:
+                    pass  # the master already closed it (early stopping, a stopped study)
+                return "stopped"
+        sender.flush()  # every epoch acknowledged (so committed) before the finish
+        client.finish(
+            job.trial_id, FinishRequest(worker_id=worker_id, attempt=job.attempt, state=state)
+        )
+        return state
+    finally:
+        sender.close()
 
 
 def worker_device(gpu_ids: list[Any]) -> tuple[str, str | None]:
