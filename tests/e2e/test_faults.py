@@ -255,3 +255,95 @@ def test_sigkill_and_restart_of_the_master_loses_no_acknowledged_report(
         assert stored[key] in values, (key, stored[key], values)
     assert len({(t, e) for t, e, _ in acked}) <= len(stored)
     assert states <= {"completed", "stopped"}
+
+
+FAST_EPOCHS = '''
+import time
+
+
+def main(trial):
+    for epoch in trial.epochs():
+        time.sleep(0.002)  # an epoch far faster than a round trip: reports pile up
+        trial.report(epoch, val_loss=1.0 / epoch + trial.params["x"])
+'''
+
+
+def test_sigkill_of_the_master_with_batched_reports_in_flight_loses_no_acknowledged_epoch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 17: workers batch fast epochs; the master dies between a batch's arrival and
+    its commit (SIGKILL while batches stream); after the restart every epoch a worker saw
+    acknowledged is stored, and each exactly once."""
+    import gridless.worker.loop as worker_loop
+    from gridless.worker.client import MasterClient
+
+    acked: list[tuple[int, int]] = []
+    batches: list[int] = []
+    lock = threading.Lock()
+
+    class RecordingClient(MasterClient):
+        def report(self, trial_id: int, report: Any) -> Any:
+            ack = super().report(trial_id, report)
+            with lock:
+                acked.append((trial_id, report.epoch))
+            return ack
+
+        def reports(self, trial_id: int, batch: Any) -> Any:
+            ack = super().reports(trial_id, batch)
+            with lock:
+                acked.extend((trial_id, r.epoch) for r in batch.reports)
+                batches.append(len(batch.reports))
+            return ack
+
+    (tmp_path / "fast_fn.py").write_text(FAST_EPOCHS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(worker_loop, "MasterClient", RecordingClient)
+    run_dir, port = tmp_path / "run", free_port()
+    url = f"http://127.0.0.1:{port}"
+    master = start_master(run_dir, port)
+    spec = {
+        "name": "fast",
+        "train": "fast_fn:main",
+        "metric": "val_loss",
+        "space": {"x": {"uniform": [0.0, 1.0]}},
+        "early_stopping": {"rule": "none"},
+        "stages": [{"trials": 6, "epochs": 400}],
+    }
+    assert httpx.post(f"{url}/api/v1/studies", json=spec).status_code == 201
+    workers = [
+        threading.Thread(
+            target=worker_loop.run_worker, args=(url, run_dir / "store", f"t{i}"), daemon=True
+        )
+        for i in range(4)
+    ]
+    for thread in workers:
+        thread.start()
+    try:
+        wait_for(lambda: len(batches) >= 3 and len(acked) >= 200, 120, "batched reports")
+        master.send_signal(signal.SIGKILL)
+        master.wait(timeout=30)
+        killed_at = len(acked)
+        time.sleep(1.0)
+        master = start_master(run_dir, port)
+        wait_for(
+            lambda: httpx.get(f"{url}/api/v1/studies/1").json()["state"] == "completed",
+            240,
+            "the study",
+        )
+        for thread in workers:
+            thread.join(timeout=60)
+    finally:
+        master.send_signal(signal.SIGTERM)
+        master.wait(timeout=30)
+    assert killed_at < len(acked), "reports went on after the restart"
+    assert max(batches) > 1
+    engine = create_engine(f"sqlite:///{run_dir / 'gridless.db'}")
+    with Session(engine) as s:
+        stored = [(m.trial_id, m.epoch) for m in s.scalars(select(EpochMetricRow))]
+        states = [t.state for t in s.scalars(select(TrialRow))]
+    engine.dispose()
+    assert len(stored) == len(set(stored)), "an epoch was stored twice"
+    lost = set(acked) - set(stored)
+    assert not lost, f"acknowledged epochs lost: {sorted(lost)[:10]}"
+    assert states == ["completed"] * 6
+    assert len(stored) == 6 * 400
