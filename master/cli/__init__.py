@@ -1,0 +1,53 @@
+"""The `gridless` command line: one typer app over modules by audience (issue 21).
+
+- `checks`: `check`, and the spec checks every command that starts a study makes first;
+- `local`: `run` and `resume`, a study on this machine's (or a joined) Ray;
+- `serve`: `master`, a run directory served to workers and clients;
+- `remote`: the commands to a running master (`submit`, `status`, `logs`, `workers`,
+  `checkpoints`, `ensemble`);
+- `render`: the tables, progress bars and summaries they print;
+- `client`: the HTTP client of a master's REST API.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+
+from gridless.common.errors import GridlessError
+from gridless.master.cli import checks, local, remote, serve
+from gridless.master.cli.render import err
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Coarse-to-fine random hyperparameter search on Ray (CS231n's worker/master).",
+)
+# In the order `gridless --help` lists them: the commands of this machine, then a master's.
+for command in (
+    checks.check,
+    local.run,
+    local.resume,
+    serve.master,
+    remote.ensemble,
+    remote.status,
+    remote.logs,
+    remote.submit,
+):
+    app.command()(command)
+app.add_typer(remote.workers_app, name="workers")
+app.add_typer(remote.checkpoints_app, name="checkpoints")
+
+
+def main() -> None:
+    """Entry point of the `gridless` console script."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except GridlessError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(1)

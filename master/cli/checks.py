@@ -1,0 +1,142 @@
+"""`gridless check`, and the checks of a spec that every command starting a study makes
+first: its schema and space, the model or train function, the preflight."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from gridless.common.errors import GridlessError
+from gridless.common.spec import StudySpec, load_spec
+from gridless.master.cli.render import console, fail
+
+__all__ = ["check", "import_paths", "print_preflight", "run_preflight", "validate"]
+
+
+def import_paths(spec_path: Path) -> list[str]:
+    """Where custom models are imported from: the spec's folder and the working directory."""
+    return list(dict.fromkeys([str(spec_path.resolve().parent), str(Path.cwd())]))
+
+
+def validate(spec_path: Path) -> StudySpec:
+    """Load and check a spec: schema, space, the model and its hyperparameter names."""
+    from gridless.worker.function_runner import load_train_function
+    from gridless.worker.trainer import _custom_factory, check_params
+
+    spec = load_spec(spec_path)
+    try:
+        if spec.train is not None:
+            sys.path[:0] = [p for p in import_paths(spec_path) if p not in sys.path]
+            hooks = {"train": spec.train, "predict": spec.predict, "evaluate": spec.evaluate}
+            for role, target in hooks.items():
+                if target is not None:
+                    load_train_function(target, role=role)
+            return spec
+        check_params(spec.model, set(spec.space) | set(spec.fixed))
+        if ":" in spec.model:
+            sys.path[:0] = [p for p in import_paths(spec_path) if p not in sys.path]
+            _custom_factory(spec.model)
+    except ValueError as exc:
+        raise GridlessError(f"{spec_path}: {exc}") from None
+    return spec
+
+
+def run_preflight(spec: StudySpec) -> object:
+    """The preflight of `spec`'s model at the center of its space, behind a spinner."""
+    from gridless.worker.diagnostics.preflight import preflight
+
+    with console.status("preflight: gradient check and sanity checks..."):
+        try:
+            return preflight(spec.model, spec.dataset, spec.space, spec.fixed)
+        except ValueError as exc:
+            raise GridlessError(str(exc)) from None
+
+
+def _print_gradcheck(grads: Any) -> None:
+    table = Table(title=f"gradient check (pass: relative error <= {grads.threshold:.0e})")
+    for column in ("parameter", "phase", "dims", "best h", "rel. error", "kinks", "verdict"):
+        table.add_column(
+            column, justify="left" if column in ("parameter", "phase", "verdict") else "right"
+        )
+    for row in grads.rows:
+        table.add_row(
+            row.name,
+            row.phase,
+            str(row.dims),
+            f"{row.h:.0e}",
+            f"{row.error:.2e}",
+            str(row.kinks_crossed),
+            row.verdict,
+            style="" if row.passed else "bold red",
+        )
+    console.print(table)
+    for note in grads.notes:
+        console.print(f"[yellow]note:[/] {note}")
+
+
+def _smoke(spec: StudySpec) -> bool:
+    """`gridless check` of a train: function: the smoke run's checks; whether all passed."""
+    from gridless.worker.diagnostics.smoke import smoke_check
+
+    with console.status("smoke run of the training function on a tiny subset..."):
+        report = smoke_check(spec.train or "", spec.space, spec.fixed, spec.objective.name)
+    shown = ", ".join(
+        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in report.params.items()
+    )
+    console.print(f"[bold]check[/] of {report.train} at the center of the space: {shown}")
+    marks = {
+        "pass": "[green]pass[/]",
+        "FAIL": "[bold red]FAIL[/]",
+        "skipped": "[yellow]skipped[/]",
+    }
+    for name, status, detail in report.rows:
+        console.print(f"{marks[status]}  {name}: {escape(detail)}")
+    for grads in report.gradchecks:
+        _print_gradcheck(grads)
+    verdict = (
+        "[bold green]checks that ran pass[/]" if report.passed else "[bold red]checks failed[/]"
+    )
+    console.print(verdict)
+    return report.passed
+
+
+def print_preflight(report: object) -> None:
+    from gridless.worker.diagnostics.preflight import PreflightReport
+
+    assert isinstance(report, PreflightReport)
+    shown = ", ".join(
+        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in report.params.items()
+    )
+    console.print(f"[bold]preflight[/] of {report.model} at the center of the space: {shown}")
+    if report.gradcheck is not None:
+        _print_gradcheck(report.gradcheck)
+    for result in report.sanity:
+        mark = "[green]pass[/]" if result.passed else "[bold red]FAIL[/]"
+        console.print(f"{mark}  {result.name}: {result.detail}")
+    for note in report.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    verdict = "[bold green]all checks pass[/]" if report.passed else "[bold red]checks failed[/]"
+    console.print(verdict)
+
+
+def check(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="study spec (YAML)")],
+) -> None:
+    """Gradient check and sanity checks of a study's model (the preflight of `run`)."""
+    try:
+        spec = validate(spec_path)
+    except GridlessError as exc:
+        raise fail(str(exc)) from None
+    if spec.train is not None:
+        if not _smoke(spec):
+            raise typer.Exit(1)
+        return
+    report = run_preflight(spec)
+    print_preflight(report)
+    if not report.passed:  # type: ignore[attr-defined]
+        raise typer.Exit(1)
