@@ -16,6 +16,7 @@ from gridless.common.db import StudyRow, TrialRow, WorkerRow, utcnow
 from gridless.common.errors import NotFoundError
 from gridless.common.protocol import HeartbeatRequest, ReportAck
 from gridless.common.states import StudyState, TrialState
+from gridless.master.storage import cached_get
 
 __all__ = ["heartbeat", "reap", "release_worker", "touch_worker", "worker_gone"]
 
@@ -26,10 +27,11 @@ _ALIVE = [TrialState.PENDING.value, TrialState.RUNNING.value]
 
 def touch_worker(s: Session, worker_id: str) -> WorkerRow:
     """The worker's row (made on first contact), its heartbeat now."""
-    worker = s.get(WorkerRow, worker_id)
+    worker = cached_get(s, WorkerRow, worker_id)
     if worker is None:
         worker = WorkerRow(id=worker_id, state="idle", trials_run=0)
         s.add(worker)
+        s.info.setdefault("rows", {})[(WorkerRow, worker_id)] = worker
     elif worker.state in ("lost",):
         worker.state = "idle"
     worker.heartbeat_at = utcnow()

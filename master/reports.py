@@ -27,6 +27,7 @@ from gridless.master.breaker import trip_if_failing
 from gridless.master.early_stopping import should_stop
 from gridless.master.liveness import release_worker, touch_worker
 from gridless.master.retention import delete_files, retain
+from gridless.master.storage import cached_get
 from gridless.master.writer import Batch
 
 __all__ = ["finish_trial", "open_trial", "record_report", "start_trial"]
@@ -41,7 +42,7 @@ def open_trial(s: Session, trial_id: int, attempt: int) -> TrialRow:
         NotFoundError: no such trial.
         ConflictError: the trial finished, or `attempt` was superseded.
     """
-    trial = s.get(TrialRow, trial_id)
+    trial = cached_get(s, TrialRow, trial_id)
     if trial is None:
         raise NotFoundError(f"no trial {trial_id}")
     if TrialState(trial.state).is_finished():
@@ -76,17 +77,12 @@ def record_report(
     """Store one epoch's metrics (and its checkpoint) once; a repeat answers stored=False."""
     s = batch.session
     trial = open_trial(s, trial_id, report.attempt)
-    study = s.get(StudyRow, trial.study_id)
+    study = cached_get(s, StudyRow, trial.study_id)
     assert study is not None  # foreign key
     now = utcnow()
     trial.heartbeat_at = now
     touch_worker(s, report.worker_id)
-    exists = s.scalar(
-        select(EpochMetricRow.id).where(
-            EpochMetricRow.trial_id == trial_id, EpochMetricRow.epoch == report.epoch
-        )
-    )
-    if exists is not None:
+    if _stored(s, trial_id, report.epoch):
         # A resumed attempt re-trained this epoch (or a lost acknowledgement resent it):
         # its metrics are not stored again, but its checkpoint and findings are.
         _merge_warnings(trial, report)
@@ -95,22 +91,22 @@ def record_report(
         return ReportAck(stored=False, stop=_must_stop(s, study, trial))
     named = report.named_metrics()
     score = study.objective.score(named)
-    s.add(
-        EpochMetricRow(
-            trial_id=trial_id,
-            stage_id=trial.stage_id,
-            attempt=report.attempt,
-            epoch=report.epoch,
-            train_loss=_number(named.get("train_loss")),
-            train_accuracy=_number(named.get("train_accuracy")),
-            val_loss=_number(named.get("val_loss")),
-            val_accuracy=_number(named.get("val_accuracy")),
-            seconds=report.seconds,
-            metrics=named,
-            score=score,
-            stats=report.stats,
-        )
+    row = EpochMetricRow(
+        trial_id=trial_id,
+        stage_id=trial.stage_id,
+        attempt=report.attempt,
+        epoch=report.epoch,
+        train_loss=_number(named.get("train_loss")),
+        train_accuracy=_number(named.get("train_accuracy")),
+        val_loss=_number(named.get("val_loss")),
+        val_accuracy=_number(named.get("val_accuracy")),
+        seconds=report.seconds,
+        metrics=named,
+        score=score,
+        stats=report.stats,
     )
+    s.add(row)
+    s.info.setdefault("epochs", {})[(trial_id, report.epoch)] = row
     trial.last_epoch = max(trial.last_epoch, report.epoch)
     trial.state = TrialState.RUNNING.value
     _merge_warnings(trial, report)
@@ -123,7 +119,6 @@ def record_report(
         trial.best_metrics = named  # nothing scored yet: the latest epoch's numbers
     if report.checkpoint is not None:
         _record_checkpoint(batch, store, study, trial, report)
-    s.flush()
     stop = _must_stop(s, study, trial)
     if not stop and not report.diverged and score is not None:
         reason = should_stop(s, study, trial, report.epoch, score)
@@ -213,6 +208,22 @@ def _record_checkpoint(
     gone = retain(s, study, trial)
     if gone:
         batch.after_commit(partial(delete_files, store, gone))
+
+
+def _stored(s: Session, trial_id: int, epoch: int) -> bool:
+    """Whether (trial, epoch) has its row: in the database, or added earlier in this
+    transaction (by a job whose savepoint held; a rolled-back job's row left the
+    session). Without flushing: a batch's rows go to the database together."""
+    pending = s.info.get("epochs", {}).get((trial_id, epoch))
+    if pending is not None and pending in s:
+        return True
+    with s.no_autoflush:
+        found = s.scalar(
+            select(EpochMetricRow.id).where(
+                EpochMetricRow.trial_id == trial_id, EpochMetricRow.epoch == epoch
+            )
+        )
+    return found is not None
 
 
 def _number(value: float | None) -> float | None:

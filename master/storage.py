@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -14,7 +14,16 @@ from gridless.common.checkpoints import CheckpointStore
 from gridless.common.db import CheckpointRow, StudyRow, TrialRow
 from gridless.common.errors import NotFoundError
 
-__all__ = ["Storage", "count_warning_codes", "live_checkpoint", "load_study", "ranked"]
+__all__ = [
+    "Storage",
+    "cached_get",
+    "count_warning_codes",
+    "live_checkpoint",
+    "load_study",
+    "ranked",
+]
+
+M = TypeVar("M")
 
 
 @dataclass
@@ -34,6 +43,22 @@ class Storage:
     def grace_s(self) -> float:
         """A trial is lost after this long without a heartbeat (3x the interval)."""
         return 3.0 * self.heartbeat_interval_s
+
+
+def cached_get(s: Session, model: type[M], key: Any) -> M | None:
+    """`s.get(model, key)`, remembered for the session's life.
+
+    The session's identity map holds rows weakly: a trial or worker row no request
+    references any more is dropped and loaded again by the next report of the same
+    transaction. The writer runs many reports in one session (issue 17), so it keeps them.
+    """
+    cache: dict[tuple[type[Any], Any], Any] = s.info.setdefault("rows", {})
+    row = cache.get((model, key))
+    if row is None or row not in s:  # new in a job whose savepoint rolled back: gone
+        row = s.get(model, key)
+        if row is not None:
+            cache[(model, key)] = row
+    return row
 
 
 def live_checkpoint(s: Session, path: str) -> tuple[CheckpointRow, TrialRow]:

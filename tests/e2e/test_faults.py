@@ -257,7 +257,7 @@ def test_sigkill_and_restart_of_the_master_loses_no_acknowledged_report(
     assert states <= {"completed", "stopped"}
 
 
-FAST_EPOCHS = '''
+FAST_EPOCHS = """
 import time
 
 
@@ -265,7 +265,7 @@ def main(trial):
     for epoch in trial.epochs():
         time.sleep(0.002)  # an epoch far faster than a round trip: reports pile up
         trial.report(epoch, val_loss=1.0 / epoch + trial.params["x"])
-'''
+"""
 
 
 def test_sigkill_of_the_master_with_batched_reports_in_flight_loses_no_acknowledged_epoch(

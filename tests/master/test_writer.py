@@ -183,3 +183,31 @@ def test_a_study_completes_when_its_last_trial_finishes_with_no_further_claim(
         assert row is not None
         assert (row.state, row.finished_at is not None) == ("completed", True)
     assert [st.state for st in master.service.stages(study.id)] == ["done", "done"]
+
+
+def test_an_epoch_from_a_rolled_back_job_is_stored_by_the_next(master: Master) -> None:
+    """The writer remembers the epochs a transaction added (to skip a flush per report);
+    one whose job rolled back must not count as stored."""
+    master.service.create_study(tiny_spec(stages=[{"trials": 2, "epochs": 3}]))
+    protocol = master.app.state.protocol
+    with httpx.Client(base_url=master.url + "/api/v1", timeout=60) as api:
+        tid = claim_and_start(api, "w1")
+    first = EpochReport.model_validate(report("w1", 1))
+    gate = threading.Event()
+    hold = protocol.writer.submit(lambda batch: gate.wait(10))
+    doomed_job = protocol.report_job(tid, first)
+
+    def doomed(batch: Batch) -> None:
+        doomed_job(batch)
+        raise ConflictError("changed my mind")
+
+    futures = [
+        protocol.writer.submit(doomed),
+        protocol.writer.submit(protocol.report_job(tid, first)),
+    ]
+    gate.set()
+    hold.result(10)
+    with pytest.raises(ConflictError):
+        futures[0].result(10)
+    assert futures[1].result(10).stored is True
+    assert rows(master, EpochMetricRow) == 1
