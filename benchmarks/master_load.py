@@ -20,7 +20,6 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 from sqlalchemy import insert, select
@@ -32,15 +31,6 @@ from gridless.common.db import EpochMetricRow, StageRow, TrialRow, session_scope
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[int(q * (len(ordered) - 1))]
-
-
-def throughput(reporters: int, epochs: int) -> dict[str, Any]:
-    from benchmarks.soak import soak
-
-    with tempfile.TemporaryDirectory() as root:
-        result = soak(f"sqlite:///{root}/soak.db", Path(root), reporters, epochs)
-    result["reports_per_s"] = result["stored"] / result["seconds"]
-    return result
 
 
 def bulk_load(
