@@ -1,5 +1,6 @@
-"""Every benchmark of issues 10 and 17 in one run, one table: gridless against Ray Tune and
-Optuna on this machine, ratios measured side by side.
+"""Every benchmark of issues 10 and 17 in one run and one table, the peers run beside.
+
+gridless against Ray Tune and Optuna on this machine, ratios measured side by side.
 
     pip install -e '.[bench]'
     python -m benchmarks [--quick] [--only overhead,reports,...] [--json results.json]
@@ -64,24 +65,19 @@ def overhead(quick: bool, raw: dict[str, Any]) -> list[Row]:
     ]
 
 
-def _epochs(workers: int, quick: bool, *, reports: int = 0) -> int:
-    """Reports per simulated worker for about `reports` in all (2,000 quick, 8,000)."""
-    return max(3, (reports or (2_000 if quick else 8_000)) // workers)
-
-
 def reports(quick: bool, raw: dict[str, Any]) -> list[Row]:
     from benchmarks.master_process import postgres_available
-    from benchmarks.report_load import report_throughput
+    from benchmarks.report_load import epochs_for, report_throughput
     from benchmarks.simulated_workers import client_ceiling
 
     counts = (64, 256)
     # Long enough for a steady rate: the null server answers 5,000 to 10,000 a second.
-    ceiling = {w: client_ceiling(w, _epochs(w, quick, reports=20_000)) for w in counts}
+    ceiling = {w: client_ceiling(w, epochs_for(w, quick, reports=20_000)) for w in counts}
     backends = ["sqlite"] + (["postgres"] if postgres_available() else [])
     floor = 1_000 if quick else 3_000
     runs = {
         (b, w): report_throughput(
-            b, w, _epochs(w, quick), floor_requests=floor if b == "sqlite" else 0
+            b, w, epochs_for(w, quick), floor_requests=floor if b == "sqlite" else 0
         )
         for b in backends
         for w in counts
@@ -149,11 +145,11 @@ def reports(quick: bool, raw: dict[str, Any]) -> list[Row]:
 
 
 def dashboard(quick: bool, raw: dict[str, Any]) -> list[Row]:
-    from benchmarks.report_load import report_throughput
+    from benchmarks.report_load import epochs_for, report_throughput
 
     workers = 256
     # Long enough for a few hundred polls of each query at today's rates.
-    epochs = _epochs(workers, quick, reports=4_000 if quick else 16_000)
+    epochs = epochs_for(workers, quick, reports=4_000 if quick else 16_000)
     r = report_throughput("sqlite", workers, epochs, dashboard=True)
     raw["dashboard"] = r
     rows: list[Row] = []

@@ -8,7 +8,7 @@ CLI's reads run a few times each (study list and detail, trial list pages, stage
 flags, warnings, checkpoints, trial detail with its metrics). The figure is the
 master's VmRSS afterwards (and VmHWM, its peak), from /proc/PID/status.
 
-    python -m benchmarks.master_memory [--trials 100000] [--epochs 10] [--postgres]
+    python -m benchmarks.master_memory [--quick] [--trials 100000] [--epochs 10] [--postgres]
 """
 
 from __future__ import annotations
@@ -119,13 +119,15 @@ def master_memory(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=100_000)
+    parser.add_argument("--quick", action="store_true", help="10,000 trials")
+    parser.add_argument("--trials", type=int, help="trials stored [100,000; quick: 10,000]")
     parser.add_argument("--epochs", type=int, default=10, help="epoch rows per trial")
     parser.add_argument("--rounds", type=int, default=5, help="times each read runs")
     parser.add_argument("--postgres", action="store_true", help="PostgreSQL 15, not SQLite")
     args = parser.parse_args()
     backend = "postgres" if args.postgres else "sqlite"
-    r = master_memory(args.trials, args.epochs, backend=backend, rounds=args.rounds)
+    trials = args.trials or (10_000 if args.quick else 100_000)
+    r = master_memory(trials, args.epochs, backend=backend, rounds=args.rounds)
     print(json.dumps(r, indent=2))
     print(
         f"{backend}: {r['trials']:,} trials, {r['epoch_rows']:,} epoch rows (loaded in "

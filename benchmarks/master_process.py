@@ -81,9 +81,14 @@ class MasterProcess:
             self._process = None
 
     def create_study(self, spec: dict[str, Any]) -> int:
-        """POST the spec; the new study's id."""
+        """POST the spec; the new study's id.
+
+        Raises:
+            RuntimeError: with the master's detail when it refuses the spec.
+        """
         answer = httpx.post(f"{self.url}/api/v1/studies", json=spec, timeout=120)
-        answer.raise_for_status()
+        if answer.status_code != 201:
+            raise RuntimeError(f"POST /studies: {answer.status_code} {answer.text[:300]}")
         return int(answer.json()["id"])
 
     def logged_errors(self, limit: int = 20) -> list[str]:

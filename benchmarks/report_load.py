@@ -1,5 +1,7 @@
-"""One master, many workers (issue 17, parts 1 and 4): report throughput and latency with
-N concurrent simulated workers, and the dashboard's query latency while they report.
+"""One master, many workers: reports/s, p50/p99 and dashboard latency (issue 17, 1 and 4).
+
+Report throughput and latency with N concurrent simulated workers, and the dashboard's
+query latency while they report:
 
 - A `gridless master` process on a fresh SQLite or PostgreSQL 15 database (the tests'
   throwaway server, fsync off) serves one study of N trials; N simulated workers
@@ -15,10 +17,10 @@ N concurrent simulated workers, and the dashboard's query latency while they rep
   (`GET /studies/1`), one after the other; p50/p95 of each. --history N stores N
   finished trials in the study first, for a dashboard that reads a large study.
 
-    python -m benchmarks.report_load [--workers 64 256] [--epochs 20]
+    python -m benchmarks.report_load [--quick] [--workers 64 256] [--epochs E]
         [--backend sqlite postgres] [--dashboard] [--history 0] [--ceiling] [--floor 0]
-        [--processes 1]
-        [--client aiohttp] [--batch 1] [--resend 0] [--think-ms 0] [--json out.json]
+        [--processes 1] [--client aiohttp] [--batch 1] [--resend 0] [--think-ms 0]
+        [--json out.json]
 """
 
 from __future__ import annotations
@@ -50,13 +52,19 @@ from benchmarks.simulated_workers import (
 )
 from gridless.common.db import EpochMetricRow, make_engine, make_session_factory
 
-__all__ = ["DASHBOARD_QUERIES", "DashboardPoller", "report_throughput"]
+__all__ = ["DASHBOARD_QUERIES", "DashboardPoller", "epochs_for", "report_throughput"]
 
 # What the dashboard's study page shows, as issue 17 names it.
 DASHBOARD_QUERIES = {
     "trial list": "/api/v1/studies/{study}/trials?limit=50",
     "study detail": "/api/v1/studies/{study}",
 }
+
+
+def epochs_for(workers: int, quick: bool, *, reports: int = 0) -> int:
+    """Reports per simulated worker for about `reports` in all (default 2,000 quick,
+    8,000 otherwise): a run of seconds at today's rates, long enough for a steady one."""
+    return max(3, (reports or (2_000 if quick else 8_000)) // workers)
 
 
 def _spec(workers: int, epochs: int) -> dict[str, Any]:
@@ -141,7 +149,8 @@ def report_throughput(
         backend: "sqlite" or "postgres".
         dashboard: also poll the dashboard's queries while they report.
         history: finished trials (one epoch row each) bulk-loaded into the study first,
-            so that the dashboard's queries read a large study.
+            so that the dashboard's queries read a large study (a stage holds at most
+            100,000 trials, workers included).
         floor_requests: first send this many `GET /api/v1/health` at the same
             concurrency (the master's HTTP floor); 0 skips it.
 
@@ -228,7 +237,10 @@ def describe(r: dict[str, Any]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, nargs="+", default=[64, 256])
-    parser.add_argument("--epochs", type=int, default=20, help="reports per worker")
+    parser.add_argument("--quick", action="store_true", help="about 2,000 reports a run")
+    parser.add_argument(
+        "--epochs", type=int, help="reports per worker [8,000 (quick: 2,000) / workers]"
+    )
     parser.add_argument("--backend", nargs="+", choices=BACKENDS, default=["sqlite"])
     parser.add_argument("--dashboard", action="store_true", help="poll the dashboard too")
     parser.add_argument("--history", type=int, default=0, help="finished trials stored first")
@@ -247,7 +259,9 @@ def main() -> int:
     failed = False
     if args.ceiling:
         for workers in args.workers:
-            c = client_ceiling(workers, args.epochs, processes=args.processes, client=args.client)
+            # the null server answers thousands a second: more reports for a steady rate
+            epochs = args.epochs or epochs_for(workers, args.quick, reports=20_000)
+            c = client_ceiling(workers, epochs, processes=args.processes, client=args.client)
             out.setdefault("ceiling", {})[str(workers)] = c
             print(
                 f"client ceiling (null server), {workers} workers: "
@@ -260,7 +274,7 @@ def main() -> int:
             r = report_throughput(
                 backend,
                 workers,
-                args.epochs,
+                args.epochs or epochs_for(workers, args.quick),
                 dashboard=args.dashboard,
                 history=args.history,
                 floor_requests=args.floor,

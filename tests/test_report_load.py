@@ -23,7 +23,15 @@ def test_report_load_stores_each_acknowledged_report_once_with_no_server_error(
 ) -> None:
     _installed(client)
     result = report_throughput(
-        "sqlite", 4, 5, resend=0.3, dashboard=True, floor_requests=20, batch=2, client=client
+        "sqlite",
+        4,
+        5,
+        resend=0.3,
+        dashboard=True,
+        history=10,
+        floor_requests=20,
+        batch=2,
+        client=client,
     )
     assert (result["stored"], result["reports"], result["expected"]) == (20, 20, 20)
     assert (result["server_errors"], result["once"]) == (0, True)
