@@ -6,7 +6,8 @@ reports every epoch (resending a random tenth of them, as a worker that lost an
 acknowledgement would), and finishes.
 At the end the database must hold exactly N x E epoch rows, and no response may be a
 5xx. Runs against the embedded SQLite and, with --postgres, a throwaway PostgreSQL 15
-server (the one the tests use).
+server (the one the tests use). For throughput at hundreds of workers see
+benchmarks/report_load.py (an asyncio client; this one has a thread per reporter).
 
     python -m benchmarks.soak [--reporters 64] [--epochs 100] [--postgres]
 """
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -25,10 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import func, select
 
-from gridless.common.db import EpochMetricRow, make_engine
-from tests.net import free_port, wait_for_master
+from benchmarks.master_process import MasterProcess, count_rows
+from gridless.common.db import EpochMetricRow
 
 
 def reporter(url: str, name: str, epochs: int, seed: int, out: dict[str, Any]) -> None:
@@ -76,36 +75,17 @@ def reporter(url: str, name: str, epochs: int, seed: int, out: dict[str, Any]) -
 
 def soak(database_url: str, root: Path, reporters: int, epochs: int) -> dict[str, Any]:
     """Run the soak against a real `gridless master` process on a free loopback port."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    master = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gridless.master.cli",
-            "master",
-            str(root / "run"),
-            "--new",
-            "--port",
-            str(port),
-            "--database-url",
-            database_url,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     results: dict[str, Any] = {}
-    try:
-        wait_for_master(url)
+    with MasterProcess(database_url, root) as master:
         spec = {
             "name": "soak",
             "space": {"learning_rate": {"log_uniform": [1e-3, 1.0]}},
             "early_stopping": {"rule": "none"},
             "stages": [{"trials": reporters, "epochs": epochs}],
         }
-        httpx.post(f"{url}/api/v1/studies", json=spec, timeout=30).raise_for_status()
+        master.create_study(spec)
         threads = [
-            threading.Thread(target=reporter, args=(url, f"r{i}", epochs, i, results))
+            threading.Thread(target=reporter, args=(master.url, f"r{i}", epochs, i, results))
             for i in range(reporters)
         ]
         start = time.perf_counter()
@@ -114,18 +94,12 @@ def soak(database_url: str, root: Path, reporters: int, epochs: int) -> dict[str
         for t in threads:
             t.join(timeout=600)
         elapsed = time.perf_counter() - start
-    finally:
-        master.terminate()
-        master.wait(timeout=60)
     statuses: Counter[int] = Counter()
     latencies: list[float] = []
     for codes, lat in results.values():
         statuses.update(codes)
         latencies.extend(lat)
-    engine = make_engine(database_url)
-    with engine.connect() as conn:
-        stored = conn.execute(select(func.count()).select_from(EpochMetricRow)).scalar() or 0
-    engine.dispose()
+    stored = count_rows(database_url, EpochMetricRow.__table__)
     latencies.sort()
     return {
         "stored": stored,
