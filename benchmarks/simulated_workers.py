@@ -9,10 +9,9 @@ latency is the time from its first send to its acknowledgement, retries included
 worker waits. Like the real client (worker/client.py) a worker resends after a 5xx, 429
 or a dropped connection, backing off from 0.1 s to 2 s.
 
-What travels on the wire is built in one place, `Wire`: today one `EpochReport` per
-`POST /api/v1/trials/{id}/reports` (common/protocol.py). A batched endpoint changes
-`Wire.report_requests` (and the ack it reads) only; `batch` already hands it several
-epochs at once.
+What travels on the wire is built in one place, `Wire`: one `EpochReport` per
+`POST /api/v1/trials/{id}/reports`, or with `batch` > 1 several epochs in one
+`POST .../reports/batch` (common/protocol.py), as the real worker's sender batches.
 
 `client_ceiling` runs the same workers against a null HTTP server (canned answers, no
 framework, no database), so a table can say whether the master or the client was the
@@ -181,11 +180,13 @@ class Wire:
     def report_requests(
         cls, trial_id: int, worker_id: str, epochs: Sequence[int], total: int
     ) -> list[Request]:
-        """The requests that carry these epochs' reports: today one POST per epoch."""
-        return [
-            Request(f"/trials/{trial_id}/reports", cls.report(worker_id, e, total), (e,))
-            for e in epochs
-        ]
+        """The requests that carry these epochs' reports: one epoch alone, several in one
+        `POST .../reports/batch` (as worker/sender.py sends what piled up)."""
+        if len(epochs) == 1:
+            (e,) = epochs
+            return [Request(f"/trials/{trial_id}/reports", cls.report(worker_id, e, total), (e,))]
+        body = {"reports": [cls.report(worker_id, e, total) for e in epochs]}
+        return [Request(f"/trials/{trial_id}/reports/batch", body, tuple(epochs))]
 
     @staticmethod
     def acknowledged(request: Request, answer: dict[str, Any]) -> tuple[int, ...]:

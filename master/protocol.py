@@ -86,6 +86,7 @@ class TrialProtocol:
         store = self.storage.store
 
         def job(batch: Batch) -> list[ReportAck]:
+            reports.prefetch_stored(batch.session, trial_id, [r.epoch for r in batch_of])
             acks: list[ReportAck] = []
             for report in batch_of:
                 if acks and acks[-1].stop:

@@ -30,7 +30,7 @@ from gridless.master.retention import delete_files, retain
 from gridless.master.storage import cached_get
 from gridless.master.writer import Batch
 
-__all__ = ["finish_trial", "open_trial", "record_report", "start_trial"]
+__all__ = ["finish_trial", "open_trial", "prefetch_stored", "record_report", "start_trial"]
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +217,9 @@ def _stored(s: Session, trial_id: int, epoch: int) -> bool:
     pending = s.info.get("epochs", {}).get((trial_id, epoch))
     if pending is not None and pending in s:
         return True
+    known = s.info.get("checked", {}).get(trial_id)
+    if known is not None and epoch in known[0]:
+        return epoch in known[1]  # `prefetch_stored` asked the database already
     with s.no_autoflush:
         found = s.scalar(
             select(EpochMetricRow.id).where(
@@ -224,6 +227,19 @@ def _stored(s: Session, trial_id: int, epoch: int) -> bool:
             )
         )
     return found is not None
+
+
+def prefetch_stored(s: Session, trial_id: int, epochs: list[int]) -> None:
+    """Ask once which of a batch's epochs the database holds (not one query a report)."""
+    with s.no_autoflush:
+        found = set(
+            s.scalars(
+                select(EpochMetricRow.epoch).where(
+                    EpochMetricRow.trial_id == trial_id, EpochMetricRow.epoch.in_(epochs)
+                )
+            )
+        )
+    s.info.setdefault("checked", {})[trial_id] = (set(epochs), found)
 
 
 def _number(value: float | None) -> float | None:
