@@ -68,7 +68,7 @@ def create_app(
     launcher_factory: Callable[[], WorkerLauncher] | None = None,
     allowed_hosts: Iterable[str] = (),
     max_body_bytes: int = 4 * 1024 * 1024,
-    max_inflight: int = 256,
+    max_inflight: int = 1024,
 ) -> FastAPI:
     """Build the master app over a database URL and a checkpoint store.
 

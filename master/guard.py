@@ -55,7 +55,7 @@ class GuardMiddleware:
         *,
         allowed_hosts: Iterable[str] = (),
         max_body_bytes: int = 4 * 1024 * 1024,
-        max_inflight: int = 256,
+        max_inflight: int = 1024,
     ) -> None:
         self.app = app
         self.allowed = {"localhost", *(host_of(h) for h in allowed_hosts if h)}
