@@ -451,8 +451,9 @@ def test_trial_n_is_trial_n_everywhere(two_studies: Master, browser: WebDriver) 
     open_page(browser, f"{url}/ui/#/studies/2")
     browser.find_element(By.CSS_SELECTOR, "#trials tbody tr").click()
     deadline = time.monotonic() + 10
-    while browser.find_element(By.TAG_NAME, "h1").text != f"Trial {number}":
-        assert time.monotonic() < deadline, browser.find_element(By.TAG_NAME, "h1").text
+    heading = "return document.querySelector('h1')?.textContent"  # the page re-renders:
+    while browser.execute_script(heading) != f"Trial {number}":  # no stale element
+        assert time.monotonic() < deadline, browser.execute_script(heading)
         time.sleep(0.1)
     assert browser.current_url.endswith(f"#/studies/2/trials/{number}")
 
