@@ -30,8 +30,9 @@ M = TypeVar("M")
 class Storage:
     """One database (the master is its only writer) and one checkpoint store.
 
-    State-changing calls take `write_lock`: SQLite has a single writer anyway, and the
-    claim/advance logic reads then writes, so it must not interleave.
+    The worker protocol's writes go through one writer (`master.writer`), which holds
+    `write_lock` for each batch; the services' own writes (creating or pausing a study)
+    take it too, so the read-then-write logic of claims and stages never interleaves.
     """
 
     sessions: sessionmaker[Session]

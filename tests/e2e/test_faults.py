@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +191,37 @@ def start_master(run_dir: Path, port: int) -> subprocess.Popen[bytes]:
     return process
 
 
+def kill_and_restart(
+    master: subprocess.Popen[bytes],
+    run_dir: Path,
+    port: int,
+    workers: list[threading.Thread],
+    ready: Callable[[], bool],
+    acknowledged: Callable[[], int],
+) -> int:
+    """SIGKILL the master once `ready()`, restart it on the same run and port, wait for
+    study 1 to complete and the worker threads to end; the acknowledged count at the kill."""
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(ready, 120, "acknowledged reports")
+        master.send_signal(signal.SIGKILL)
+        master.wait(timeout=30)
+        killed_at = acknowledged()
+        time.sleep(1.0)
+        master = start_master(run_dir, port)
+        wait_for(
+            lambda: httpx.get(f"{url}/api/v1/studies/1").json()["state"] == "completed",
+            240,
+            "the study",
+        )
+        for thread in workers:
+            thread.join(timeout=60)
+    finally:
+        master.send_signal(signal.SIGTERM)
+        master.wait(timeout=30)
+    return killed_at
+
+
 def test_sigkill_and_restart_of_the_master_loses_no_acknowledged_report(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -223,23 +254,9 @@ def test_sigkill_and_restart_of_the_master_loses_no_acknowledged_report(
     ]
     for thread in workers:
         thread.start()
-    try:
-        wait_for(lambda: len(acked) >= 5, 120, "some acknowledged reports")
-        master.send_signal(signal.SIGKILL)
-        master.wait(timeout=30)
-        killed_at = len(acked)
-        time.sleep(1.0)
-        master = start_master(run_dir, port)
-        wait_for(
-            lambda: httpx.get(f"{url}/api/v1/studies/1").json()["state"] == "completed",
-            240,
-            "the study",
-        )
-        for thread in workers:
-            thread.join(timeout=60)
-    finally:
-        master.send_signal(signal.SIGTERM)
-        master.wait(timeout=30)
+    killed_at = kill_and_restart(
+        master, run_dir, port, workers, lambda: len(acked) >= 5, lambda: len(acked)
+    )
     assert killed_at < len(acked), "reports went on after the restart"
     engine = create_engine(f"sqlite:///{run_dir / 'gridless.db'}")
     with Session(engine) as s:
@@ -318,23 +335,14 @@ def test_sigkill_of_the_master_with_batched_reports_in_flight_loses_no_acknowled
     ]
     for thread in workers:
         thread.start()
-    try:
-        wait_for(lambda: len(batches) >= 3 and len(acked) >= 200, 120, "batched reports")
-        master.send_signal(signal.SIGKILL)
-        master.wait(timeout=30)
-        killed_at = len(acked)
-        time.sleep(1.0)
-        master = start_master(run_dir, port)
-        wait_for(
-            lambda: httpx.get(f"{url}/api/v1/studies/1").json()["state"] == "completed",
-            240,
-            "the study",
-        )
-        for thread in workers:
-            thread.join(timeout=60)
-    finally:
-        master.send_signal(signal.SIGTERM)
-        master.wait(timeout=30)
+    killed_at = kill_and_restart(
+        master,
+        run_dir,
+        port,
+        workers,
+        lambda: len(batches) >= 3 and len(acked) >= 200,
+        lambda: len(acked),
+    )
     assert killed_at < len(acked), "reports went on after the restart"
     assert max(batches) > 1
     engine = create_engine(f"sqlite:///{run_dir / 'gridless.db'}")
