@@ -21,7 +21,7 @@ from pydantic import (
 from gridless.common.errors import SpecError
 from gridless.common.jsonsafe import check_strict_json
 from gridless.common.metric import Metric, parse_metric
-from gridless.common.space import Distribution, parse_space
+from gridless.common.space import Distribution, NumericDistribution, parse_space
 
 __all__ = [
     "TARGET_PATTERN",
@@ -122,6 +122,11 @@ class StudySpec(_Strict):
     narrowing: NarrowingSpec = Field(default_factory=NarrowingSpec)
     failures: FailureSpec = Field(default_factory=FailureSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    # Known-good configurations the first stage runs first (issue 18), each a value for
+    # every searched parameter; a value outside its range is allowed (`outside_range`).
+    enqueue: list[dict[str, float | int | str | bool]] = Field(
+        default_factory=list, max_length=1000
+    )
 
     @field_validator("train", "predict", "evaluate", mode="before")
     @classmethod
@@ -183,6 +188,56 @@ class StudySpec(_Strict):
     def _valid_space(cls, raw: dict[str, Any]) -> dict[str, Any]:
         parse_space(raw)  # raises SpecError with the parameter's name
         return raw
+
+    @model_validator(mode="after")
+    def _enqueued_fit_the_space(self) -> StudySpec:
+        space = parse_space(self.space)
+        first = self.stages[0].trials if self.stages else 0
+        if len(self.enqueue) > first:
+            raise SpecError(
+                f"enqueue: {len(self.enqueue)} configurations, but the first stage runs "
+                f"{first} trials: enqueue at most {first}"
+            )
+        for i, config in enumerate(self.enqueue):
+            unknown = sorted(set(config) - set(space))
+            if unknown:
+                raise SpecError(
+                    f"enqueue[{i}].{unknown[0]}: not a parameter of the space "
+                    f"({', '.join(sorted(space))})"
+                )
+            missing = sorted(set(space) - set(config))
+            if missing:
+                raise SpecError(f"enqueue[{i}]: gives no value for {', '.join(missing)}")
+            for name, value in config.items():
+                dist = space[name]
+                if isinstance(dist, NumericDistribution):
+                    if isinstance(value, bool) or not isinstance(value, int | float):
+                        raise SpecError(
+                            f"enqueue[{i}].{name}: must be a number, but got {value!r}"
+                        )
+                    if not math.isfinite(value):
+                        raise SpecError(f"enqueue[{i}].{name}: must be finite, but got {value!r}")
+                    if dist.log and value <= 0:
+                        raise SpecError(
+                            f"enqueue[{i}].{name}: a log-scale parameter must be > 0, but "
+                            f"got {value!r}"
+                        )
+                elif not dist.contains(value):
+                    raise SpecError(
+                        f"enqueue[{i}].{name}: {value!r} is not one of the options "
+                        f"{dist.to_json()['choice']!r}"
+                    )
+        return self
+
+    def outside_range(self) -> list[str]:
+        """The enqueued values that lie outside their range (allowed, worth a warning)."""
+        space = parse_space(self.space)
+        return [
+            f"enqueue[{i}].{name} = {value!r} lies outside {space[name].to_json()}"
+            for i, config in enumerate(self.enqueue)
+            for name, value in config.items()
+            if not space[name].contains(value)
+        ]
 
     @field_validator("fixed")
     @classmethod

@@ -29,6 +29,8 @@ def validate(spec_path: Path) -> StudySpec:
     from gridless.worker.trainer import _custom_factory, check_params
 
     spec = load_spec(spec_path)
+    for note in spec.outside_range():  # allowed: a known-good value beyond the space
+        console.print(f"[yellow]note:[/] {escape(note)}; it runs as given", highlight=False)
     try:
         if spec.train is not None:
             sys.path[:0] = [p for p in import_paths(spec_path) if p not in sys.path]

@@ -201,3 +201,62 @@ def test_resources_default_to_one_cpu_and_allow_gpu_fractions() -> None:
     assert (
         parse_spec({**TINY_SPEC, "model": "torch.mlp", "resources": {"gpu": 2}}).resources.gpu == 2
     )
+
+
+ENQUEUE_SPACE = {
+    "lr": {"log_uniform": [1e-4, 1e-1]},
+    "hidden": {"int": [16, 64]},
+    "act": {"choice": ["relu", "tanh"]},
+}
+
+
+def enqueue_spec(*configs: dict[str, object]) -> object:
+    return parse_spec(
+        {
+            "name": "q",
+            "space": ENQUEUE_SPACE,
+            "stages": [{"trials": 3, "epochs": 1}],
+            "enqueue": list(configs),
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("configs", "message"),
+    [
+        (
+            [{"lr": 0.01, "hidden": 32, "act": "relu", "width": 3}],
+            "enqueue[0].width: not a parameter of the space (act, hidden, lr)",
+        ),
+        ([{"lr": 0.01, "hidden": 32}], "enqueue[0]: gives no value for act"),
+        (
+            [{"lr": "fast", "hidden": 32, "act": "relu"}],
+            "enqueue[0].lr: must be a number, but got 'fast'",
+        ),
+        (
+            [{"lr": -1.0, "hidden": 32, "act": "relu"}],
+            "enqueue[0].lr: a log-scale parameter must be > 0, but got -1.0",
+        ),
+        (
+            [{"lr": 0.01, "hidden": 32, "act": "gelu"}],
+            "enqueue[0].act: 'gelu' is not one of the options ['relu', 'tanh']",
+        ),
+        (
+            [{"lr": 0.01, "hidden": 32, "act": "relu"}] * 4,
+            "enqueue: 4 configurations, but the first stage runs 3 trials: enqueue at most 3",
+        ),
+    ],
+)
+def test_enqueued_configurations_are_validated_against_the_space(
+    configs: list[dict[str, object]], message: str
+) -> None:
+    with pytest.raises(SpecError) as caught:
+        enqueue_spec(*configs)
+    assert str(caught.value) == message
+
+
+def test_an_enqueued_value_outside_its_range_is_allowed_and_named() -> None:
+    spec = enqueue_spec({"lr": 0.5, "hidden": 32, "act": "tanh"})
+    assert spec.outside_range() == [  # type: ignore[attr-defined]
+        "enqueue[0].lr = 0.5 lies outside {'log_uniform': [0.0001, 0.1]}"
+    ]

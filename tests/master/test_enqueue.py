@@ -1,0 +1,41 @@
+"""Known-good configurations first (issue 18, `enqueue:`): the first stage's first trials
+run exactly them, through a real master and worker; a bad one is a 422."""
+
+from __future__ import annotations
+
+import httpx
+
+from gridless.worker.loop import run_worker
+from tests.conftest import TINY_SPEC, Master
+
+GOOD = {"learning_rate": 0.3, "reg": 1e-4, "hidden": 32}
+BEYOND = {"learning_rate": 3.0, "reg": 1e-4, "hidden": 100}  # outside lr and hidden ranges
+
+
+def test_enqueued_configurations_run_first_with_exactly_their_values(master: Master) -> None:
+    spec = {
+        **TINY_SPEC,
+        "early_stopping": {"rule": "none"},
+        "stages": [{"trials": 4, "epochs": 1}],
+        "enqueue": [GOOD, BEYOND],
+    }
+    with httpx.Client(base_url=master.url + "/api/v1", timeout=60) as api:
+        assert api.post("/studies", json=spec).status_code == 201
+        run_worker(master.url, master.store_root, "w1")
+        trials = {t["number"]: t for t in api.get("/studies/1/trials?sort=number").json()["data"]}
+    assert trials[0]["params"] == GOOD
+    assert trials[1]["params"] == BEYOND
+    assert trials[2]["params"] not in (GOOD, BEYOND)  # then the search samples
+    assert all(t["state"] in ("completed", "diverged") for t in trials.values())
+
+
+def test_an_enqueued_configuration_with_an_unknown_parameter_is_a_422(master: Master) -> None:
+    spec = {**TINY_SPEC, "enqueue": [{**GOOD, "dropout": 0.1}]}
+    with httpx.Client(base_url=master.url + "/api/v1", timeout=60) as api:
+        answer = api.post("/studies", json=spec)
+        assert answer.status_code == 422
+        assert answer.json() == {
+            "detail": "enqueue[0].dropout: not a parameter of the space (hidden, "
+            "learning_rate, reg)"
+        }
+        assert api.get("/studies").json()["count"] == 0
