@@ -7,13 +7,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gridless.common.spec import TARGET_PATTERN
+from gridless.common.spec import TARGET_PATTERN, StageSpec
 
 __all__ = [
     "CheckpointPublic",
     "EpochMetricPublic",
     "FlagsPublic",
     "StagePublic",
+    "StagesAdd",
     "StudiesPublic",
     "StudyDetailPublic",
     "StudyPublic",
@@ -162,6 +163,14 @@ class CheckpointResume(BaseModel):
 
     path: str = Field(min_length=1, max_length=512)
     epochs: int = Field(default=5, ge=1, le=10_000)
+
+
+class StagesAdd(BaseModel):
+    """Stages to append to a study (`POST /studies/{id}/stages`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stages: list[StageSpec] = Field(min_length=1, max_length=20)
 
 
 class EnsembleBuild(BaseModel):

@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from gridless.common.db import StageRow, StudyRow, TrialRow, utcnow
+from gridless.common.errors import ConflictError
 from gridless.common.space import parse_space, space_to_json
 from gridless.common.states import StageState, StudyState, TrialState
 from gridless.master.narrowing import (
@@ -28,7 +29,9 @@ from gridless.master.narrowing import (
 )
 from gridless.master.storage import count_warning_codes, ranked
 
-__all__ = ["OPEN_STATES", "advance", "advance_all", "complete", "running_stage"]
+__all__ = ["OPEN_STATES", "advance", "advance_all", "complete", "extend", "running_stage"]
+
+MAX_STAGES = 100
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +59,22 @@ def advance(s: Session, study: StudyRow) -> bool:
         return False
     stage = running_stage(s, study)
     if stage is None:
-        complete(study)  # a study whose stages all closed: nothing is left to run
+        waiting = s.scalar(
+            select(StageRow)
+            .where(StageRow.study_id == study.id, StageRow.state == StageState.WAITING.value)
+            .order_by(StageRow.index)
+            .limit(1)
+        )
+        done = s.scalar(
+            select(StageRow)
+            .where(StageRow.study_id == study.id, StageRow.state == StageState.DONE.value)
+            .order_by(StageRow.index.desc())
+            .limit(1)
+        )
+        if waiting is not None and done is not None:  # stages added to a finished study
+            _narrow(s, study, done, waiting)
+        else:
+            complete(study)  # a study whose stages all closed: nothing is left to run
         return True
     trials = s.scalar(
         select(func.count()).select_from(TrialRow).where(TrialRow.stage_id == stage.id)
@@ -85,19 +103,26 @@ def advance_all(s: Session) -> list[int]:
 def _close(s: Session, study: StudyRow, stage: StageRow) -> None:
     """Record the stage's decisions; open the next stage with narrowed ranges, or
     complete the study after its last."""
-    policy = NarrowingPolicy.from_spec(study.spec.get("narrowing"))
     stage.state = StageState.DONE.value
     nxt = s.scalar(
         select(StageRow).where(StageRow.study_id == study.id, StageRow.index == stage.index + 1)
     )
-    space = parse_space(stage.space)
     if nxt is None:
+        policy = NarrowingPolicy.from_spec(study.spec.get("narrowing"))
         best = s.scalars(ranked(study).where(TrialRow.best_score.is_not(None)).limit(1)).first()
+        space = parse_space(stage.space)
         flags = border_flags(space, best.params or {}, policy) if best is not None else []
         stage.decisions = {"flags": [f.to_json() for f in flags], "decisions": []}
         complete(study)
         log.info("study %s completed", study.name)
         return
+    _narrow(s, study, stage, nxt)
+
+
+def _narrow(s: Session, study: StudyRow, stage: StageRow, nxt: StageRow) -> None:
+    """Open `nxt` with the ranges `stage`'s top trials narrow to (border flags widen)."""
+    policy = NarrowingPolicy.from_spec(study.spec.get("narrowing"))
+    space = parse_space(stage.space)
     scored = (
         s.scalar(
             select(func.count())
@@ -131,3 +156,43 @@ def _close(s: Session, study: StudyRow, stage: StageRow) -> None:
     nxt.state = StageState.RUNNING.value
     for flag in flags:
         log.info("stage %d: %s", stage.index + 1, flag.message)
+
+
+def extend(s: Session, study: StudyRow, added: list[tuple[int, int]]) -> list[StageRow]:
+    """Append stages of (trials, epochs) to a study (issue 18). A completed study runs
+    again: its first new stage opens at once, narrowed from its last finished stage by the
+    usual rules (border flags included); a running one reaches them in turn.
+
+    Raises:
+        ConflictError: for a stopped study, or past `MAX_STAGES` stages.
+    """
+    if study.state == StudyState.STOPPED.value:
+        raise ConflictError(f"study {study.id} is stopped; resume it before extending it")
+    stages = list(s.scalars(select(StageRow).where(StageRow.study_id == study.id)))
+    if len(stages) + len(added) > MAX_STAGES:
+        raise ConflictError(
+            f"study {study.id} has {len(stages)} stages; {len(added)} more would pass the "
+            f"limit of {MAX_STAGES}"
+        )
+    last = max(st.index for st in stages)
+    rows = [
+        StageRow(
+            study_id=study.id,
+            index=last + 1 + i,
+            trials=trials,
+            epochs=epochs,
+            space={},
+            state=StageState.WAITING.value,
+            decisions={},
+        )
+        for i, (trials, epochs) in enumerate(added)
+    ]
+    s.add_all(rows)
+    spec = dict(study.spec)
+    spec["stages"] = [*spec["stages"], *({"trials": t, "epochs": e} for t, e in added)]
+    study.spec = spec  # a new value, so the JSON column is written
+    s.flush()
+    if study.state == StudyState.COMPLETED.value:
+        study.state, study.finished_at = StudyState.RUNNING.value, None
+        advance(s, study)
+    return rows

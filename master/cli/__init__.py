@@ -4,7 +4,7 @@
 - `local`: `run` and `resume`, a study on this machine's (or a joined) Ray;
 - `serve`: `master`, a run directory served to workers and clients;
 - `remote`: the commands to a running master (`submit`, `status`, `logs`, `workers`,
-  `checkpoints`, `ensemble`);
+  `checkpoints`, `ensemble`, `extend`);
 - `render`: the tables, progress bars and summaries they print;
 - `client`: the HTTP client of a master's REST API.
 """
@@ -37,6 +37,7 @@ for command in (
     remote.status,
     remote.logs,
     remote.submit,
+    remote.extend,
 ):
     app.command()(command)
 app.add_typer(remote.workers_app, name="workers")

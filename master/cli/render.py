@@ -26,6 +26,7 @@ __all__ = [
     "print_flags",
     "ranked_table",
     "remote_failure_lines",
+    "stages_table",
     "status_view",
     "trials_table",
     "watch_progress",
@@ -183,6 +184,22 @@ def _short(values: list[object]) -> str:
     return "[" + ", ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in values) + "]"
 
 
+def stages_table(study: dict[str, Any], title: str) -> Table:
+    """A study's stages (from its API detail): state, size and ranges."""
+    table = Table(title=title)
+    for column in ("stage", "state", "trials", "epochs", "ranges"):
+        table.add_column(column)
+    for st in study["stages"]:
+        ranges = (
+            "; ".join(f"{k} {_short(next(iter(v.values())))}" for k, v in st["space"].items())
+            or "(after the previous stage)"
+        )
+        table.add_row(
+            str(st["index"] + 1), st["state"], str(st["trials"]), str(st["epochs"]), ranges
+        )
+    return table
+
+
 def status_view(client: object, study_id: int, top: int = 5) -> Group:
     study = call(client, "GET", f"/studies/{study_id}")
     assert isinstance(study, dict)
@@ -193,17 +210,7 @@ def status_view(client: object, study_id: int, top: int = 5) -> Group:
         f"[bold]{study['name']}[/] ({study['state']}): {study['finished_trials']}/"
         f"{study['total_trials']} trials finished, best {study['metric']} {best}"
     )
-    table = Table(title="stages")
-    for column in ("stage", "state", "trials", "epochs", "ranges"):
-        table.add_column(column)
-    for st in study["stages"]:
-        ranges = (
-            "; ".join(f"{k} {next(iter(v.values()))}" for k, v in st["space"].items())
-            or "(after the previous stage)"
-        )
-        table.add_row(
-            str(st["index"] + 1), st["state"], str(st["trials"]), str(st["epochs"]), ranges
-        )
+    table = stages_table(study, "stages")
     trials = trials_table(
         study["name"],
         study["metric"],

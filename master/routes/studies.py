@@ -15,6 +15,7 @@ from gridless.master.routes.trials import trial_detail, trial_log
 from gridless.master.schemas import (
     FlagsPublic,
     StagePublic,
+    StagesAdd,
     StudiesPublic,
     StudyDetailPublic,
     StudyPublic,
@@ -82,6 +83,13 @@ def resume_study(study: StudyDep, service: ServiceDep) -> StudyDetailPublic:
 def stop_study(study: StudyDep, service: ServiceDep) -> StudyDetailPublic:
     """End the study: running trials stop at their next report or heartbeat."""
     return _detail(service, service.set_state(study.id, "stop"))
+
+
+@router.post("/{study_id}/stages")
+def add_stages(study: StudyDep, service: ServiceDep, body: StagesAdd) -> StudyDetailPublic:
+    """Extend the study by further stages; a completed one runs again, its first new stage
+    narrowed from its last finished stage (border flags included)."""
+    return _detail(service, service.extend_study(study.id, body.stages))
 
 
 @router.get("/{study_id}/stages")

@@ -396,6 +396,7 @@ ROUTES = {
     ("POST", "/api/v1/trials/{trial_id}/finish"),
     ("POST", "/api/v1/trials/{trial_id}/reports"),
     ("POST", "/api/v1/trials/{trial_id}/reports/batch"),
+    ("POST", "/api/v1/studies/{study_id}/stages"),
     ("POST", "/api/v1/trials/{trial_id}/start"),
     ("POST", "/api/v1/workers"),
     ("POST", "/api/v1/workers/claim"),

@@ -1,0 +1,76 @@
+"""Extending a study (issue 18): a finished study grows by stages that run, the first
+narrowed from its last finished stage; bad requests change nothing."""
+
+from __future__ import annotations
+
+import httpx
+from typer.testing import CliRunner
+
+from gridless.common.space import parse_space
+from gridless.master.cli import app
+from gridless.worker.loop import run_worker
+from tests.conftest import Master, tiny_spec
+
+
+def test_a_finished_study_extended_by_a_stage_runs_it_narrowed_from_the_last(
+    master: Master,
+) -> None:
+    master.service.create_study(
+        tiny_spec(
+            early_stopping={"rule": "none"},
+            stages=[{"trials": 6, "epochs": 1}, {"trials": 4, "epochs": 1}],
+        )
+    )
+    run_worker(master.url, master.store_root, "w1")
+    with httpx.Client(base_url=master.url + "/api/v1", timeout=60) as api:
+        before = api.get("/studies/1").json()
+        assert before["state"] == "completed"
+        result = CliRunner().invoke(
+            app, ["extend", "1", "--stage", "trials=3,epochs=2", "--url", master.url, "--no-watch"]
+        )
+        assert result.exit_code == 0, result.output
+        assert "study 1 (tiny): running" in result.output
+        detail = api.get("/studies/1").json()
+        assert [(st["state"], st["trials"], st["epochs"]) for st in detail["stages"]] == [
+            ("done", 6, 1),
+            ("done", 4, 1),
+            ("running", 3, 2),
+        ]
+        last, new = detail["stages"][1], detail["stages"][2]
+        assert last["decisions"]["top_trials"]  # the usual rules ran on the last stage
+        decisions = last["decisions"]["decisions"]
+        assert decisions
+        for decision in decisions:  # the new stage's ranges are the narrowing's decisions
+            assert new["space"][decision["param"]] == decision["new"]
+        assert detail["total_trials"] == 13
+        assert detail["spec"]["stages"][-1] == {"trials": 3, "epochs": 2}
+        run_worker(master.url, master.store_root, "w1")
+        after = api.get("/studies/1").json()
+        trials = api.get("/studies/1/trials", params={"limit": 100}).json()["data"]
+    assert after["state"] == "completed"
+    assert after["finished_trials"] == 13
+    space = parse_space(new["space"])
+    third = [t for t in trials if t["stage"] == 3]
+    assert len(third) == 3
+    for trial in third:
+        assert all(space[k].contains(v) for k, v in trial["params"].items())
+
+
+def test_bad_extensions_are_refused_and_change_nothing(master: Master) -> None:
+    master.service.create_study(tiny_spec())
+    with httpx.Client(base_url=master.url + "/api/v1", timeout=60) as api:
+        assert api.post(
+            "/studies/9/stages", json={"stages": [{"trials": 1, "epochs": 1}]}
+        ).json() == {"detail": "no study 9"}
+        zero = api.post("/studies/1/stages", json={"stages": [{"trials": 0, "epochs": 1}]})
+        assert zero.status_code == 422
+        assert "stages.0.trials" in zero.json()["detail"]
+        assert api.post("/studies/1/stages", json={"stages": []}).status_code == 422
+        api.post("/studies/1/stop")
+        stopped = api.post("/studies/1/stages", json={"stages": [{"trials": 1, "epochs": 1}]})
+        assert stopped.status_code == 409
+        assert stopped.json() == {"detail": "study 1 is stopped; resume it before extending it"}
+        assert len(api.get("/studies/1").json()["stages"]) == 2
+    bad = CliRunner().invoke(app, ["extend", "1", "--stage", "trials=three", "--url", master.url])
+    assert bad.exit_code == 2
+    assert "expected trials=N,epochs=M" in bad.output
