@@ -146,6 +146,8 @@ class TrialRow(Base):
     parent_id: Mapped[int | None] = mapped_column(Integer)
     resume_path: Mapped[str | None] = mapped_column(String(512))
     resume_epoch: Mapped[int] = mapped_column(Integer, default=0)
+    # Where the parameters came from: "enqueued" (the spec's `enqueue:`), None: the search.
+    origin: Mapped[str | None] = mapped_column(String(16))
     # Every metric reported at the best epoch (the latest epoch while none scored).
     best_metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # Babysitting findings, first occurrence of each code: [{"code", "message", "epoch"}].

@@ -99,8 +99,10 @@ def _assign(
 ) -> ClaimResponse:
     number = study.next_trial_number
     enqueued = study.spec.get("enqueue") or []
+    origin = None
     if stage.index == 0 and number < len(enqueued):
         params: dict[str, Any] | None = dict(enqueued[number])  # known-good ones first
+        origin = "enqueued"
     else:
         params = suggester(s, study, stage, number)
     trial = TrialRow(
@@ -112,6 +114,7 @@ def _assign(
         epochs=stage.epochs,
         worker_id=worker_id,
         params=params,
+        origin=origin,
         warnings=[],
         heartbeat_at=utcnow(),
     )

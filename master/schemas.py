@@ -82,6 +82,7 @@ class TrialPublic(_Public):
     epochs: int
     last_epoch: int
     params: dict[str, Any] | None
+    origin: str | None = None  # "enqueued": a configuration the spec listed
     best_score: float | None
     best_epoch: int | None
     best_metrics: dict[str, float | None] | None = None  # every metric at the best epoch

@@ -75,7 +75,7 @@ def trials_table(
             _shown_number(t["best_score"]),
             *shown,
             str(t["best_epoch"] or "-"),
-            t["state"],
+            f"{t['state']} ({t['origin']})" if t.get("origin") else t["state"],
             *values,
             ", ".join(w.get("code", "?") for w in t["warnings"] or []),
         )
@@ -108,6 +108,7 @@ def ranked_table(
             "best_epoch": row.best_epoch,
             "state": row.state,
             "warnings": row.warnings,
+            "origin": row.origin,
             "best_metrics": row.best_metrics,
         }
         for row in rows

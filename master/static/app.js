@@ -202,7 +202,7 @@ async function studyView(id) {
     { name: "stage", get: (t) => t.stage },
     { name: study.metric, get: (t) => t.best_score, fmt: fmtScore },
     { name: "epoch", get: (t) => t.best_epoch },
-    { name: "state", get: (t) => t.state, left: true },
+    { name: "state", get: (t) => t.origin ? `${t.state} (${t.origin})` : t.state, left: true },
     ...params.map((p) => ({ name: p, get: (t) => (t.params ? t.params[p] : null) })),
     { name: "warnings", left: true, get: (t) => (t.warnings || []).map((w) => w.code).join(", ") },
   ], page.data, { onclick: (t) => (location.hash = `#/studies/${id}/trials/${t.number}`), sortable: true, id: "trials" });

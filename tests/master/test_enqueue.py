@@ -4,7 +4,9 @@ run exactly them, through a real master and worker; a bad one is a 422."""
 from __future__ import annotations
 
 import httpx
+from typer.testing import CliRunner
 
+from gridless.master.cli import app
 from gridless.worker.loop import run_worker
 from tests.conftest import TINY_SPEC, Master
 
@@ -23,10 +25,14 @@ def test_enqueued_configurations_run_first_with_exactly_their_values(master: Mas
         assert api.post("/studies", json=spec).status_code == 201
         run_worker(master.url, master.store_root, "w1")
         trials = {t["number"]: t for t in api.get("/studies/1/trials?sort=number").json()["data"]}
-    assert trials[0]["params"] == GOOD
-    assert trials[1]["params"] == BEYOND
+    assert (trials[0]["params"], trials[0]["origin"]) == (GOOD, "enqueued")
+    assert (trials[1]["params"], trials[1]["origin"]) == (BEYOND, "enqueued")
     assert trials[2]["params"] not in (GOOD, BEYOND)  # then the search samples
+    assert trials[2]["origin"] is None
     assert all(t["state"] in ("completed", "diverged") for t in trials.values())
+    shown = CliRunner().invoke(app, ["status", "1", "--url", master.url], env={"COLUMNS": "220"})
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.count("(enqueued)") == 2
 
 
 def test_an_enqueued_configuration_with_an_unknown_parameter_is_a_422(master: Master) -> None:
