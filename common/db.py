@@ -98,6 +98,8 @@ class StudyRow(Base):
     state_reason: Mapped[str | None] = mapped_column(Text)
     # The circuit breaker counts trials from this number on (reset when resumed).
     breaker_from: Mapped[int] = mapped_column(Integer, default=0)
+    # Why a `stop:` rule ended the study (target reached, budget spent, no progress).
+    stop_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[dt.datetime | None]
 

@@ -30,6 +30,7 @@ __all__ = [
     "NarrowingSpec",
     "ResourcesSpec",
     "StageSpec",
+    "StopSpec",
     "StudySpec",
     "load_spec",
     "parse_spec",
@@ -98,6 +99,17 @@ class ResourcesSpec(_Strict):
         return gpu
 
 
+class StopSpec(_Strict):
+    """When a study ends before its stages are done (issue 18): its metric reached
+    `target`, `max_minutes` of wall clock since it was created, `max_trials` trials, or
+    `patience_stages` stages in a row without a better best score."""
+
+    target: float | None = Field(default=None, allow_inf_nan=False)
+    max_minutes: float | None = Field(default=None, gt=0.0, le=525_600.0)
+    max_trials: int | None = Field(default=None, ge=1, le=10_000_000)
+    patience_stages: int | None = Field(default=None, ge=1, le=100)
+
+
 class StudySpec(_Strict):
     """A whole study: model (or the user's training function), data, metric, search space
     and stages."""
@@ -122,6 +134,7 @@ class StudySpec(_Strict):
     narrowing: NarrowingSpec = Field(default_factory=NarrowingSpec)
     failures: FailureSpec = Field(default_factory=FailureSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    stop: StopSpec = Field(default_factory=StopSpec)
     # Known-good configurations the first stage runs first (issue 18), each a value for
     # every searched parameter; a value outside its range is allowed (`outside_range`).
     enqueue: list[dict[str, float | int | str | bool]] = Field(

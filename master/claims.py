@@ -66,6 +66,9 @@ def _claim(s: Session, worker_id: str, suggester: ParamSuggester) -> ClaimRespon
             )
             or 0
         )
+        cap = (study.spec.get("stop") or {}).get("max_trials")
+        if cap is not None and study.next_trial_number >= cap:
+            continue  # the trial budget is spent; its last trials end the study
         if in_stage < stage.trials:
             return _assign(s, study, stage, worker_id, suggester)
         # the stage is full and busy; a later study may have work

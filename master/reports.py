@@ -121,6 +121,10 @@ def record_report(
         _record_checkpoint(batch, store, study, trial, report)
     stop = _must_stop(s, study, trial)
     if not stop and not report.diverged and score is not None:
+        reached = stages.target_reached(study, score, trial, report.epoch)
+        if reached is not None:
+            stages.end_study(s, study, reached)
+            return ReportAck(stored=True, stop=True)
         reason = should_stop(s, study, trial, report.epoch, score)
         if reason is not None:
             _end(s, study, trial, TrialState.STOPPED.value, reason)

@@ -50,6 +50,7 @@ class StudyPublic(_Public):
     state: str
     # Why gridless paused the study (the circuit breaker), when it did.
     state_reason: str | None = None
+    stop_reason: str | None = None  # why a `stop:` rule ended it
     created_at: dt.datetime
     finished_at: dt.datetime | None
     spec: dict[str, Any]

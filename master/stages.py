@@ -11,8 +11,10 @@ that was paused or resumed while its stage filled.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import math
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -21,6 +23,7 @@ from gridless.common.db import StageRow, StudyRow, TrialRow, utcnow
 from gridless.common.errors import ConflictError
 from gridless.common.space import parse_space, space_to_json
 from gridless.common.states import StageState, StudyState, TrialState
+from gridless.master.liveness import release_worker
 from gridless.master.narrowing import (
     NarrowingPolicy,
     border_flags,
@@ -29,7 +32,16 @@ from gridless.master.narrowing import (
 )
 from gridless.master.storage import count_warning_codes, ranked
 
-__all__ = ["OPEN_STATES", "advance", "advance_all", "complete", "extend", "running_stage"]
+__all__ = [
+    "OPEN_STATES",
+    "advance",
+    "advance_all",
+    "complete",
+    "end_study",
+    "extend",
+    "running_stage",
+    "target_reached",
+]
 
 MAX_STAGES = 100
 
@@ -57,6 +69,10 @@ def advance(s: Session, study: StudyRow) -> bool:
     complete the study); True when something changed."""
     if study.state != StudyState.RUNNING.value:
         return False
+    reason = _budget_spent(s, study)
+    if reason is not None:
+        end_study(s, study, reason)
+        return True
     stage = running_stage(s, study)
     if stage is None:
         waiting = s.scalar(
@@ -107,6 +123,10 @@ def _close(s: Session, study: StudyRow, stage: StageRow) -> None:
     nxt = s.scalar(
         select(StageRow).where(StageRow.study_id == study.id, StageRow.index == stage.index + 1)
     )
+    reason = _no_progress(s, study)
+    if nxt is not None and reason is not None:
+        end_study(s, study, reason)
+        return
     if nxt is None:
         policy = NarrowingPolicy.from_spec(study.spec.get("narrowing"))
         best = s.scalars(ranked(study).where(TrialRow.best_score.is_not(None)).limit(1)).first()
@@ -196,3 +216,93 @@ def extend(s: Session, study: StudyRow, added: list[tuple[int, int]]) -> list[St
         study.state, study.finished_at = StudyState.RUNNING.value, None
         advance(s, study)
     return rows
+
+
+# -- stop rules (issue 18) ------------------------------------------------------------
+
+
+def _rules(study: StudyRow) -> dict[str, Any]:
+    return dict(study.spec.get("stop") or {})
+
+
+def end_study(s: Session, study: StudyRow, reason: str) -> None:
+    """A stop rule ends the study: completed, with why; its open trials stop."""
+    now = utcnow()
+    for stage in s.scalars(
+        select(StageRow).where(
+            StageRow.study_id == study.id, StageRow.state == StageState.RUNNING.value
+        )
+    ):
+        stage.state = StageState.DONE.value
+    for trial in s.scalars(
+        select(TrialRow).where(TrialRow.study_id == study.id, TrialRow.state.in_(OPEN_STATES))
+    ):
+        trial.state, trial.error, trial.finished_at = TrialState.STOPPED.value, reason, now
+        release_worker(s, trial)
+    complete(study)
+    study.stop_reason = reason
+    log.info("study %s ended by its stop rule: %s", study.name, reason)
+
+
+def target_reached(study: StudyRow, score: float, trial: TrialRow, epoch: int) -> str | None:
+    """The reason to end the study when `score` reaches the `target` stop rule."""
+    target = _rules(study).get("target")
+    if target is None:
+        return None
+    reached = score >= target if study.maximize else score <= target
+    if not reached:
+        return None
+    sign = ">=" if study.maximize else "<="
+    return (
+        f"target reached: {study.metric} {score:.4g} {sign} {target:g} "
+        f"(trial {trial.number}, epoch {epoch})"
+    )
+
+
+def _budget_spent(s: Session, study: StudyRow) -> str | None:
+    """`max_minutes` passed, or `max_trials` trials made and none still open."""
+    rules = _rules(study)
+    minutes = rules.get("max_minutes")
+    if minutes is not None:
+        created = study.created_at  # SQLite hands it back naive: it is UTC
+        created = created if created.tzinfo is not None else created.replace(tzinfo=dt.UTC)
+        spent = (utcnow() - created).total_seconds() / 60
+        if spent >= minutes:
+            return f"time budget spent: {spent:.1f} of {minutes:g} minutes"
+    cap = rules.get("max_trials")
+    if cap is not None and study.next_trial_number >= cap:
+        busy = s.scalar(
+            select(func.count())
+            .select_from(TrialRow)
+            .where(TrialRow.study_id == study.id, TrialRow.state.in_(OPEN_STATES))
+        )
+        if not busy:
+            return f"trial budget spent: {study.next_trial_number} of {cap} trials"
+    return None
+
+
+def _no_progress(s: Session, study: StudyRow) -> str | None:
+    """`patience_stages` closed stages in a row whose best did not beat the best before."""
+    patience = _rules(study).get("patience_stages")
+    if patience is None:
+        return None
+    best = func.max(TrialRow.best_score) if study.maximize else func.min(TrialRow.best_score)
+    rows = s.execute(
+        select(StageRow.index, best)
+        .join(TrialRow, TrialRow.stage_id == StageRow.id)
+        .where(StageRow.study_id == study.id, StageRow.state == StageState.DONE.value)
+        .group_by(StageRow.index)
+        .order_by(StageRow.index)
+    ).all()
+    scores = [score for _, score in rows if score is not None]
+    if len(scores) <= patience:
+        return None
+    before = (max if study.maximize else min)(scores[:-patience])
+    recent = (max if study.maximize else min)(scores[-patience:])
+    improved = recent > before if study.maximize else recent < before
+    if improved:
+        return None
+    return (
+        f"no progress: the best {study.metric} of the last {patience} stage(s), {recent:.4g}, "
+        f"does not beat {before:.4g} from before them"
+    )

@@ -301,6 +301,8 @@ def _drive(
         study.id, limit=FAILED_SHOWN, offset=0, state="failed", sort="-finished_at"
     )
     final = service.get_study(study.id)
+    if final.stop_reason is not None:
+        console.print(f"[bold]ended by its stop rule[/]: {final.stop_reason}", highlight=False)
     shown_failed = [{"number": t.number, "error": t.error} for t in failed]
     resume_hint = f"[bold]gridless resume {target}[/]"
     for line in failure_lines(

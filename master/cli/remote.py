@@ -323,6 +323,8 @@ def _follow_to_table(client: object, study_id: int, top: int, columns: str | Non
     )
     for flag in detail["border_flags"]:
         console.print(f"[bold yellow]border flag[/] (stage {flag['stage']}): {flag['message']}")
+    if detail.get("stop_reason"):
+        console.print(f"[bold]ended by its stop rule[/]: {detail['stop_reason']}", highlight=False)
     for line in remote_failure_lines(client, detail):
         console.print(line)
     if detail.get("state_reason"):

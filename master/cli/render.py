@@ -220,6 +220,8 @@ def status_view(client: object, study_id: int, top: int = 5) -> Group:
         ranked["count"],
     )
     lines: list[RenderableType] = [head, table, trials]
+    if study.get("stop_reason"):
+        lines.append(f"[bold]ended by its stop rule[/]: {escape(study['stop_reason'])}")
     for st in study["stages"]:
         for d in st["decisions"].get("decisions", []):
             old, new = next(iter(d["old"].values())), next(iter(d["new"].values()))

@@ -182,6 +182,7 @@ async function studyView(id) {
     el("div", { class: "card" }, el("div", { class: "k", text: "trials finished" }), el("div", { class: "v", id: "study-progress", "data-value": `${study.finished_trials}/${study.total_trials}`, text: `${study.finished_trials}/${study.total_trials}` })),
     el("div", { class: "card" }, el("div", { class: "k", text: `best ${study.metric}` }), el("div", { class: "v", id: "study-best", "data-value": study.best_score ?? "", text: fmtScore(study.best_score) })),
   );
+  const ended = study.stop_reason ? el("p", { id: "study-stop-reason", class: "flag final", text: `ended by its stop rule: ${study.stop_reason}` }) : el("span");
   const paused = study.state_reason ? el("pre", { id: "study-reason", class: "error", text: `paused by gridless: ${study.state_reason}\nfix the code, then POST /api/v1/studies/${id}/resume` }) : el("span");
   const flags = el("div", { id: "flags" }, ...study.border_flags.map((f) => el("div", { class: "flag" + (f.final ? " final" : ""), text: (f.final ? "At the end: " : `After stage ${f.stage}: `) + f.message })));
   const warnings = Object.entries(study.warning_counts);
@@ -207,7 +208,7 @@ async function studyView(id) {
     { name: "warnings", left: true, get: (t) => (t.warnings || []).map((w) => w.code).join(", ") },
   ], page.data, { onclick: (t) => (location.hash = `#/studies/${id}/trials/${t.number}`), sortable: true, id: "trials" });
   view.replaceChildren(
-    el("h1", { text: `${study.name}` }), cards, paused, flags, warnBox,
+    el("h1", { text: `${study.name}` }), cards, ended, paused, flags, warnBox,
     el("h2", { text: "Stages and ranges" }), stagesTable, decisions,
     el("h2", { text: "Hyperparameters vs " + study.metric + " (shaded: border bands of the first stage's range)" }), scatterBox,
     el("h2", { text: `Trials (${page.count})` }), trialsTable,
