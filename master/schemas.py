@@ -13,6 +13,7 @@ __all__ = [
     "CheckpointPublic",
     "EpochMetricPublic",
     "FlagsPublic",
+    "SpaceEdit",
     "StagePublic",
     "StagesAdd",
     "StudiesPublic",
@@ -173,6 +174,14 @@ class StagesAdd(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     stages: list[StageSpec] = Field(min_length=1, max_length=20)
+
+
+class SpaceEdit(BaseModel):
+    """The next stage's ranges (`PATCH /studies/{id}/space`), in the spec's form."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    space: dict[str, Any] = Field(min_length=1, max_length=200)
 
 
 class EnsembleBuild(BaseModel):

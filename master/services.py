@@ -22,7 +22,7 @@ from gridless.common.db import (
 )
 from gridless.common.errors import ConflictError, NotFoundError, SpecError
 from gridless.common.space import space_to_json
-from gridless.common.spec import StageSpec, StudySpec
+from gridless.common.spec import StudySpec
 from gridless.common.states import StageState, StudyState, TrialState
 from gridless.master.artifacts import ArtifactQueries
 from gridless.master.storage import (
@@ -31,6 +31,7 @@ from gridless.master.storage import (
     load_study,
     ranked,
 )
+from gridless.master.study_edits import StudyEdits
 
 __all__ = ["SORT_FIELDS", "ParamRange", "Progress", "StudyService"]
 
@@ -86,9 +87,9 @@ class ParamRange:
         return cls(parts[0], bounds[0], bounds[1])
 
 
-class StudyService(ArtifactQueries):
+class StudyService(ArtifactQueries, StudyEdits):
     """Every study-level operation the routes and the CLI perform (checkpoints and
-    ensembles in `master.artifacts`)."""
+    ensembles in `master.artifacts`, extensions and space edits in `master.study_edits`)."""
 
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
@@ -128,19 +129,6 @@ class StudyService(ArtifactQueries):
                         decisions={},
                     )
                 )
-            return study
-
-    def extend_study(self, study_id: int, added: list[StageSpec]) -> StudyRow:
-        """Append stages; a completed study runs again from a narrowed first new stage.
-
-        Raises:
-            NotFoundError, ConflictError: no such study; a stopped one.
-        """
-        from gridless.master.stages import extend
-
-        with self.storage.write_lock, session_scope(self.sessions) as s:
-            study = load_study(s, study_id)
-            extend(s, study, [(st.trials, st.epochs) for st in added])
             return study
 
     def get_study(self, study_id: int) -> StudyRow:

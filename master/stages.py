@@ -173,6 +173,11 @@ def _narrow(s: Session, study: StudyRow, stage: StageRow, nxt: StageRow) -> None
         "top_trials": [t.number for t in top],
     }
     nxt.space = space_to_json(new_space)
+    edited = study.spec.get("next_space")
+    if edited:  # a person set the next stage's ranges (PATCH .../space): they win
+        nxt.space = edited
+        stage.decisions["edited"] = "the next stage's ranges were set by PATCH .../space"
+        study.spec = {k: v for k, v in study.spec.items() if k != "next_space"}
     nxt.state = StageState.RUNNING.value
     for flag in flags:
         log.info("stage %d: %s", stage.index + 1, flag.message)

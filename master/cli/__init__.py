@@ -4,7 +4,8 @@
 - `local`: `run` and `resume`, a study on this machine's (or a joined) Ray;
 - `serve`: `master`, a run directory served to workers and clients;
 - `remote`: the commands to a running master (`submit`, `status`, `logs`, `workers`,
-  `checkpoints`, `ensemble`, `extend`);
+  `checkpoints`, `ensemble`);
+- `edits`: `extend` and `space`, a study changed as it lives on;
 - `render`: the tables, progress bars and summaries they print;
 - `client`: the HTTP client of a master's REST API.
 """
@@ -17,7 +18,7 @@ import sys
 import typer
 
 from gridless.common.errors import GridlessError
-from gridless.master.cli import checks, local, remote, serve
+from gridless.master.cli import checks, edits, local, remote, serve
 from gridless.master.cli.render import err
 
 __all__ = ["app", "main"]
@@ -37,7 +38,8 @@ for command in (
     remote.status,
     remote.logs,
     remote.submit,
-    remote.extend,
+    edits.extend,
+    edits.space,
 ):
     app.command()(command)
 app.add_typer(remote.workers_app, name="workers")

@@ -19,7 +19,6 @@ from gridless.master.cli.render import (
     fail,
     parse_columns,
     remote_failure_lines,
-    stages_table,
     status_view,
     trials_table,
     watch_progress,
@@ -28,7 +27,7 @@ from gridless.master.cli.render import (
 __all__ = [
     "checkpoints_app",
     "ensemble",
-    "extend",
+    "follow_to_table",
     "logs",
     "status",
     "submit",
@@ -300,10 +299,10 @@ def submit(
     if not watch:
         console.print(f"follow it with: gridless status {study['id']} --watch")
         return
-    _follow_to_table(client, int(study["id"]), top, columns)
+    follow_to_table(client, int(study["id"]), top, columns)
 
 
-def _follow_to_table(client: object, study_id: int, top: int, columns: str | None) -> None:
+def follow_to_table(client: object, study_id: int, top: int, columns: str | None) -> None:
     """The progress bar until the study ends, then its ranked table, flags and failures."""
     watch_progress(client, study_id)
     trials = call(client, "GET", f"/studies/{study_id}/trials", params={"limit": top})
@@ -329,67 +328,3 @@ def _follow_to_table(client: object, study_id: int, top: int, columns: str | Non
         console.print(line)
     if detail.get("state_reason"):
         raise typer.Exit(1)
-
-
-def _stage(text: str) -> dict[str, int]:
-    """`trials=10,epochs=40` as a stage."""
-    stage: dict[str, int] = {}
-    for part in text.split(","):
-        key, _, value = part.partition("=")
-        if key.strip() not in ("trials", "epochs") or not value.strip().isdigit():
-            raise fail(f"--stage {text!r}: expected trials=N,epochs=M (e.g. trials=10,epochs=40)")
-        stage[key.strip()] = int(value)
-    if set(stage) != {"trials", "epochs"}:
-        raise fail(f"--stage {text!r}: give both trials=N and epochs=M")
-    return stage
-
-
-def extend(
-    study_id: Annotated[int, typer.Argument(help="study id")],
-    stage: Annotated[
-        list[str],
-        typer.Option("--stage", "-s", help="a stage to add, trials=N,epochs=M (repeatable)"),
-    ],
-    workers: Annotated[
-        int, typer.Option("--workers", "-w", min=0, max=256, help="workers to launch [none]")
-    ] = 0,
-    url: UrlOption = "http://127.0.0.1:8765",
-    token: TokenOption = None,
-    watch: Annotated[bool, typer.Option(help="follow the study until it ends")] = True,
-    top: Annotated[int, typer.Option(min=1, max=1000, help="rows of the final table")] = 10,
-    columns: Annotated[
-        str | None,
-        typer.Option(help="more metric columns for the table, comma-separated (val_loss,val_r2)"),
-    ] = None,
-) -> None:
-    """Add stages to a study: a completed one runs again, its first new stage narrowed from
-    its last finished stage (border flags included)."""
-    added = [_stage(text) for text in stage]
-    client = api(url, token)
-    try:
-        _extend(client, study_id, added, workers, watch=watch, top=top, columns=columns)
-    finally:
-        client.close()  # type: ignore[attr-defined]
-
-
-def _extend(
-    client: object,
-    study_id: int,
-    added: list[dict[str, int]],
-    workers: int,
-    *,
-    watch: bool,
-    top: int,
-    columns: str | None,
-) -> None:
-    detail = call(client, "POST", f"/studies/{study_id}/stages", json={"stages": added})
-    assert isinstance(detail, dict)
-    console.print(stages_table(detail, f"study {study_id} ({detail['name']}): {detail['state']}"))
-    if workers:
-        started = call(client, "POST", "/workers", json={"count": workers})
-        assert isinstance(started, dict)
-        console.print("started workers " + ", ".join(started["started"]))
-    if not watch:
-        console.print(f"follow it with: gridless status {study_id} --watch")
-        return
-    _follow_to_table(client, study_id, top, columns)

@@ -14,6 +14,7 @@ from gridless.master.deps import ServiceDep, StudyDep, StudyTrialDep
 from gridless.master.routes.trials import trial_detail, trial_log
 from gridless.master.schemas import (
     FlagsPublic,
+    SpaceEdit,
     StagePublic,
     StagesAdd,
     StudiesPublic,
@@ -90,6 +91,13 @@ def add_stages(study: StudyDep, service: ServiceDep, body: StagesAdd) -> StudyDe
     """Extend the study by further stages; a completed one runs again, its first new stage
     narrowed from its last finished stage (border flags included)."""
     return _detail(service, service.extend_study(study.id, body.stages))
+
+
+@router.patch("/{study_id}/space")
+def edit_space(study: StudyDep, service: ServiceDep, body: SpaceEdit) -> StudyDetailPublic:
+    """Set the next stage's ranges (validated like a spec): the running stage's while it
+    has no trial, else the next stage's, instead of its narrowing."""
+    return _detail(service, service.edit_space(study.id, body.space))
 
 
 @router.get("/{study_id}/stages")

@@ -1,0 +1,109 @@
+"""The commands that change a study as it lives on (issue 18): `extend` adds stages,
+`space` sets the next stage's ranges."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+
+from gridless.master.cli.client import TokenOption, UrlOption, api, call
+from gridless.master.cli.remote import follow_to_table
+from gridless.master.cli.render import console, fail, stages_table
+
+__all__ = ["extend", "space"]
+
+
+def _stage(text: str) -> dict[str, int]:
+    """`trials=10,epochs=40` as a stage."""
+    stage: dict[str, int] = {}
+    for part in text.split(","):
+        key, _, value = part.partition("=")
+        if key.strip() not in ("trials", "epochs") or not value.strip().isdigit():
+            raise fail(f"--stage {text!r}: expected trials=N,epochs=M (e.g. trials=10,epochs=40)")
+        stage[key.strip()] = int(value)
+    if set(stage) != {"trials", "epochs"}:
+        raise fail(f"--stage {text!r}: give both trials=N and epochs=M")
+    return stage
+
+
+def extend(
+    study_id: Annotated[int, typer.Argument(help="study id")],
+    stage: Annotated[
+        list[str],
+        typer.Option("--stage", "-s", help="a stage to add, trials=N,epochs=M (repeatable)"),
+    ],
+    workers: Annotated[
+        int, typer.Option("--workers", "-w", min=0, max=256, help="workers to launch [none]")
+    ] = 0,
+    url: UrlOption = "http://127.0.0.1:8765",
+    token: TokenOption = None,
+    watch: Annotated[bool, typer.Option(help="follow the study until it ends")] = True,
+    top: Annotated[int, typer.Option(min=1, max=1000, help="rows of the final table")] = 10,
+    columns: Annotated[
+        str | None,
+        typer.Option(help="more metric columns for the table, comma-separated (val_loss,val_r2)"),
+    ] = None,
+) -> None:
+    """Add stages to a study: a completed one runs again, its first new stage narrowed from
+    its last finished stage (border flags included)."""
+    added = [_stage(text) for text in stage]
+    client = api(url, token)
+    try:
+        _extend(client, study_id, added, workers, watch=watch, top=top, columns=columns)
+    finally:
+        client.close()  # type: ignore[attr-defined]
+
+
+def _extend(
+    client: object,
+    study_id: int,
+    added: list[dict[str, int]],
+    workers: int,
+    *,
+    watch: bool,
+    top: int,
+    columns: str | None,
+) -> None:
+    detail = call(client, "POST", f"/studies/{study_id}/stages", json={"stages": added})
+    assert isinstance(detail, dict)
+    console.print(stages_table(detail, f"study {study_id} ({detail['name']}): {detail['state']}"))
+    if workers:
+        started = call(client, "POST", "/workers", json={"count": workers})
+        assert isinstance(started, dict)
+        console.print("started workers " + ", ".join(started["started"]))
+    if not watch:
+        console.print(f"follow it with: gridless status {study_id} --watch")
+        return
+    follow_to_table(client, study_id, top, columns)
+
+
+def space(
+    study_id: Annotated[int, typer.Argument(help="study id")],
+    space_file: Annotated[
+        Path, typer.Argument(metavar="SPACE", help="YAML: a space mapping, or a spec with one")
+    ],
+    url: UrlOption = "http://127.0.0.1:8765",
+    token: TokenOption = None,
+) -> None:
+    """Set the next stage's ranges (validated like a spec): the running stage's while it
+    has no trial, else the next stage's instead of its narrowing."""
+    try:
+        raw: Any = yaml.safe_load(space_file.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise fail(f"{space_file}: cannot read a YAML space ({exc.__class__.__name__})") from None
+    if isinstance(raw, dict) and isinstance(raw.get("space"), dict):
+        raw = raw["space"]
+    if not isinstance(raw, dict):
+        raise fail(f"{space_file}: expected a mapping of parameters to distributions")
+    client = api(url, token)
+    try:
+        detail = call(client, "PATCH", f"/studies/{study_id}/space", json={"space": raw})
+    finally:
+        client.close()  # type: ignore[attr-defined]
+    assert isinstance(detail, dict)
+    console.print(stages_table(detail, f"study {study_id} ({detail['name']}): {detail['state']}"))
+    if "next_space" in detail["spec"]:
+        console.print("the next stage opens with these ranges instead of its narrowing")

@@ -1,0 +1,75 @@
+"""Studies that live on (issue 18): stages added to a study, and the next stage's ranges
+set by a person (a part of `StudyService`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from gridless.common.db import StageRow, StudyRow, TrialRow, session_scope
+from gridless.common.errors import ConflictError, SpecError
+from gridless.common.space import parse_space, space_to_json
+from gridless.common.spec import StageSpec
+from gridless.common.states import StageState, StudyState
+from gridless.master.storage import Storage, load_study
+
+__all__ = ["StudyEdits"]
+
+
+class StudyEdits:
+    """The extension and space-edit half of `StudyService`."""
+
+    storage: Storage
+    sessions: sessionmaker[Session]
+
+    def extend_study(self, study_id: int, added: list[StageSpec]) -> StudyRow:
+        """Append stages; a completed study runs again from a narrowed first new stage.
+
+        Raises:
+            NotFoundError, ConflictError: no such study; a stopped one.
+        """
+        from gridless.master.stages import extend
+
+        with self.storage.write_lock, session_scope(self.sessions) as s:
+            study = load_study(s, study_id)
+            extend(s, study, [(st.trials, st.epochs) for st in added])
+            return study
+
+    def edit_space(self, study_id: int, raw: dict[str, Any]) -> StudyRow:
+        """Set the ranges of the study's next stage (issue 18): the running stage's, while
+        it has no trial yet, else the stage after it, which then skips the narrowing.
+
+        Raises:
+            SpecError: a space that does not parse, or names other parameters.
+            ConflictError: a stopped study.
+        """
+        space = parse_space(raw)
+        with self.storage.write_lock, session_scope(self.sessions) as s:
+            study = load_study(s, study_id)
+            if study.state == StudyState.STOPPED.value:
+                raise ConflictError(f"study {study_id} is stopped; resume it before editing it")
+            searched = set(study.spec["space"])
+            if set(space) != searched:
+                odd = sorted(set(space) ^ searched)
+                raise SpecError(
+                    f"space.{odd[0]}: the edit must give the study's parameters "
+                    f"({', '.join(sorted(searched))}), no more and no fewer"
+                )
+            stage = s.scalar(
+                select(StageRow).where(
+                    StageRow.study_id == study_id, StageRow.state == StageState.RUNNING.value
+                )
+            )
+            started = stage is not None and (
+                s.scalar(
+                    select(func.count()).select_from(TrialRow).where(TrialRow.stage_id == stage.id)
+                )
+                or 0
+            )
+            if stage is not None and not started:
+                stage.space = space_to_json(space)
+            else:
+                study.spec = {**study.spec, "next_space": space_to_json(space)}
+            return study
