@@ -32,6 +32,7 @@ __all__ = [
     "StageSpec",
     "StopSpec",
     "StudySpec",
+    "check_configs",
     "load_spec",
     "parse_spec",
     "trial_rng",
@@ -108,6 +109,44 @@ class StopSpec(_Strict):
     max_minutes: float | None = Field(default=None, gt=0.0, le=525_600.0)
     max_trials: int | None = Field(default=None, ge=1, le=10_000_000)
     patience_stages: int | None = Field(default=None, ge=1, le=100)
+
+
+def check_configs(
+    space: dict[str, Distribution], configs: list[dict[str, Any]], *, where: str
+) -> None:
+    """Each configuration gives every searched parameter a value of the right kind (a
+    value outside its range is allowed: a known-good point beyond the space).
+
+    Raises:
+        SpecError: naming `where[i].param` and the rule it breaks.
+    """
+    for i, config in enumerate(configs):
+        unknown = sorted(set(config) - set(space))
+        if unknown:
+            raise SpecError(
+                f"{where}[{i}].{unknown[0]}: not a parameter of the space "
+                f"({', '.join(sorted(space))})"
+            )
+        missing = sorted(set(space) - set(config))
+        if missing:
+            raise SpecError(f"{where}[{i}]: gives no value for {', '.join(missing)}")
+        for name, value in config.items():
+            dist = space[name]
+            if isinstance(dist, NumericDistribution):
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    raise SpecError(f"{where}[{i}].{name}: must be a number, but got {value!r}")
+                if not math.isfinite(value):
+                    raise SpecError(f"{where}[{i}].{name}: must be finite, but got {value!r}")
+                if dist.log and value <= 0:
+                    raise SpecError(
+                        f"{where}[{i}].{name}: a log-scale parameter must be > 0, but "
+                        f"got {value!r}"
+                    )
+            elif not dist.contains(value):
+                raise SpecError(
+                    f"{where}[{i}].{name}: {value!r} is not one of the options "
+                    f"{dist.to_json()['choice']!r}"
+                )
 
 
 class StudySpec(_Strict):
@@ -211,35 +250,7 @@ class StudySpec(_Strict):
                 f"enqueue: {len(self.enqueue)} configurations, but the first stage runs "
                 f"{first} trials: enqueue at most {first}"
             )
-        for i, config in enumerate(self.enqueue):
-            unknown = sorted(set(config) - set(space))
-            if unknown:
-                raise SpecError(
-                    f"enqueue[{i}].{unknown[0]}: not a parameter of the space "
-                    f"({', '.join(sorted(space))})"
-                )
-            missing = sorted(set(space) - set(config))
-            if missing:
-                raise SpecError(f"enqueue[{i}]: gives no value for {', '.join(missing)}")
-            for name, value in config.items():
-                dist = space[name]
-                if isinstance(dist, NumericDistribution):
-                    if isinstance(value, bool) or not isinstance(value, int | float):
-                        raise SpecError(
-                            f"enqueue[{i}].{name}: must be a number, but got {value!r}"
-                        )
-                    if not math.isfinite(value):
-                        raise SpecError(f"enqueue[{i}].{name}: must be finite, but got {value!r}")
-                    if dist.log and value <= 0:
-                        raise SpecError(
-                            f"enqueue[{i}].{name}: a log-scale parameter must be > 0, but "
-                            f"got {value!r}"
-                        )
-                elif not dist.contains(value):
-                    raise SpecError(
-                        f"enqueue[{i}].{name}: {value!r} is not one of the options "
-                        f"{dist.to_json()['choice']!r}"
-                    )
+        check_configs(space, self.enqueue, where="enqueue")
         return self
 
     def outside_range(self) -> list[str]:

@@ -102,10 +102,14 @@ def _assign(
 ) -> ClaimResponse:
     number = study.next_trial_number
     enqueued = study.spec.get("enqueue") or []
+    queued = study.spec.get("queued") or []  # POST /studies/{id}/trials
     origin = None
     if stage.index == 0 and number < len(enqueued):
         params: dict[str, Any] | None = dict(enqueued[number])  # known-good ones first
         origin = "enqueued"
+    elif queued:
+        params, origin = dict(queued[0]), "enqueued"
+        study.spec = {**study.spec, "queued": queued[1:]}
     else:
         params = suggester(s, study, stage, number)
     trial = TrialRow(

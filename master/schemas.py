@@ -20,7 +20,9 @@ __all__ = [
     "StudyDetailPublic",
     "StudyPublic",
     "TrialDetailPublic",
+    "TrialEnqueue",
     "TrialPublic",
+    "TrialQueued",
     "TrialsPublic",
     "WarningsPublic",
     "WorkerPublic",
@@ -174,6 +176,19 @@ class StagesAdd(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     stages: list[StageSpec] = Field(min_length=1, max_length=20)
+
+
+class TrialEnqueue(BaseModel):
+    """A configuration to run next (`POST /studies/{id}/trials`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    params: dict[str, float | int | str | bool] = Field(min_length=1, max_length=200)
+
+
+class TrialQueued(BaseModel):
+    study_id: int
+    queued: int  # configurations waiting, this one included
 
 
 class SpaceEdit(BaseModel):

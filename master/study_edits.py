@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from gridless.common.db import StageRow, StudyRow, TrialRow, session_scope
 from gridless.common.errors import ConflictError, SpecError
 from gridless.common.space import parse_space, space_to_json
-from gridless.common.spec import StageSpec
+from gridless.common.spec import StageSpec, check_configs
 from gridless.common.states import StageState, StudyState
 from gridless.master.storage import Storage, load_study
 
@@ -73,3 +73,23 @@ class StudyEdits:
             else:
                 study.spec = {**study.spec, "next_space": space_to_json(space)}
             return study
+
+    def enqueue_trial(self, study_id: int, params: dict[str, Any]) -> int:
+        """Queue a configuration: the next trial of the running stage runs it; how many
+        wait now.
+
+        Raises:
+            SpecError: unknown or missing parameters, a value of the wrong kind.
+            ConflictError: a study that hands out no more trials (completed, stopped).
+        """
+        with self.storage.write_lock, session_scope(self.sessions) as s:
+            study = load_study(s, study_id)
+            if study.state not in (StudyState.RUNNING.value, StudyState.PAUSED.value):
+                raise ConflictError(
+                    f"study {study_id} is {study.state}: extend it (POST .../stages) to run "
+                    "more trials"
+                )
+            check_configs(parse_space(study.spec["space"]), [params], where="params")
+            queued = [*(study.spec.get("queued") or []), dict(params)]
+            study.spec = {**study.spec, "queued": queued}
+            return len(queued)

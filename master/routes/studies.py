@@ -21,7 +21,9 @@ from gridless.master.schemas import (
     StudyDetailPublic,
     StudyPublic,
     TrialDetailPublic,
+    TrialEnqueue,
     TrialPublic,
+    TrialQueued,
     TrialsPublic,
     TrialWarningsPublic,
     WarningsPublic,
@@ -125,6 +127,13 @@ def list_warnings(
         if t.warnings
     ]
     return WarningsPublic(counts=service.warning_counts(study.id), data=data)
+
+
+@router.post("/{study_id}/trials", status_code=status.HTTP_201_CREATED)
+def enqueue_trial(study: StudyDep, service: ServiceDep, body: TrialEnqueue) -> TrialQueued:
+    """Queue a configuration (a value for every searched parameter; outside the ranges is
+    allowed): the running stage's next trial runs it, marked enqueued."""
+    return TrialQueued(study_id=study.id, queued=service.enqueue_trial(study.id, body.params))
 
 
 @router.get("/{study_id}/trials")

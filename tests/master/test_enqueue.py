@@ -45,3 +45,32 @@ def test_an_enqueued_configuration_with_an_unknown_parameter_is_a_422(master: Ma
             "learning_rate, reg)"
         }
         assert api.get("/studies").json()["count"] == 0
+
+
+def test_a_configuration_posted_to_a_running_study_runs_next_marked_enqueued(
+    master: Master,
+) -> None:
+    spec = {
+        **TINY_SPEC,
+        "early_stopping": {"rule": "none"},
+        "stages": [{"trials": 3, "epochs": 1}],
+    }
+    with httpx.Client(base_url=master.url + "/api/v1", timeout=60) as api:
+        assert api.post("/studies", json=spec).status_code == 201
+        queued = api.post("/studies/1/trials", json={"params": BEYOND})
+        assert (queued.status_code, queued.json()) == (201, {"study_id": 1, "queued": 1})
+        unknown = api.post("/studies/1/trials", json={"params": {**GOOD, "width": 2}})
+        assert unknown.status_code == 422
+        assert unknown.json()["detail"].startswith("params[0].width: not a parameter")
+        missing = api.post("/studies/1/trials", json={"params": {"learning_rate": 0.1}})
+        assert missing.json() == {"detail": "params[0]: gives no value for hidden, reg"}
+        assert api.post("/studies/9/trials", json={"params": GOOD}).status_code == 404
+        run_worker(master.url, master.store_root, "w1")
+        trials = api.get("/studies/1/trials", params={"sort": "number"}).json()["data"]
+        assert (trials[0]["params"], trials[0]["origin"]) == (BEYOND, "enqueued")
+        assert [t["origin"] for t in trials[1:]] == [None, None]
+        assert "queued" in api.get("/studies/1").json()["spec"]
+        done = api.post("/studies/1/trials", json={"params": GOOD})
+        assert done.json() == {
+            "detail": "study 1 is completed: extend it (POST .../stages) to run more trials"
+        }

@@ -398,6 +398,7 @@ ROUTES = {
     ("POST", "/api/v1/trials/{trial_id}/reports/batch"),
     ("POST", "/api/v1/studies/{study_id}/stages"),
     ("PATCH", "/api/v1/studies/{study_id}/space"),
+    ("POST", "/api/v1/studies/{study_id}/trials"),
     ("POST", "/api/v1/trials/{trial_id}/start"),
     ("POST", "/api/v1/workers"),
     ("POST", "/api/v1/workers/claim"),
