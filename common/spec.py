@@ -32,6 +32,7 @@ __all__ = [
     "StageSpec",
     "StopSpec",
     "StudySpec",
+    "WarmStartSpec",
     "check_configs",
     "load_spec",
     "parse_spec",
@@ -149,6 +150,15 @@ def check_configs(
                 )
 
 
+class WarmStartSpec(_Strict):
+    """Start from a finished study of the same database (issue 18): its last stage's
+    (narrowed) ranges open stage 1 (`ranges: spec` keeps this spec's), and TPE learns from
+    its trials that fall inside them; they are linked, not copied."""
+
+    study: int = Field(ge=1, le=2**31 - 1)
+    ranges: Literal["old", "spec"] = "old"
+
+
 class StudySpec(_Strict):
     """A whole study: model (or the user's training function), data, metric, search space
     and stages."""
@@ -174,6 +184,7 @@ class StudySpec(_Strict):
     failures: FailureSpec = Field(default_factory=FailureSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     stop: StopSpec = Field(default_factory=StopSpec)
+    warm_start: WarmStartSpec | None = None
     # Known-good configurations the first stage runs first (issue 18), each a value for
     # every searched parameter; a value outside its range is allowed (`outside_range`).
     enqueue: list[dict[str, float | int | str | bool]] = Field(

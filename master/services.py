@@ -31,7 +31,7 @@ from gridless.master.storage import (
     load_study,
     ranked,
 )
-from gridless.master.study_edits import StudyEdits
+from gridless.master.study_edits import StudyEdits, warm_ranges
 
 __all__ = ["SORT_FIELDS", "ParamRange", "Progress", "StudyService"]
 
@@ -117,6 +117,9 @@ class StudyService(ArtifactQueries, StudyEdits):
             )
             s.add(study)
             s.flush()
+            first_space = space_to_json(spec.distributions())
+            if spec.warm_start is not None:
+                first_space = warm_ranges(s, spec, first_space)
             for index, stage in enumerate(spec.stages):
                 s.add(
                     StageRow(
@@ -124,7 +127,7 @@ class StudyService(ArtifactQueries, StudyEdits):
                         index=index,
                         trials=stage.trials,
                         epochs=stage.epochs,
-                        space=space_to_json(spec.distributions()) if index == 0 else {},
+                        space=first_space if index == 0 else {},
                         state=(StageState.RUNNING if index == 0 else StageState.WAITING).value,
                         decisions={},
                     )

@@ -11,11 +11,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from gridless.common.db import StageRow, StudyRow, TrialRow, session_scope
 from gridless.common.errors import ConflictError, SpecError
 from gridless.common.space import parse_space, space_to_json
-from gridless.common.spec import StageSpec, check_configs
+from gridless.common.spec import StageSpec, StudySpec, check_configs
 from gridless.common.states import StageState, StudyState
 from gridless.master.storage import Storage, load_study
 
-__all__ = ["StudyEdits"]
+__all__ = ["StudyEdits", "warm_ranges"]
 
 
 class StudyEdits:
@@ -93,3 +93,40 @@ class StudyEdits:
             queued = [*(study.spec.get("queued") or []), dict(params)]
             study.spec = {**study.spec, "queued": queued}
             return len(queued)
+
+
+def warm_ranges(s: Session, spec: StudySpec, own: dict[str, Any]) -> dict[str, Any]:
+    """Stage 1's ranges of a warm-started study: the old study's last ranges, or `own`.
+
+    Raises:
+        SpecError: no such old study, another model, or other parameters.
+    """
+    assert spec.warm_start is not None
+    old_id = spec.warm_start.study
+    old = s.get(StudyRow, old_id)
+    if old is None:
+        raise SpecError(f"warm_start.study: no study {old_id} in this database")
+    theirs = old.spec.get("train") or old.spec["model"]
+    mine = spec.train or spec.model
+    if theirs != mine:
+        raise SpecError(
+            f"warm_start.study: study {old_id} trains {theirs}, this spec {mine}: a warm "
+            "start needs the same model"
+        )
+    if old.metric != spec.objective.name or old.maximize != spec.maximize:
+        raise SpecError(
+            f"warm_start.study: study {old_id} optimized {old.metric}, this spec "
+            f"{spec.objective.name}: their scores do not compare"
+        )
+    if set(old.spec["space"]) != set(spec.space):
+        raise SpecError(
+            f"warm_start.study: study {old_id} searched {', '.join(sorted(old.spec['space']))}; "
+            f"this spec searches {', '.join(sorted(spec.space))}"
+        )
+    if spec.warm_start.ranges == "spec":
+        return own
+    spaces = s.scalars(
+        select(StageRow.space).where(StageRow.study_id == old_id).order_by(StageRow.index)
+    )
+    opened = [space for space in spaces if space]  # stages never opened have none
+    return dict(opened[-1]) if opened else own

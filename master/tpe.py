@@ -63,13 +63,13 @@ def suggest_tpe(
     ostudy = optuna.create_study(
         direction="maximize" if study.maximize else "minimize", sampler=sampler
     )
-    finished = s.scalars(
-        select(TrialRow).where(
-            TrialRow.stage_id == stage.id,
-            TrialRow.best_score.is_not(None),
-            TrialRow.state.in_([TrialState.COMPLETED.value, TrialState.STOPPED.value]),
-        )
-    )
+    done = [TrialState.COMPLETED.value, TrialState.STOPPED.value]
+    scored = [TrialRow.best_score.is_not(None), TrialRow.state.in_(done)]
+    finished = list(s.scalars(select(TrialRow).where(TrialRow.stage_id == stage.id, *scored)))
+    warm = study.spec.get("warm_start")
+    if warm and stage.index == 0:  # a warm start: the old study's trials teach TPE too
+        old = select(TrialRow).where(TrialRow.study_id == int(warm["study"]), *scored)
+        finished += list(s.scalars(old))
     for trial in finished:
         params = {k: v for k, v in (trial.params or {}).items() if k in space}
         if set(params) != set(space) or not all(dists[k].contains(v) for k, v in params.items()):

@@ -222,6 +222,13 @@ def status_view(client: object, study_id: int, top: int = 5) -> Group:
     lines: list[RenderableType] = [head, table, trials]
     if study.get("stop_reason"):
         lines.append(f"[bold]ended by its stop rule[/]: {escape(study['stop_reason'])}")
+    warm = study["spec"].get("warm_start")
+    if warm:
+        ranges = "its ranges" if warm["ranges"] == "old" else "the spec's ranges"
+        lines.append(
+            f"warm-started from study {warm['study']} ({ranges} for stage 1; its trials "
+            "inform TPE, linked, not copied)"
+        )
     for st in study["stages"]:
         for d in st["decisions"].get("decisions", []):
             old, new = next(iter(d["old"].values())), next(iter(d["new"].values()))
