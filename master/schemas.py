@@ -16,6 +16,7 @@ __all__ = [
     "SpaceEdit",
     "StagePublic",
     "StagesAdd",
+    "StudiesCompared",
     "StudiesPublic",
     "StudyDetailPublic",
     "StudyPublic",
@@ -189,6 +190,12 @@ class TrialEnqueue(BaseModel):
 class TrialQueued(BaseModel):
     study_id: int
     queued: int  # configurations waiting, this one included
+
+
+class StudiesCompared(BaseModel):
+    """`GET /studies/compare`: each study with its stages' ranges, best and scores."""
+
+    data: list[dict[str, Any]]
 
 
 class SpaceEdit(BaseModel):

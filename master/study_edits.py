@@ -15,7 +15,7 @@ from gridless.common.spec import StageSpec, StudySpec, check_configs
 from gridless.common.states import StageState, StudyState
 from gridless.master.storage import Storage, load_study
 
-__all__ = ["StudyEdits", "warm_ranges"]
+__all__ = ["StudyEdits", "stage_summaries", "warm_ranges"]
 
 
 class StudyEdits:
@@ -74,6 +74,27 @@ class StudyEdits:
                 study.spec = {**study.spec, "next_space": space_to_json(space)}
             return study
 
+    def compare_studies(self, study_ids: list[int]) -> list[dict[str, Any]]:
+        """Studies of this database side by side: each with its metric and its stages'
+        ranges, best and score distribution.
+
+        Raises:
+            NotFoundError: for an id with no study.
+        """
+        with session_scope(self.sessions) as s:
+            studies = [load_study(s, i) for i in study_ids]
+            return [
+                {
+                    "id": st.id,
+                    "name": st.name,
+                    "metric": st.metric,
+                    "maximize": st.maximize,
+                    "state": st.state,
+                    "stages": stage_summaries(s, st),
+                }
+                for st in studies
+            ]
+
     def enqueue_trial(self, study_id: int, params: dict[str, Any]) -> int:
         """Queue a configuration: the next trial of the running stage runs it; how many
         wait now.
@@ -130,3 +151,42 @@ def warm_ranges(s: Session, spec: StudySpec, own: dict[str, Any]) -> dict[str, A
     )
     opened = [space for space in spaces if space]  # stages never opened have none
     return dict(opened[-1]) if opened else own
+
+
+def stage_summaries(s: Session, study: StudyRow) -> list[dict[str, Any]]:
+    """Per stage: its ranges, state, and its trials' score distribution (count, min,
+    quartiles, max) and best, for putting stages and studies side by side."""
+    stages = list(
+        s.scalars(select(StageRow).where(StageRow.study_id == study.id).order_by(StageRow.index))
+    )
+    out = []
+    for stage in stages:
+        scores = sorted(
+            v
+            for v in s.scalars(
+                select(TrialRow.best_score).where(
+                    TrialRow.stage_id == stage.id, TrialRow.best_score.is_not(None)
+                )
+            )
+            if v is not None
+        )
+        summary: dict[str, Any] = {
+            "stage": stage.index + 1,
+            "state": stage.state,
+            "trials": stage.trials,
+            "epochs": stage.epochs,
+            "space": stage.space,
+            "scored": len(scores),
+        }
+        if scores:
+            last = len(scores) - 1
+            summary["scores"] = {
+                "min": scores[0],
+                "p25": scores[round(0.25 * last)],
+                "median": scores[round(0.5 * last)],
+                "p75": scores[round(0.75 * last)],
+                "max": scores[-1],
+            }
+            summary["best"] = scores[-1] if study.maximize else scores[0]
+        out.append(summary)
+    return out

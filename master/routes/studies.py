@@ -8,6 +8,7 @@ from fastapi import APIRouter, Body, Query, Request, status
 from fastapi.responses import PlainTextResponse
 
 from gridless.common.bounds import Offset
+from gridless.common.errors import SpecError
 from gridless.common.spec import parse_spec
 from gridless.common.states import TrialState
 from gridless.master.deps import ServiceDep, StudyDep, StudyTrialDep
@@ -17,6 +18,7 @@ from gridless.master.schemas import (
     SpaceEdit,
     StagePublic,
     StagesAdd,
+    StudiesCompared,
     StudiesPublic,
     StudyDetailPublic,
     StudyPublic,
@@ -62,6 +64,22 @@ def _detail(service: ServiceDep, study: Any) -> StudyDetailPublic:
         warning_counts=service.warning_counts(study.id),
         ensembles_built=service.has_ensembles(study.id),
     )
+
+
+@router.get("/compare")
+def compare_studies(
+    service: ServiceDep,
+    ids: Annotated[str, Query(max_length=200, description="study ids, comma-separated")],
+) -> StudiesCompared:
+    """Studies (or one study's stages) side by side: per stage its ranges, best and score
+    distribution (count, min, quartiles, max)."""
+    try:
+        wanted = [int(part) for part in ids.split(",") if part.strip()]
+    except ValueError:
+        raise SpecError(f"ids: expected study ids separated by commas, but got {ids!r}") from None
+    if not 1 <= len(wanted) <= 10 or any(not 1 <= i < 2**31 for i in wanted):
+        raise SpecError(f"ids: give 1 to 10 study ids, each >= 1, but got {ids!r}")
+    return StudiesCompared(data=service.compare_studies(wanted))
 
 
 @router.get("/{study_id}")

@@ -174,7 +174,7 @@ async function studiesView() {
 async function studyView(id) {
   const study = await get(`/studies/${id}`);
   const page = await get(`/studies/${id}/trials?limit=1000`);
-  crumbs.replaceChildren(el("a", { href: `#/studies/${id}`, text: study.name }), el("a", { href: `#/checkpoints/${id}`, text: "checkpoints" }));
+  crumbs.replaceChildren(el("a", { href: `#/studies/${id}`, text: study.name }), el("a", { href: `#/checkpoints/${id}`, text: "checkpoints" }), el("a", { href: `#/compare/${id}`, text: "compare stages" }));
   const space = study.spec.space;
   const params = Object.keys(space);
   const cards = el("div", { class: "cards" },
@@ -388,6 +388,32 @@ async function checkpointsView(id) {
   );
 }
 
+// Studies (or one study's stages) side by side (issue 18): #/compare/1,2
+async function compareView(ids) {
+  const body = await get(`/studies/compare?ids=${ids}`);
+  crumbs.replaceChildren(...body.data.map((st) => el("a", { href: `#/studies/${st.id}`, text: st.name })), el("a", { href: `#/compare/${ids}`, text: "compare" }));
+  const num = (v) => (v === undefined || v === null ? "-" : fmtScore(v));
+  const ranges = (space) => Object.entries(space).map(([k, v]) => `${k} ${JSON.stringify(Object.values(v)[0])}`).join("; ") || "(after the previous stage)";
+  view.replaceChildren(
+    el("h1", { text: `Compare ${body.data.map((st) => st.name).join(" / ")}` }),
+    ...body.data.flatMap((st) => [
+      el("h2", { text: `${st.name} (study ${st.id}, ${st.state}): ${st.metric}, ${st.maximize ? "max" : "min"}` }),
+      table([
+        { name: "stage", get: (g) => g.stage },
+        { name: "state", get: (g) => g.state, left: true },
+        { name: "trials", get: (g) => g.trials },
+        { name: "epochs", get: (g) => g.epochs },
+        { name: "scored", get: (g) => g.scored },
+        { name: "best", get: (g) => g.best, fmt: num },
+        { name: "p25", get: (g) => g.scores?.p25, fmt: num },
+        { name: "median", get: (g) => g.scores?.median, fmt: num },
+        { name: "p75", get: (g) => g.scores?.p75, fmt: num },
+        { name: "ranges", get: (g) => ranges(g.space), left: true },
+      ], st.stages, { id: `compare-${st.id}` }),
+    ]),
+  );
+}
+
 async function route() {
   stop();
   const parts = location.hash.replace(/^#\/?/, "").split("/");
@@ -400,6 +426,7 @@ async function route() {
       await trialView(t.study_id, t.number);
     }
     else if (parts[0] === "checkpoints" && parts[1]) await checkpointsView(Number(parts[1]));
+    else if (parts[0] === "compare" && parts[1]) await compareView(parts[1]);
     else await studiesView();
     document.body.dataset.ready = "1";
   } catch (error) {

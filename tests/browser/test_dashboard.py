@@ -572,3 +572,33 @@ def test_the_ensembles_of_a_user_model_show_its_metric(
         assert tds[1].text == row["name"]
         assert tds[4].text == f"{row['test_score']:.4f}"
     assert console_errors(browser) == []
+
+
+def test_an_extended_study_shows_its_new_stage_and_compares_its_stages(
+    tmp_path_factory: pytest.TempPathFactory, browser: WebDriver
+) -> None:
+    """Issue 18: a finished study extended by one stage shows it (the API's stages, one
+    row each), and the compare page puts its stages side by side."""
+    master = Master(tmp_path_factory.mktemp("dash-extend") / "run")
+    master.server.start()
+    try:
+        master.service.create_study(tiny_spec(early_stopping={"rule": "none"}))
+        run_worker(master.url, master.store_root, "t1")
+        extended = httpx.post(
+            f"{master.url}/api/v1/studies/1/stages", json={"stages": [{"trials": 2, "epochs": 1}]}
+        )
+        assert extended.status_code == 200
+        run_worker(master.url, master.store_root, "t1")
+        stages = httpx.get(f"{master.url}/api/v1/studies/1").json()["stages"]
+        assert len(stages) == 3
+        browser.get_log("browser")
+        open_page(browser, f"{master.url}/ui/#/studies/1")
+        rows = browser.find_elements(By.CSS_SELECTOR, "#stages tbody tr")
+        assert len(rows) == 3
+        open_page(browser, f"{master.url}/ui/#/compare/1")
+        compared = browser.find_elements(By.CSS_SELECTOR, "#compare-1 tbody tr")
+        assert [r.find_elements(By.TAG_NAME, "td")[0].text for r in compared] == ["1", "2", "3"]
+        assert all(r.find_elements(By.TAG_NAME, "td")[1].text == "done" for r in compared)
+        assert console_errors(browser) == []
+    finally:
+        master.server.stop()

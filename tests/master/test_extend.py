@@ -74,3 +74,27 @@ def test_bad_extensions_are_refused_and_change_nothing(master: Master) -> None:
     bad = CliRunner().invoke(app, ["extend", "1", "--stage", "trials=three", "--url", master.url])
     assert bad.exit_code == 2
     assert "expected trials=N,epochs=M" in bad.output
+
+
+def test_studies_and_stages_side_by_side(master: Master) -> None:
+    master.service.create_study(tiny_spec(early_stopping={"rule": "none"}))
+    master.service.create_study(tiny_spec(name="other", early_stopping={"rule": "none"}))
+    run_worker(master.url, master.store_root, "w1")
+    with httpx.Client(base_url=master.url + "/api/v1", timeout=60) as api:
+        body = api.get("/studies/compare", params={"ids": "1,2"}).json()["data"]
+        trials = api.get("/studies/1/trials", params={"limit": 100}).json()["data"]
+        assert [st["name"] for st in body] == ["tiny", "other"]
+        first = body[0]["stages"][0]
+        scores = sorted(t["best_score"] for t in trials if t["stage"] == 1 and t["best_score"])
+        assert first["scored"] == len(scores)
+        assert (first["scores"]["min"], first["scores"]["max"], first["best"]) == (
+            scores[0],
+            scores[-1],
+            scores[-1],
+        )
+        assert first["scores"]["min"] <= first["scores"]["median"] <= first["scores"]["max"]
+        assert api.get("/studies/compare", params={"ids": "1,9"}).json() == {
+            "detail": "no study 9"
+        }
+        assert api.get("/studies/compare", params={"ids": "one"}).status_code == 422
+        assert api.get("/studies/compare", params={"ids": ",".join(["1"] * 11)}).status_code == 422

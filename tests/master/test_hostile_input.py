@@ -399,6 +399,7 @@ ROUTES = {
     ("POST", "/api/v1/studies/{study_id}/stages"),
     ("PATCH", "/api/v1/studies/{study_id}/space"),
     ("POST", "/api/v1/studies/{study_id}/trials"),
+    ("GET", "/api/v1/studies/compare"),
     ("POST", "/api/v1/trials/{trial_id}/start"),
     ("POST", "/api/v1/workers"),
     ("POST", "/api/v1/workers/claim"),
