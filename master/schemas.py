@@ -172,11 +172,19 @@ class CheckpointResume(BaseModel):
 
 
 class StagesAdd(BaseModel):
-    """Stages to append to a study (`POST /studies/{id}/stages`)."""
+    """Stages to append to a study, or trials to add to its running stage
+    (`POST /studies/{id}/stages`)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    stages: list[StageSpec] = Field(min_length=1, max_length=20)
+    stages: list[StageSpec] = Field(default_factory=list, max_length=20)
+    add_trials: int = Field(default=0, ge=0, le=100_000, description="to the running stage")
+
+    @model_validator(mode="after")
+    def _something(self) -> StagesAdd:
+        if not self.stages and not self.add_trials:
+            raise ValueError("give stages to append, or add_trials for the running stage")
+        return self
 
 
 class TrialEnqueue(BaseModel):

@@ -24,17 +24,37 @@ class StudyEdits:
     storage: Storage
     sessions: sessionmaker[Session]
 
-    def extend_study(self, study_id: int, added: list[StageSpec]) -> StudyRow:
-        """Append stages; a completed study runs again from a narrowed first new stage.
+    def extend_study(
+        self, study_id: int, added: list[StageSpec], *, add_trials: int = 0
+    ) -> StudyRow:
+        """Add trials to the running stage and append stages; a completed study runs
+        again from a narrowed first new stage.
 
         Raises:
-            NotFoundError, ConflictError: no such study; a stopped one.
+            NotFoundError, ConflictError: no such study; a stopped one; trials for a
+                study with no running stage.
         """
-        from gridless.master.stages import extend
+        from gridless.master.stages import extend, running_stage
 
         with self.storage.write_lock, session_scope(self.sessions) as s:
             study = load_study(s, study_id)
-            extend(s, study, [(st.trials, st.epochs) for st in added])
+            if add_trials:
+                stage = running_stage(s, study)
+                if stage is None or study.state == StudyState.STOPPED.value:
+                    raise ConflictError(
+                        f"study {study_id} has no running stage to add trials to: append "
+                        "a stage instead"
+                    )
+                stage.trials += add_trials
+                study.spec = {
+                    **study.spec,
+                    "stages": [
+                        {**st, "trials": st["trials"] + add_trials} if i == stage.index else st
+                        for i, st in enumerate(study.spec["stages"])
+                    ],
+                }
+            if added:
+                extend(s, study, [(st.trials, st.epochs) for st in added])
             return study
 
     def edit_space(self, study_id: int, raw: dict[str, Any]) -> StudyRow:

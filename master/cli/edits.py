@@ -32,9 +32,13 @@ def _stage(text: str) -> dict[str, int]:
 def extend(
     study_id: Annotated[int, typer.Argument(help="study id")],
     stage: Annotated[
-        list[str],
+        list[str] | None,
         typer.Option("--stage", "-s", help="a stage to add, trials=N,epochs=M (repeatable)"),
-    ],
+    ] = None,
+    trials: Annotated[
+        int,
+        typer.Option("--trials", min=0, max=100_000, help="trials to add to the running stage"),
+    ] = 0,
     workers: Annotated[
         int, typer.Option("--workers", "-w", min=0, max=256, help="workers to launch [none]")
     ] = 0,
@@ -49,10 +53,12 @@ def extend(
 ) -> None:
     """Add stages to a study: a completed one runs again, its first new stage narrowed from
     its last finished stage (border flags included)."""
-    added = [_stage(text) for text in stage]
+    added = [_stage(text) for text in stage or []]
+    if not added and not trials:
+        raise fail("give --stage trials=N,epochs=M (repeatable) or --trials N")
     client = api(url, token)
     try:
-        _extend(client, study_id, added, workers, watch=watch, top=top, columns=columns)
+        _extend(client, study_id, added, trials, workers, watch=watch, top=top, columns=columns)
     finally:
         client.close()  # type: ignore[attr-defined]
 
@@ -61,13 +67,15 @@ def _extend(
     client: object,
     study_id: int,
     added: list[dict[str, int]],
+    trials: int,
     workers: int,
     *,
     watch: bool,
     top: int,
     columns: str | None,
 ) -> None:
-    detail = call(client, "POST", f"/studies/{study_id}/stages", json={"stages": added})
+    body = {"stages": added, "add_trials": trials}
+    detail = call(client, "POST", f"/studies/{study_id}/stages", json=body)
     assert isinstance(detail, dict)
     console.print(stages_table(detail, f"study {study_id} ({detail['name']}): {detail['state']}"))
     if workers:

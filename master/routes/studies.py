@@ -108,9 +108,12 @@ def stop_study(study: StudyDep, service: ServiceDep) -> StudyDetailPublic:
 
 @router.post("/{study_id}/stages")
 def add_stages(study: StudyDep, service: ServiceDep, body: StagesAdd) -> StudyDetailPublic:
-    """Extend the study by further stages; a completed one runs again, its first new stage
-    narrowed from its last finished stage (border flags included)."""
-    return _detail(service, service.extend_study(study.id, body.stages))
+    """Extend the study by further stages (a completed one runs again, its first new stage
+    narrowed from its last finished stage, border flags included), or its running stage
+    by `add_trials` trials."""
+    return _detail(
+        service, service.extend_study(study.id, body.stages, add_trials=body.add_trials)
+    )
 
 
 @router.patch("/{study_id}/space")

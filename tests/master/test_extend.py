@@ -98,3 +98,19 @@ def test_studies_and_stages_side_by_side(master: Master) -> None:
         }
         assert api.get("/studies/compare", params={"ids": "one"}).status_code == 422
         assert api.get("/studies/compare", params={"ids": ",".join(["1"] * 11)}).status_code == 422
+
+
+def test_trials_added_to_the_running_stage_run_in_it(master: Master) -> None:
+    master.service.create_study(tiny_spec(early_stopping={"rule": "none"}))
+    with httpx.Client(base_url=master.url + "/api/v1", timeout=60) as api:
+        answer = api.post("/studies/1/stages", json={"add_trials": 2})
+        assert answer.status_code == 200, answer.text
+        assert [st["trials"] for st in answer.json()["stages"]] == [6, 2]
+        assert api.post("/studies/1/stages", json={}).status_code == 422
+        run_worker(master.url, master.store_root, "w1")
+        trials = api.get("/studies/1/trials", params={"limit": 100}).json()["data"]
+        assert sorted(t["stage"] for t in trials) == [1] * 6 + [2] * 2
+        done = api.post("/studies/1/stages", json={"add_trials": 1})
+        assert done.json() == {
+            "detail": "study 1 has no running stage to add trials to: append a stage instead"
+        }
