@@ -32,6 +32,7 @@ __all__ = [
     "StageSpec",
     "StopSpec",
     "StudySpec",
+    "WarmSnapshot",
     "WarmStartSpec",
     "check_configs",
     "load_spec",
@@ -150,13 +151,37 @@ def check_configs(
                 )
 
 
-class WarmStartSpec(_Strict):
-    """Start from a finished study of the same database (issue 18): its last stage's
-    (narrowed) ranges open stage 1 (`ranges: spec` keeps this spec's), and TPE learns from
-    its trials that fall inside them; they are linked, not copied."""
+class WarmSnapshot(_Strict):
+    """A finished study of another run, as `gridless run`/`submit` read it from that run's
+    database for `warm_start: {run: PATH}`: what a warm start needs, copied."""
 
-    study: int = Field(ge=1, le=2**31 - 1)
+    model: str = Field(max_length=200)
+    metric: str = Field(max_length=64)
+    maximize: bool
+    ranges: dict[str, Any]
+    trials: list[dict[str, Any]] = Field(default_factory=list, max_length=100_000)
+
+
+class WarmStartSpec(_Strict):
+    """Start from a finished study (issue 18): its last stage's (narrowed) ranges open
+    stage 1 (`ranges: spec` keeps this spec's), and TPE learns from its trials that fall
+    inside them. `study: ID` names one of the same database (linked, not copied); `run:
+    PATH` another run directory, which the CLI reads into `snapshot` (copied)."""
+
+    study: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    run: str | None = Field(default=None, max_length=4096)
+    snapshot: WarmSnapshot | None = None
     ranges: Literal["old", "spec"] = "old"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> WarmStartSpec:
+        given = [k for k in ("study", "run", "snapshot") if getattr(self, k) is not None]
+        if given not in (["study"], ["run"], ["snapshot"], ["study", "run"]):
+            raise SpecError(
+                "warm_start: name the old study: study: ID (this database) or run: PATH "
+                "(another run directory, with study: ID in it if it holds several)"
+            )
+        return self
 
 
 class StudySpec(_Strict):

@@ -142,35 +142,48 @@ def warm_ranges(s: Session, spec: StudySpec, own: dict[str, Any]) -> dict[str, A
     Raises:
         SpecError: no such old study, another model, or other parameters.
     """
-    assert spec.warm_start is not None
-    old_id = spec.warm_start.study
-    old = s.get(StudyRow, old_id)
-    if old is None:
-        raise SpecError(f"warm_start.study: no study {old_id} in this database")
-    theirs = old.spec.get("train") or old.spec["model"]
+    warm = spec.warm_start
+    assert warm is not None
+    if warm.snapshot is not None:
+        snap = warm.snapshot
+        old_name, where = "the old run's study", "warm_start.run"
+        model, metric, maximize = snap.model, snap.metric, snap.maximize
+        searched, last = set(snap.ranges), snap.ranges
+    elif warm.run is not None:
+        raise SpecError(
+            "warm_start.run: a path on the machine that runs gridless run or submit, which "
+            "reads it; over the API, warm-start from study: ID of this database"
+        )
+    else:
+        assert warm.study is not None
+        old = s.get(StudyRow, warm.study)
+        if old is None:
+            raise SpecError(f"warm_start.study: no study {warm.study} in this database")
+        old_name, where = f"study {warm.study}", "warm_start.study"
+        model = old.spec.get("train") or old.spec["model"]
+        metric, maximize, searched = old.metric, old.maximize, set(old.spec["space"])
+        spaces = s.scalars(
+            select(StageRow.space).where(StageRow.study_id == old.id).order_by(StageRow.index)
+        )
+        opened = [space for space in spaces if space]  # stages never opened have none
+        last = opened[-1] if opened else own
     mine = spec.train or spec.model
-    if theirs != mine:
+    if model != mine:
         raise SpecError(
-            f"warm_start.study: study {old_id} trains {theirs}, this spec {mine}: a warm "
-            "start needs the same model"
+            f"{where}: {old_name} trains {model}, this spec {mine}: a warm start needs the "
+            "same model"
         )
-    if old.metric != spec.objective.name or old.maximize != spec.maximize:
+    if metric != spec.objective.name or maximize != spec.maximize:
         raise SpecError(
-            f"warm_start.study: study {old_id} optimized {old.metric}, this spec "
-            f"{spec.objective.name}: their scores do not compare"
+            f"{where}: {old_name} optimized {metric}, this spec {spec.objective.name}: "
+            "their scores do not compare"
         )
-    if set(old.spec["space"]) != set(spec.space):
+    if searched != set(spec.space):
         raise SpecError(
-            f"warm_start.study: study {old_id} searched {', '.join(sorted(old.spec['space']))}; "
-            f"this spec searches {', '.join(sorted(spec.space))}"
+            f"{where}: {old_name} searched {', '.join(sorted(searched))}; this spec "
+            f"searches {', '.join(sorted(spec.space))}"
         )
-    if spec.warm_start.ranges == "spec":
-        return own
-    spaces = s.scalars(
-        select(StageRow.space).where(StageRow.study_id == old_id).order_by(StageRow.index)
-    )
-    opened = [space for space in spaces if space]  # stages never opened have none
-    return dict(opened[-1]) if opened else own
+    return own if warm.ranges == "spec" else dict(last)
 
 
 def stage_summaries(s: Session, study: StudyRow) -> list[dict[str, Any]]:

@@ -67,14 +67,18 @@ def suggest_tpe(
     scored = [TrialRow.best_score.is_not(None), TrialRow.state.in_(done)]
     finished = list(s.scalars(select(TrialRow).where(TrialRow.stage_id == stage.id, *scored)))
     warm = study.spec.get("warm_start")
+    points = [(t.params or {}, t.best_score) for t in finished]
     if warm and stage.index == 0:  # a warm start: the old study's trials teach TPE too
-        old = select(TrialRow).where(TrialRow.study_id == int(warm["study"]), *scored)
-        finished += list(s.scalars(old))
-    for trial in finished:
-        params = {k: v for k, v in (trial.params or {}).items() if k in space}
+        if warm.get("snapshot"):
+            points += [(t["params"], t["score"]) for t in warm["snapshot"]["trials"]]
+        elif warm.get("study"):
+            old = select(TrialRow).where(TrialRow.study_id == int(warm["study"]), *scored)
+            points += [(t.params or {}, t.best_score) for t in s.scalars(old)]
+    for given, score in points:
+        params = {k: v for k, v in given.items() if k in space}
         if set(params) != set(space) or not all(dists[k].contains(v) for k, v in params.items()):
             continue  # outside this stage's ranges; TPE learns from this stage's trials
         ostudy.add_trial(
-            optuna.trial.create_trial(params=params, distributions=space, value=trial.best_score)
+            optuna.trial.create_trial(params=params, distributions=space, value=score)
         )
     return dict(ostudy.ask(space).params)

@@ -12,10 +12,17 @@ from rich.markup import escape
 from rich.table import Table
 
 from gridless.common.errors import GridlessError
-from gridless.common.spec import StudySpec, load_spec
+from gridless.common.spec import StudySpec, load_spec, parse_spec
 from gridless.master.cli.render import console, fail
 
-__all__ = ["check", "import_paths", "print_preflight", "run_preflight", "validate"]
+__all__ = [
+    "check",
+    "import_paths",
+    "print_preflight",
+    "run_preflight",
+    "validate",
+    "with_snapshot",
+]
 
 
 def import_paths(spec_path: Path) -> list[str]:
@@ -29,6 +36,8 @@ def validate(spec_path: Path) -> StudySpec:
     from gridless.worker.trainer import _custom_factory, check_params
 
     spec = load_spec(spec_path)
+    if spec.warm_start is not None and spec.warm_start.run is not None:
+        spec = with_snapshot(spec, spec_path)
     for note in spec.outside_range():  # allowed: a known-good value beyond the space
         console.print(f"[yellow]note:[/] {escape(note)}; it runs as given", highlight=False)
     try:
@@ -46,6 +55,75 @@ def validate(spec_path: Path) -> StudySpec:
     except ValueError as exc:
         raise GridlessError(f"{spec_path}: {exc}") from None
     return spec
+
+
+def with_snapshot(spec: StudySpec, spec_path: Path) -> StudySpec:
+    """`warm_start: {run: PATH}` read here into a snapshot the master can use: the old
+    run's study (the newest, or `study:`), its last ranges and its scored trials.
+
+    Raises:
+        GridlessError: no run there, or no such study in it.
+    """
+    from sqlalchemy import select
+
+    from gridless.common.db import (
+        StageRow,
+        StudyRow,
+        TrialRow,
+        make_engine,
+        make_session_factory,
+        session_scope,
+    )
+    from gridless.common.settings import run_paths
+
+    warm = spec.warm_start
+    assert warm is not None
+    assert warm.run is not None
+    folder = Path(warm.run)
+    folder = folder if folder.is_absolute() else spec_path.resolve().parent / folder
+    db_path, _ = run_paths(folder)
+    if not db_path.is_file():
+        raise GridlessError(f"warm_start.run: {folder} holds no run (no gridless.db)")
+    engine = make_engine(f"sqlite:///{db_path}")
+    try:
+        with session_scope(make_session_factory(engine)) as s:
+            query = select(StudyRow).order_by(StudyRow.id.desc())
+            if warm.study is not None:
+                query = select(StudyRow).where(StudyRow.id == warm.study)
+            old = s.scalar(query.limit(1))
+            if old is None:
+                raise GridlessError(f"warm_start.run: {folder} has no study {warm.study or ''}")
+            spaces = [
+                space
+                for space in s.scalars(
+                    select(StageRow.space)
+                    .where(StageRow.study_id == old.id)
+                    .order_by(StageRow.index)
+                )
+                if space
+            ]
+            trials = [
+                {"params": t.params, "score": t.best_score}
+                for t in s.scalars(
+                    select(TrialRow).where(
+                        TrialRow.study_id == old.id,
+                        TrialRow.best_score.is_not(None),
+                        TrialRow.state.in_(["completed", "stopped"]),
+                    )
+                )
+            ]
+            snapshot = {
+                "model": old.spec.get("train") or old.spec["model"],
+                "metric": old.metric,
+                "maximize": old.maximize,
+                "ranges": spaces[-1] if spaces else old.spec["space"],
+                "trials": trials,
+            }
+    finally:
+        engine.dispose()
+    raw = spec.model_dump(mode="json", exclude_unset=True)
+    raw["warm_start"] = {"snapshot": snapshot, "ranges": warm.ranges}
+    return parse_spec(raw)
 
 
 def run_preflight(spec: StudySpec) -> object:

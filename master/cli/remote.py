@@ -274,10 +274,12 @@ def submit(
     import yaml
 
     try:
-        validate(spec_path)  # the same checks as `run`, before anything is sent
+        spec = validate(spec_path)  # the same checks as `run`, before anything is sent
     except GridlessError as exc:
         raise fail(str(exc)) from None
     raw = yaml.safe_load(spec_path.read_text(encoding="utf-8"))
+    if spec.warm_start is not None:  # a run: PATH warm start, read here into a snapshot
+        raw["warm_start"] = spec.warm_start.model_dump(mode="json", exclude_none=True)
     client = api(url, token)
     study = call(client, "POST", "/studies", json=raw)
     assert isinstance(study, dict)

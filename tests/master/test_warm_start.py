@@ -3,13 +3,18 @@ starts are a 422 through the real API; the benchmark's comparison runs."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
+import yaml
 from typer.testing import CliRunner
 
+from gridless.common.errors import GridlessError
 from gridless.master.cli import app
+from gridless.master.cli.checks import validate
 from gridless.worker.loop import run_worker
-from tests.conftest import TINY_SPEC, Master
+from tests.conftest import TINY_SPEC, Master, tiny_spec
 
 
 def test_stage_one_of_a_warm_start_opens_with_the_old_ranges(master: Master) -> None:
@@ -68,3 +73,40 @@ def test_the_warm_start_benchmark_runs() -> None:
     (result,) = compare(seeds=1, trials=3)
     assert 0.0 <= result["cold"] <= 1.0
     assert 0.0 <= result["warm"] <= 1.0
+
+
+def test_a_warm_start_from_another_run_directory(master: Master, tmp_path: Path) -> None:
+    """`warm_start: {run: PATH}`: the CLI reads the old run's study into a snapshot (the
+    master never opens a path a request names); its last ranges open stage 1."""
+    old = Master(tmp_path / "old-run")
+    old.server.start()
+    try:
+        old.service.create_study(tiny_spec(name="old", early_stopping={"rule": "none"}))
+        run_worker(old.url, old.store_root, "w1")
+        last = old.service.stages(1)[-1].space
+        scored = old.service.list_trials(1, limit=100, offset=0)[1]
+    finally:
+        old.server.stop()
+    spec_file = tmp_path / "warm.yaml"
+    spec_file.write_text(
+        yaml.safe_dump({**TINY_SPEC, "name": "warm", "sampler": "tpe",
+                        "warm_start": {"run": "old-run"}})
+    )  # fmt: skip
+    spec = validate(spec_file)  # the path is relative to the spec's folder
+    assert spec.warm_start is not None
+    assert spec.warm_start.snapshot is not None
+    assert spec.warm_start.snapshot.ranges == last
+    assert 0 < len(spec.warm_start.snapshot.trials) <= scored
+    with httpx.Client(base_url=master.url + "/api/v1", timeout=60) as api:
+        sent = api.post("/studies", json=spec.model_dump(mode="json", exclude_none=True))
+        assert sent.status_code == 201, sent.text
+        assert api.get("/studies/1").json()["stages"][0]["space"] == last
+        raw = api.post(
+            "/studies", json={**TINY_SPEC, "name": "raw", "warm_start": {"run": "/etc"}}
+        )
+        assert raw.status_code == 422
+        assert raw.json()["detail"].startswith("warm_start.run: a path on the machine")
+    missing = tmp_path / "missing.yaml"
+    missing.write_text(yaml.safe_dump({**TINY_SPEC, "warm_start": {"run": "nowhere"}}))
+    with pytest.raises(GridlessError, match="holds no run"):
+        validate(missing)
