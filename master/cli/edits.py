@@ -10,7 +10,13 @@ import typer
 import yaml
 
 from gridless.master.cli.client import TokenOption, UrlOption, api, call
-from gridless.master.cli.remote import follow_to_table
+from gridless.master.cli.remote import (
+    ColumnsOption,
+    LaunchOption,
+    TopOption,
+    WatchOption,
+    follow_to_table,
+)
 from gridless.master.cli.render import console, fail, stages_table
 
 __all__ = ["extend", "space"]
@@ -39,17 +45,12 @@ def extend(
         int,
         typer.Option("--trials", min=0, max=100_000, help="trials to add to the running stage"),
     ] = 0,
-    workers: Annotated[
-        int, typer.Option("--workers", "-w", min=0, max=256, help="workers to launch [none]")
-    ] = 0,
+    workers: LaunchOption = 0,
     url: UrlOption = "http://127.0.0.1:8765",
     token: TokenOption = None,
-    watch: Annotated[bool, typer.Option(help="follow the study until it ends")] = True,
-    top: Annotated[int, typer.Option(min=1, max=1000, help="rows of the final table")] = 10,
-    columns: Annotated[
-        str | None,
-        typer.Option(help="more metric columns for the table, comma-separated (val_loss,val_r2)"),
-    ] = None,
+    watch: WatchOption = True,
+    top: TopOption = 10,
+    columns: ColumnsOption = None,
 ) -> None:
     """Add stages to a study: a completed one runs again, its first new stage narrowed from
     its last finished stage (border flags included)."""

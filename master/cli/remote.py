@@ -25,6 +25,10 @@ from gridless.master.cli.render import (
 )
 
 __all__ = [
+    "ColumnsOption",
+    "LaunchOption",
+    "TopOption",
+    "WatchOption",
     "checkpoints_app",
     "ensemble",
     "follow_to_table",
@@ -33,6 +37,18 @@ __all__ = [
     "submit",
     "workers_app",
 ]
+
+# The options of the commands that start a study's trials and follow them (submit, extend).
+LaunchOption = Annotated[
+    int, typer.Option("--workers", "-w", min=0, max=256, help="workers to launch [none]")
+]
+WatchOption = Annotated[bool, typer.Option(help="follow the study until it ends")]
+TopOption = Annotated[int, typer.Option(min=1, max=1000, help="rows of the final table")]
+ColumnsOption = Annotated[
+    str | None,
+    typer.Option(help="more metric columns for the table, comma-separated (val_loss,val_r2)"),
+]
+
 
 workers_app = typer.Typer(help="Launch, kill and list the workers of a running master.")
 
@@ -257,17 +273,12 @@ def logs(
 
 def submit(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="study spec (YAML)")],
-    workers: Annotated[
-        int, typer.Option("--workers", "-w", min=0, max=256, help="workers to launch [none]")
-    ] = 0,
+    workers: LaunchOption = 0,
     url: UrlOption = "http://127.0.0.1:8765",
     token: TokenOption = None,
-    watch: Annotated[bool, typer.Option(help="follow the study until it ends")] = True,
-    top: Annotated[int, typer.Option(min=1, max=1000, help="rows of the final table")] = 10,
-    columns: Annotated[
-        str | None,
-        typer.Option(help="more metric columns for the table, comma-separated (val_loss,val_r2)"),
-    ] = None,
+    watch: WatchOption = True,
+    top: TopOption = 10,
+    columns: ColumnsOption = None,
 ) -> None:
     """Send a study to a running master (a cluster's, from deploy/launch.sh), launch
     workers through its Ray, and follow it to the ranked table."""
