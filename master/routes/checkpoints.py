@@ -4,14 +4,20 @@ Only checkpoints the database records (and has not deleted) are ever served: a p
 looked up by exact match, then resolved inside the store, then its SHA-256 is checked.
 `..`, percent-encoded or double-encoded variants, backslashes, absolute paths and
 symlinks pointing out of the store all get a 4xx.
+
+A download is named `<study>-trial<number, 6 digits>-<file name>` (issue 19): every
+trial's checkpoints share their score-first file names, so the plain name collided in a
+downloads folder.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import FileResponse
@@ -33,6 +39,29 @@ from gridless.master.schemas import (
 router = APIRouter(tags=["checkpoints"])
 
 PathQuery = Annotated[str, Query(min_length=1, max_length=512, description="store path")]
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def download_name(study: str, number: int, file_name: str) -> str:
+    """The name a downloaded checkpoint gets: `digits-mlp-trial000012-val0.9731_ep012.npz`.
+
+    The dashboard's download link builds the same name (master/static/app.js).
+    """
+    return f"{study}-trial{number:06d}-{file_name}"
+
+
+def content_disposition(name: str) -> str:
+    """An `attachment` header value for `name` (RFC 6266): a `filename` of safe ASCII
+    characters only (others become `_`, a leading dot too), plus `filename*` with the
+    UTF-8 name where the two differ."""
+    plain = _UNSAFE.sub("_", name)
+    if plain.startswith("."):
+        plain = "_" + plain[1:]
+    value = f'attachment; filename="{plain}"'
+    if plain != name:
+        value += f"; filename*=UTF-8''{quote(name, safe='')}"
+    return value
 
 
 def _public(ck: CheckpointRow, trial: TrialRow) -> StudyCheckpointPublic:
@@ -138,14 +167,19 @@ def read_checkpoint(
 
 @router.get("/checkpoints/file", response_class=FileResponse)
 def download_checkpoint(path: PathQuery, request: Request, service: ServiceDep) -> FileResponse:
-    """The checkpoint file itself, after checking its SHA-256 against the database."""
-    ck, _ = service.recorded_checkpoint(path)
+    """The checkpoint file itself, after checking its SHA-256 against the database; named
+    `<study>-trial<number>-<file name>` for the downloads folder."""
+    ck, trial = service.recorded_checkpoint(path)
     file = _verified(request.app.state.store, ck)
+    study = service.get_study(trial.study_id)
+    name = download_name(study.name, trial.number, file.name)
     return FileResponse(
         file,
         media_type="application/octet-stream",
-        filename=file.name,
-        headers={"X-Checkpoint-SHA256": ck.sha256},
+        headers={
+            "X-Checkpoint-SHA256": ck.sha256,
+            "Content-Disposition": content_disposition(name),
+        },
     )
 
 
