@@ -77,7 +77,17 @@ function plot(title, opts, data, parent) {
   const box = el("div", { class: "plot", "data-plot": title }, el("h3", { text: title }));
   parent.append(box);
   const width = Math.max(380, box.clientWidth - 16);
-  const u = new uPlot({ width, height: 240, legend: { show: true }, ...opts }, data, box);
+  // The x series is named after its axis in the legend (uPlot's default is "Value").
+  const [x, ...ys] = opts.series || [{}];
+  const series = [{ label: opts.axes?.[0]?.label || "x", ...x }, ...ys];
+  // The width follows the box: a grid column changes once the page's scrollbar appears.
+  const fit = new ResizeObserver(() => {
+    const w = Math.max(300, box.clientWidth - 16);
+    if (Math.abs(w - u.width) > 1) u.setSize({ width: w, height: u.height });
+  });
+  const hooks = { ...opts.hooks, destroy: [...(opts.hooks?.destroy || []), () => fit.disconnect()] };
+  const u = new uPlot({ width, height: 240, legend: { show: true }, ...opts, series, hooks }, data, box);
+  fit.observe(box);
   plots.push(u);
   return u;
 }
@@ -243,8 +253,34 @@ async function ensemblesPanel(id, built) {
   ...(body.notes || []).slice(1).map((n) => el("p", { class: "muted", text: n })));
 }
 
+// Legends (issue 19): each series by name, with its value under the cursor; at rest, its
+// last value (a trial's last epoch), so a glance at the legend reads the final numbers.
+const fmtLegend = (v) => (v === null || v === undefined ? "-" : Number(v.toPrecision(4)).toString());
+function lastValue(column) {
+  for (let i = column.length - 1; i >= 0; i--) if (column[i] !== null && column[i] !== undefined) return column[i];
+  return null;
+}
+
 function series(label, color, extra = {}) {
-  return { label, stroke: color, width: 2, ...extra };
+  const value = (u, v, sidx, idx) => fmtLegend(idx === null || idx === undefined ? lastValue(u.data[sidx]) : v);
+  return { label, stroke: color, width: 2, value, ...extra };
+}
+
+// The x series of every curve plot: epochs, "last" in the legend at rest.
+function epochSeries() {
+  return { label: "epoch", value: (u, v, sidx, idx) => (idx === null || idx === undefined ? "last" : fmtLegend(v)) };
+}
+
+// Whole epochs on the x axis: an iteration's fraction of an epoch needs no tick of its own.
+const epochAxis = () => ({ label: "epoch", incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000] });
+
+// One x range for every curve plot of a page (issue 19: the loss plot ran 0-4 where the
+// accuracy plot ran 1-5). x counts epochs of training done: a per-epoch value sits at the
+// end of its epoch, iteration k of n in epoch e at e - 1 + (k + 1) / n.
+function epochScale(epochs) {
+  const lo = epochs.length ? Math.min(...epochs) - 1 : 0;
+  const hi = epochs.length ? Math.max(...epochs) : 1;
+  return { time: false, range: () => [lo, hi] };
 }
 
 async function trialView(studyId, number) {
@@ -272,57 +308,77 @@ async function trialView(studyId, number) {
     { name: "score", get: (c) => c.score, fmt: fmtScore },
     { name: "bytes", get: (c) => c.size },
   ], trial.checkpoints, { id: "trial-checkpoints" });
-  view.replaceChildren(el("h1", { text: `Trial ${trial.number}` }), info, failure, params, warn, logToggle, box, el("h2", { text: "First-layer weights" }), weightsBox, el("h2", { text: "Checkpoints" }), ckTable);
+  // Compare this trial with others (issue 19): trial numbers, as the study's table shows them.
+  const others = el("input", { type: "text", id: "compare-with", size: 14, placeholder: "e.g. 3, 7, 12", "aria-label": "trial numbers to compare with" });
+  const compareForm = el("form", { id: "compare-form", class: "inline", onsubmit: (event) => {
+    event.preventDefault();
+    const numbers = [...new Set([trial.number, ...parseTrialNumbers(others.value)])];
+    location.hash = `#/studies/${studyId}/compare-trials/${numbers.join(",")}`;
+  } }, "compare with trials ", others, " ", el("button", { type: "submit", text: "compare" }));
+  view.replaceChildren(el("h1", { text: `Trial ${trial.number}` }), info, failure, params, compareForm, warn, logToggle, box, el("h2", { text: "First-layer weights" }), weightsBox, el("h2", { text: "Checkpoints" }), ckTable);
 
   const draw = () => {
     plots.forEach((u) => u.destroy());
     plots = [];
     box.replaceChildren();
-    const losses = metrics.flatMap((m) => m.stats.loss_history || []);
-    const perEpoch = metrics.map((m) => (m.stats.loss_history || []).length);
-    const xs = [];
-    let e = 0;
-    metrics.forEach((m, i) => { for (let k = 0; k < perEpoch[i]; k++) xs.push(e + k / Math.max(1, perEpoch[i])); e += 1; });
     const logScale = document.getElementById("logloss").checked;
-    if (losses.length) {
-      const finite = losses.map((v) => (v === null || !(v > 0) ? null : v));
-      plot("loss per iteration", { scales: { x: { time: false }, y: { distr: logScale ? 3 : 1 } }, axes: [{ label: "epoch" }, { label: "loss" }], series: [{}, series("loss", COLORS[0])] }, [xs, finite], box);
-    }
+    const positive = (v) => (v === null || v === undefined || !(v > 0) ? null : v);
+    const x = epochScale(epochs);
+    const curves = (title, yLabel, list, columns, y = {}) =>
+      plot(title, { scales: { x, y }, axes: [epochAxis(), y.distr === 3 ? { label: yLabel, values: tickValues } : { label: yLabel }], series: [epochSeries(), ...list] }, [epochs, ...columns], box);
     // Every reported metric by name (issue 14): the study's own first, the losses together,
     // the accuracies together, then one plot per other metric.
     const named = [...new Set(metrics.flatMap((m) => Object.keys(m.metrics || {})))];
     const curve = (name) => metrics.map((m) => m.metrics?.[name] ?? null);
+    const lossNames = named.filter((n) => n.includes("loss"));
+    // The training loss per iteration, with the validation loss per epoch on the same axes
+    // (issue 19): the gap between them is the seed's overfitting signal.
+    const xs = [], losses = [];
+    metrics.forEach((m) => {
+      const history = m.stats.loss_history || [];
+      history.forEach((v, k) => { xs.push(m.epoch - 1 + (k + 1) / history.length); losses.push(v); });
+    });
+    if (losses.length) {
+      const val = new Map(metrics.map((m) => [m.epoch, m.metrics?.val_loss ?? m.val_loss ?? null]));
+      const at = [...new Set([...xs, ...epochs])].sort((a, b) => a - b);
+      const train = new Map(xs.map((v, i) => [v, losses[i]]));
+      const list = [series("training loss (per iteration)", COLORS[0], { width: 1 })];
+      const columns = [at.map((v) => (logScale ? positive(train.get(v)) : train.get(v) ?? null))];
+      if ([...val.values()].some((v) => v !== null)) {
+        list.push(series("val_loss (per epoch)", COLORS[4], { spanGaps: true, points: { show: true, size: 6 } }));
+        columns.push(at.map((v) => (val.has(v) ? (logScale ? positive(val.get(v)) : val.get(v)) : null)));
+      }
+      plot("loss per iteration", { scales: { x, y: { distr: logScale ? 3 : 1 } }, axes: [epochAxis(), { label: "loss" }], series: [epochSeries(), ...list] }, [at, ...columns], box);
+    }
     const own = study.metric;
     if (!/accuracy|loss/.test(own) && named.includes(own)) {
-      plot(`${own} (the study's metric, ${study.maximize ? "max" : "min"})`, { scales: { x: { time: false } }, axes: [{ label: "epoch" }, { label: own }], series: [{}, series(own, COLORS[1])] }, [epochs, curve(own)], box);
+      curves(`${own} (the study's metric, ${study.maximize ? "max" : "min"})`, own, [series(own, COLORS[1])], [curve(own)]);
     }
-    const lossNames = named.filter((n) => n.includes("loss"));
     if (lossNames.length) {
-      plot("train / validation loss (per epoch)", { scales: { x: { time: false }, y: { distr: logScale ? 3 : 1 } }, axes: [{ label: "epoch" }, { label: "loss" }], series: [{}, ...lossNames.map((n, i) => series(n, COLORS[i % COLORS.length]))] }, [epochs, ...lossNames.map((n) => curve(n).map((v) => (logScale && !(v > 0) ? null : v)))], box);
+      curves("train / validation loss (per epoch)", "loss", lossNames.map((n, i) => series(n, COLORS[i % COLORS.length])),
+        lossNames.map((n) => curve(n).map((v) => (logScale ? positive(v) : v))), { distr: logScale ? 3 : 1 });
     }
     const ema = metrics.map((m) => m.stats.ema_val_accuracy ?? null);
-    const accSeries = [{}, series("train", COLORS[0]), series("validation", COLORS[1])];
-    const accData = [epochs, metrics.map((m) => m.train_accuracy), metrics.map((m) => m.val_accuracy)];
+    const accSeries = [series("train", COLORS[0]), series("validation", COLORS[1])];
+    const accData = [metrics.map((m) => m.train_accuracy), metrics.map((m) => m.val_accuracy)];
     if (ema.some((v) => v !== null)) { accSeries.push(series("validation (EMA weights)", COLORS[2], { dash: [6, 4] })); accData.push(ema); }
-    if (accData.slice(1).some((col) => col.some((v) => v !== null))) {
-      plot("train / validation accuracy", { scales: { x: { time: false } }, axes: [{ label: "epoch" }, { label: "accuracy" }], series: accSeries }, accData, box);
-    }
+    if (accData.some((col) => col.some((v) => v !== null))) curves("train / validation accuracy", "accuracy", accSeries, accData);
     named.filter((n) => n !== own && !n.includes("loss") && !n.includes("accuracy")).forEach((n, i) => {
-      plot(n, { scales: { x: { time: false } }, axes: [{ label: "epoch" }, { label: n }], series: [{}, series(n, COLORS[(i + 2) % COLORS.length])] }, [epochs, curve(n)], box);
+      curves(n, n, [series(n, COLORS[(i + 2) % COLORS.length])], [curve(n)]);
     });
     const names = Object.keys(metrics[0]?.stats.update_ratio || {});
     if (names.length) {
-      plot("update:weight ratio (want ~1e-3)", { scales: { x: { time: false }, y: { distr: 3 } }, axes: [{ label: "epoch" }, { values: tickValues }],
-        series: [{}, ...names.map((n, i) => series(n, COLORS[i % COLORS.length]))] },
-        [epochs, ...names.map((n) => metrics.map((m) => { const v = m.stats.update_ratio?.[n]; return v > 0 ? v : null; }))], box);
+      curves("update:weight ratio (want ~1e-3)", "", names.map((n, i) => series(n, COLORS[i % COLORS.length])),
+        names.map((n) => metrics.map((m) => positive(m.stats.update_ratio?.[n]))), { distr: 3 });
     }
     const layers = (metrics[0]?.stats.layers || []).map((l) => l.layer);
     // a watched model of yours names its layers (trial.watch); the built-ins number them
     const layerName = Object.fromEntries((metrics[0]?.stats.layers || []).map((l) => [l.layer, l.name ? `${l.name}` : `layer ${l.layer}`]));
     if (layers.length) {
-      const pick = (key) => layers.map((layer) => metrics.map((m) => { const l = (m.stats.layers || []).find((x) => x.layer === layer); const v = l ? l[key] : null; return v > 0 ? v : null; }));
-      plot("activation std per layer", { scales: { x: { time: false }, y: { distr: 3 } }, axes: [{ label: "epoch" }, { values: tickValues }], series: [{}, ...layers.map((l, i) => series(layerName[l], COLORS[i % COLORS.length]))] }, [epochs, ...pick("act_std")], box);
-      plot("gradient std per layer", { scales: { x: { time: false }, y: { distr: 3 } }, axes: [{ label: "epoch" }, { values: tickValues }], series: [{}, ...layers.map((l, i) => series(layerName[l], COLORS[i % COLORS.length]))] }, [epochs, ...pick("grad_std")], box);
+      const pick = (key) => layers.map((layer) => metrics.map((m) => { const l = (m.stats.layers || []).find((y) => y.layer === layer); return positive(l ? l[key] : null); }));
+      const layerSeries = () => layers.map((l, i) => series(layerName[l], COLORS[i % COLORS.length]));
+      curves("activation std per layer", "", layerSeries(), pick("act_std"), { distr: 3 });
+      curves("gradient std per layer", "", layerSeries(), pick("grad_std"), { distr: 3 });
     }
   };
   draw();
@@ -350,16 +406,45 @@ async function trialView(studyId, number) {
   } else {
     weightsBox.append(el("p", { class: "muted", text: "no image data" }));
   }
-  refreshWhile(!["completed", "stopped", "diverged", "failed"].includes(trial.state), () => route());
+  // a running trial's page refreshes, but not under the fingers of someone typing numbers
+  const again = () => (document.activeElement === others ? (timer = setTimeout(again, 2000)) : route());
+  refreshWhile(!["completed", "stopped", "diverged", "failed"].includes(trial.state), again);
 }
+
+// The name a downloaded checkpoint gets, as master/routes/checkpoints.py names it (issue 19):
+// every trial's files share their score-first names, so the study and trial go in front.
+const downloadName = (study, number, name) => `${study}-trial${String(number).padStart(6, "0")}-${name}`.replace(/[^A-Za-z0-9._-]/g, "_");
 
 async function checkpointsView(id) {
   const study = await get(`/studies/${id}`);
   const page = await get(`/studies/${id}/checkpoints?limit=1000`);
   crumbs.replaceChildren(el("a", { href: `#/studies/${id}`, text: study.name }), el("a", { href: `#/checkpoints/${id}`, text: "checkpoints" }));
-  const detail = el("div", { id: "checkpoint-detail" });
+  // The detail sits beside the list and stays in view (issue 19: opened below a long
+  // table, nothing visibly happened); the selected row is highlighted.
+  const detail = el("aside", { id: "checkpoint-detail", class: "side" }, el("p", { class: "muted", text: "click a checkpoint for its metadata, download and resume" }));
+  let selected = null;
+  let shown = 0;  // the latest click wins when answers arrive out of order
+  const list = table([
+    { name: "file", get: (c) => c.name, left: true },
+    { name: "trial", get: (c) => c.trial_number },
+    { name: "epoch", get: (c) => c.epoch },
+    { name: "score", get: (c) => c.score, fmt: fmtScore },
+    { name: "bytes", get: (c) => c.size },
+  ], page.data, { onclick: (c) => show(c), sortable: true, id: "checkpoints" });
+  const mark = () => {
+    for (const tr of list.querySelectorAll("tbody tr")) {
+      const cells = tr.querySelectorAll("td");
+      const on = selected !== null && cells[0].dataset.value === selected.name && Number(cells[1].dataset.value) === selected.trial_number;
+      tr.classList.toggle("selected", on);
+      if (on) tr.setAttribute("aria-selected", "true"); else tr.removeAttribute("aria-selected");
+    }
+  };
+  list.addEventListener("click", mark);  // after the row's own handler, and after a re-sort
   const show = async (c) => {
+    selected = c;
+    const mine = ++shown;
     const meta = await get(`/checkpoints/meta?path=${encodeURIComponent(c.path)}`);
+    if (mine !== shown) return;
     const epochs = el("input", { type: "number", min: 1, max: 10000, value: 5, id: "resume-epochs" });
     const result = el("span", { id: "resume-result" });
     const resume = el("button", { id: "resume", text: "resume from this checkpoint", onclick: async () => {
@@ -370,21 +455,15 @@ async function checkpointsView(id) {
     } });
     detail.replaceChildren(
       el("h2", { text: c.name }),
-      el("p", {}, el("a", { id: "download", href: `${API}/checkpoints/file?path=${encodeURIComponent(c.path)}`, download: c.name, text: "download" }), `  sha256 ${c.sha256.slice(0, 16)}...  `),
+      el("p", {}, el("a", { href: `#/studies/${id}/trials/${c.trial_number}`, text: `trial ${c.trial_number}` }), `, epoch ${c.epoch}, score ${fmtScore(c.score)}, ${c.size} bytes`),
+      el("p", {}, el("a", { id: "download", href: `${API}/checkpoints/file?path=${encodeURIComponent(c.path)}`, download: downloadName(study.name, c.trial_number, c.name), text: "download" }), `  sha256 ${c.sha256.slice(0, 16)}...  `),
       el("p", {}, resume, " for ", epochs, " more epochs", result),
       el("pre", { id: "checkpoint-meta", text: JSON.stringify({ params: meta.params, epoch: meta.epoch, metrics: meta.metrics && meta.metrics.metrics, file_meta: meta.file_meta }, null, 2) }),
     );
   };
   view.replaceChildren(
     el("h1", { text: `Checkpoints of ${study.name} (${page.count}), best first` }),
-    table([
-      { name: "file", get: (c) => c.name, left: true },
-      { name: "trial", get: (c) => c.trial_number },
-      { name: "epoch", get: (c) => c.epoch },
-      { name: "score", get: (c) => c.score, fmt: fmtScore },
-      { name: "bytes", get: (c) => c.size },
-    ], page.data, { onclick: show, sortable: true, id: "checkpoints" }),
-    detail,
+    el("div", { class: "split" }, el("div", { class: "split-main" }, list), detail),
   );
 }
 
@@ -419,6 +498,7 @@ async function route() {
   const parts = location.hash.replace(/^#\/?/, "").split("/");
   try {
     if (parts[0] === "studies" && parts[2] === "trials" && parts[3]) await trialView(Number(parts[1]), Number(parts[3]));
+    else if (parts[0] === "studies" && parts[2] === "compare-trials" && parts[3] !== undefined) await compareTrialsView(Number(parts[1]), decodeURIComponent(parts[3]));
     else if (parts[0] === "studies" && parts[1]) await studyView(Number(parts[1]));
     else if (parts[0] === "trials" && parts[1]) {  // an id from an older link: show it by its number
       const t = await get(`/trials/${Number(parts[1])}`);

@@ -221,7 +221,8 @@ def test_checkpoint_browser_shows_metadata_and_downloads(
         time.sleep(0.1)
     assert f'"epoch": {listing[0]["epoch"]}' in browser.find_element(By.ID, "checkpoint-meta").text
     browser.find_element(By.ID, "download").click()
-    target = downloads / listing[0]["name"]
+    # named after its study and trial (issue 19): file names repeat across trials
+    target = downloads / f"tiny-trial{listing[0]['trial_number']:06d}-{listing[0]['name']}"
     deadline = time.monotonic() + 20
     while not target.exists():
         assert time.monotonic() < deadline, "the download did not arrive"
