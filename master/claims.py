@@ -94,6 +94,8 @@ def _assignment(study: StudyRow, stage: StageRow, trial: TrialRow) -> Assignment
         epochs=trial.epochs,
         space=stage.space,
         fixed=spec.get("fixed", {}),
+        max_trial_seconds=spec.get("max_trial_seconds"),
+        max_trial_memory_mb=spec.get("max_trial_memory_mb"),
     )
 
 
