@@ -5,15 +5,18 @@ lucky seed lifts a worse configuration to the top of its stage."""
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
 from gridless.common.errors import SpecError
 from gridless.common.spec import parse_spec
+from gridless.master.cli import app
 from gridless.worker.loop import run_worker
 from tests.conftest import TINY_SPEC, Master
 
@@ -114,6 +117,12 @@ def test_rescoring_changes_the_selection_a_lucky_seed_made(master: Master, noisy
     assert [c["trial"] for c in record["configurations"]] == [0, 1]
     assert record["configurations"][1]["runs"][0] == 1
     assert record["configurations"][1]["mean"] == pytest.approx(mean_of[1])
+    shown = CliRunner().invoke(app, ["status", "1", "--url", master.url], env={"COLUMNS": "220"})
+    assert shown.exit_code == 0, shown.output
+    first = next(line for line in shown.output.splitlines() if "(enqueued)" in line)
+    assert re.match(r"^\W+1\W+1\W", first), first  # rank 1 is trial 1, with its mean
+    assert f"(mean {mean_of[1]:.4f})" in first, shown.output
+    assert "(rescore)" in shown.output
 
 
 def test_without_rescore_the_lucky_seed_wins(master: Master, noisy: str) -> None:
