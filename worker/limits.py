@@ -9,10 +9,10 @@ the limit and the measured value. So a trial stuck inside one long epoch, or in 
 allocation, cannot stall the study: no Python-level interruption is needed, the worker
 itself is untouched and claims the next trial at once.
 
-The time budget counts from the child's start (its interpreter start, about half a second,
-included); the memory guard reads the child's resident set on Linux (`/proc`), about 55 MiB
-before the trial's own code loads anything. Without limits a trial runs in the worker's
-process, as before.
+The time budget counts from the child's start (its interpreter start and imports, 0.4 to
+0.8 s, included); the memory guard reads the child's resident set on Linux (`/proc`), about
+55 MB before the trial's own code loads anything (docs/search-controls.md). Without limits
+a trial runs in the worker's process, as before.
 """
 
 from __future__ import annotations

@@ -72,7 +72,7 @@ def test_asha_stops_the_trials_its_rule_names_one_worker(
     )
     trials, _ = trials_and_order(master, study_id)
     # One worker: trials arrive in order. At rung 1 each trial must reach the 2/3 quantile
-    # of those before it; at rung 3 likewise (worked out in docs/early-stopping.md).
+    # of those before it; at rung 3 likewise (worked out in docs/search-controls.md).
     got = {t.number: (t.state, t.last_epoch) for t in trials}
     assert got == {
         0: ("completed", 9),
