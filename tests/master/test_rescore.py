@@ -195,3 +195,44 @@ def test_bad_rescore_settings_name_the_key(rescore: dict[str, Any], message: str
     with pytest.raises(SpecError) as caught:
         parse_spec({**TINY_SPEC, "rescore": rescore})
     assert str(caught.value) == message
+
+
+def test_the_selection_score_follows_the_best_until_re_scoring_sets_a_mean(
+    tmp_path: Path,
+) -> None:
+    from sqlalchemy import insert, select
+
+    from gridless.common.db import (
+        StageRow,
+        StudyRow,
+        TrialRow,
+        make_engine,
+        make_session_factory,
+        session_scope,
+    )
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'g.db'}")
+    sessions = make_session_factory(engine)
+    with session_scope(sessions) as s:
+        study = StudyRow(name="a", spec={}, metric="m", maximize=True, seed=0, state="running")
+        s.add(study)
+        s.flush()
+        stage = StageRow(
+            study_id=study.id, index=0, trials=1, epochs=1, space={}, state="running", decisions={}
+        )
+        s.add(stage)
+        s.flush()
+        common = {"study_id": study.id, "stage_id": stage.id, "state": "completed", "epochs": 1}
+        bulk = [{**common, "number": i, "best_score": 0.1 * i if i else None} for i in range(3)]
+        s.execute(insert(TrialRow), bulk)  # a bulk insert (benchmarks/master_load.py)
+        trial = TrialRow(**common, number=9, warnings=[])
+        s.add(trial)
+        s.flush()
+        trial.best_score = 0.5
+        trial.best_score = 0.7  # follows the best
+        trial.selection_score = 0.3  # re-scored: the mean over seeds
+        trial.best_score = 0.9  # no longer follows
+    with session_scope(sessions) as s:
+        got = [(t.number, t.best_score, t.selection_score) for t in s.scalars(select(TrialRow))]
+    engine.dispose()
+    assert got == [(0, None, None), (1, 0.1, 0.1), (2, 0.2, 0.2), (9, 0.9, 0.3)]
