@@ -123,11 +123,18 @@ class StageRow(Base):
     decisions: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
+def _best_score_default(context: Any) -> float | None:
+    """A row inserted without a selection score (bulk inserts) is ranked by its best."""
+    value = context.get_current_parameters().get("best_score")
+    return float(value) if value is not None else None
+
+
 class TrialRow(Base):
     __tablename__ = "trials"
     __table_args__ = (
         UniqueConstraint("study_id", "number"),
         Index("ix_trials_rank", "study_id", "best_score"),
+        Index("ix_trials_selection", "study_id", "selection_score"),
         Index("ix_trials_stage_state", "stage_id", "state"),
     )
 
@@ -142,13 +149,18 @@ class TrialRow(Base):
     worker_id: Mapped[str | None] = mapped_column(String(64))
     last_epoch: Mapped[int] = mapped_column(Integer, default=0)
     best_score: Mapped[float | None] = mapped_column(Float)
+    # What ranks the trial (`ranked`): its best score, or, once its configuration was
+    # re-scored on more seeds (master/rescore.py, issue 20), the mean over those seeds.
+    selection_score: Mapped[float | None] = mapped_column(Float, default=_best_score_default)
     best_epoch: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
-    # Set when a person resumed another trial's checkpoint into this one.
+    # The trial this one continues (a person resumed its checkpoint into this one) or
+    # re-runs on another seed (origin "rescore").
     parent_id: Mapped[int | None] = mapped_column(Integer)
     resume_path: Mapped[str | None] = mapped_column(String(512))
     resume_epoch: Mapped[int] = mapped_column(Integer, default=0)
-    # Where the parameters came from: "enqueued" (the spec's `enqueue:`), None: the search.
+    # Where the parameters came from: "enqueued" (the spec's `enqueue:`), "rescore" (a
+    # top configuration re-run on another seed), None: the search.
     origin: Mapped[str | None] = mapped_column(String(16))
     # Every metric reported at the best epoch (the latest epoch while none scored).
     best_metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
@@ -157,6 +169,13 @@ class TrialRow(Base):
     heartbeat_at: Mapped[dt.datetime | None]
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[dt.datetime | None]
+
+
+@event.listens_for(TrialRow.best_score, "set", active_history=True)
+def _selection_follows_best(target: TrialRow, value: Any, old: Any, _initiator: Any) -> None:
+    # A trial is ranked by its best score until re-scoring sets its mean over seeds.
+    if target.selection_score is None or target.selection_score == old:
+        target.selection_score = value
 
 
 class EpochMetricRow(Base):

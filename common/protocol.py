@@ -76,6 +76,10 @@ class Assignment(_Message):
     # skips truncated or corrupt ones (it sets resume_from/resume_epoch from its choice).
     resume_candidates: list[ResumePoint] = Field(default_factory=list)
     best_score: float | None = None  # the trial's best so far (a resumed trial has one)
+    # Per-trial limits (issue 20): past either, the worker ends the attempt and records it
+    # stopped (worker/limits.py): wall-clock seconds, resident memory in MiB.
+    max_trial_seconds: float | None = Field(default=None, gt=0)
+    max_trial_memory_mb: int | None = Field(default=None, ge=1)
 
 
 class ClaimResponse(_Message):

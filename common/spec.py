@@ -28,6 +28,7 @@ __all__ = [
     "EarlyStoppingSpec",
     "FailureSpec",
     "NarrowingSpec",
+    "RescoreSpec",
     "ResourcesSpec",
     "StageSpec",
     "StopSpec",
@@ -56,11 +57,42 @@ class StageSpec(_Strict):
 
 
 class EarlyStoppingSpec(_Strict):
-    """Stop hopeless trials within a stage (master/early_stopping.py)."""
+    """Stop hopeless trials within a stage (master/early_stopping.py): the median rule
+    (`grace_epochs`, `min_trials`), or asynchronous successive halving, ASHA (issue 20:
+    rungs at `min_epochs * reduction_factor**k` epochs, at most `rungs` of them)."""
 
-    rule: Literal["median", "none"] = "median"
+    rule: Literal["median", "asha", "none"] = "median"
     grace_epochs: int = Field(default=1, ge=0, le=10_000)
     min_trials: int = Field(default=5, ge=1, le=100_000)
+    min_epochs: int = Field(default=1, ge=1, le=10_000)
+    reduction_factor: float = Field(default=4.0, gt=1.0, le=100.0)
+    rungs: int | None = Field(default=None, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _keys_of_its_rule(self) -> EarlyStoppingSpec:
+        # Compared with the defaults, not `model_fields_set`: a stored spec carries every
+        # key with its default and must validate again.
+        asha: dict[str, object] = {"min_epochs": 1, "reduction_factor": 4.0, "rungs": None}
+        median: dict[str, object] = {"grace_epochs": 1, "min_trials": 5}
+        other = {"median": asha, "asha": median}.get(self.rule, {})
+        for key, default in other.items():
+            if getattr(self, key) != default:
+                owner = "asha" if self.rule == "median" else "median"
+                raise SpecError(
+                    f"early_stopping.{key}: a setting of the {owner} rule, but the rule is "
+                    f"{self.rule}"
+                )
+        return self
+
+
+class RescoreSpec(_Strict):
+    """Re-run the top configurations of a stage on more seeds before it closes, and select
+    them by their mean score (issue 20, master/rescore.py). `seeds` counts the first run:
+    `seeds: 3` adds two runs of each of the `top` configurations."""
+
+    top: int = Field(default=3, ge=1, le=100)
+    seeds: int = Field(default=3, ge=2, le=100)
+    after: Literal["every_stage", "last_stage"] = "every_stage"
 
 
 class NarrowingSpec(_Strict):
@@ -205,6 +237,12 @@ class StudySpec(_Strict):
     stages: list[StageSpec] = Field(min_length=1, max_length=20)
     sampler: Literal["random", "tpe"] = "random"
     early_stopping: EarlyStoppingSpec = Field(default_factory=EarlyStoppingSpec)
+    # Re-score the top of each stage (or of the last) on more seeds (issue 20); off: None.
+    rescore: RescoreSpec | None = None
+    # Per-trial limits (issue 20): a trial attempt past either is stopped and recorded so
+    # (worker/limits.py): wall-clock seconds, and resident memory of its process in MiB.
+    max_trial_seconds: float | None = Field(default=None, gt=0.0, le=31_536_000.0)
+    max_trial_memory_mb: int | None = Field(default=None, ge=16, le=16_777_216)
     narrowing: NarrowingSpec = Field(default_factory=NarrowingSpec)
     failures: FailureSpec = Field(default_factory=FailureSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)

@@ -17,6 +17,7 @@ from gridless.common.db import CheckpointRow, StageRow, StudyRow, TrialRow, utcn
 from gridless.common.errors import ConflictError
 from gridless.common.protocol import Assignment, ClaimResponse, ResumePoint
 from gridless.common.states import StudyState, TrialState
+from gridless.master import rescore
 from gridless.master.liveness import touch_worker
 from gridless.master.stages import running_stage
 from gridless.master.storage import live_checkpoint
@@ -94,6 +95,8 @@ def _assignment(study: StudyRow, stage: StageRow, trial: TrialRow) -> Assignment
         epochs=trial.epochs,
         space=stage.space,
         fixed=spec.get("fixed", {}),
+        max_trial_seconds=spec.get("max_trial_seconds"),
+        max_trial_memory_mb=spec.get("max_trial_memory_mb"),
     )
 
 
@@ -103,9 +106,13 @@ def _assign(
     number = study.next_trial_number
     enqueued = study.spec.get("enqueue") or []
     queued = study.spec.get("queued") or []  # POST /studies/{id}/trials
-    origin = None
-    if stage.index == 0 and number < len(enqueued):
-        params: dict[str, Any] | None = dict(enqueued[number])  # known-good ones first
+    origin, parent = None, None
+    rerun = rescore.next_rerun(stage)  # issue 20: the stage's top on another seed
+    if rerun is not None:
+        params: dict[str, Any] | None = rerun[0]
+        origin, parent = rescore.ORIGIN, rerun[1]
+    elif stage.index == 0 and number < len(enqueued):
+        params = dict(enqueued[number])  # known-good ones first
         origin = "enqueued"
     elif queued:
         params, origin = dict(queued[0]), "enqueued"
@@ -122,6 +129,7 @@ def _assign(
         worker_id=worker_id,
         params=params,
         origin=origin,
+        parent_id=parent,
         warnings=[],
         heartbeat_at=utcnow(),
     )

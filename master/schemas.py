@@ -87,8 +87,11 @@ class TrialPublic(_Public):
     epochs: int
     last_epoch: int
     params: dict[str, Any] | None
-    origin: str | None = None  # "enqueued": a configuration the spec listed
+    origin: str | None = None  # "enqueued": one the spec listed; "rescore": a top re-run
     best_score: float | None
+    # What ranks the trial: best_score, or its configuration's mean over seeds once
+    # re-scored (rescore:, issue 20).
+    selection_score: float | None = None
     best_epoch: int | None
     best_metrics: dict[str, float | None] | None = None  # every metric at the best epoch
     worker_id: str | None

@@ -248,7 +248,8 @@ class StudyService(ArtifactQueries, StudyEdits):
                 total=sum(st.trials for st in stages),
                 stage=running[0] if running else None,
                 stages=len(stages),
-                best=best_row.best_score if best_row is not None else None,
+                # the selection score: a re-scored configuration's mean over seeds
+                best=best_row.selection_score if best_row is not None else None,
                 state=study.state,
             )
 

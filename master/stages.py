@@ -16,13 +16,14 @@ import logging
 import math
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from gridless.common.db import StageRow, StudyRow, TrialRow, utcnow
 from gridless.common.errors import ConflictError
 from gridless.common.space import parse_space, space_to_json
 from gridless.common.states import StageState, StudyState, TrialState
+from gridless.master import rescore
 from gridless.master.liveness import release_worker
 from gridless.master.narrowing import (
     NarrowingPolicy,
@@ -88,7 +89,10 @@ def advance(s: Session, study: StudyRow) -> bool:
             .limit(1)
         )
         if waiting is not None and done is not None:  # stages added to a finished study
+            kept = (done.decisions or {}).get("rescore")
             _narrow(s, study, done, waiting)
+            if kept is not None:  # the narrowing rewrote the decisions: keep re-scoring's
+                done.decisions = {**done.decisions, "rescore": kept}
         else:
             complete(study)  # a study whose stages all closed: nothing is left to run
         return True
@@ -102,7 +106,12 @@ def advance(s: Session, study: StudyRow) -> bool:
     )
     if (trials or 0) < stage.trials or busy:
         return False
+    if rescore.hold(s, study, stage):  # issue 20: the top re-runs on more seeds first
+        return True
+    record = rescore.settle(s, study, stage)
     _close(s, study, stage)
+    if record is not None:
+        stage.decisions = {**stage.decisions, "rescore": record}
     return True
 
 
@@ -139,26 +148,23 @@ def _close(s: Session, study: StudyRow, stage: StageRow) -> None:
     _narrow(s, study, stage, nxt)
 
 
+def _searched(stage: StageRow) -> list[ColumnElement[bool]]:
+    """The stage's scored trials that the search chose (re-runs of its top on more seeds
+    are not new evidence about the ranges: their configuration is counted once)."""
+    return [
+        TrialRow.stage_id == stage.id,
+        TrialRow.best_score.is_not(None),
+        TrialRow.origin.is_distinct_from(rescore.ORIGIN),
+    ]
+
+
 def _narrow(s: Session, study: StudyRow, stage: StageRow, nxt: StageRow) -> None:
     """Open `nxt` with the ranges `stage`'s top trials narrow to (border flags widen)."""
     policy = NarrowingPolicy.from_spec(study.spec.get("narrowing"))
     space = parse_space(stage.space)
-    scored = (
-        s.scalar(
-            select(func.count())
-            .select_from(TrialRow)
-            .where(TrialRow.stage_id == stage.id, TrialRow.best_score.is_not(None))
-        )
-        or 0
-    )
+    scored = s.scalar(select(func.count()).select_from(TrialRow).where(*_searched(stage))) or 0
     n_top = min(scored, max(policy.min_top, math.ceil(policy.top_fraction * scored)))
-    top = list(
-        s.scalars(
-            ranked(study)
-            .where(TrialRow.stage_id == stage.id, TrialRow.best_score.is_not(None))
-            .limit(n_top)
-        )
-    )
+    top = list(s.scalars(ranked(study).where(*_searched(stage)).limit(n_top)))
     stage_warnings = list(
         s.scalars(select(TrialRow.warnings).where(TrialRow.stage_id == stage.id))
     )

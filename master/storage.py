@@ -97,7 +97,9 @@ def load_study(s: Session, study_id: int) -> StudyRow:
 
 
 def ranked(study: StudyRow) -> Select[TrialRow]:
-    """A study's trials, best first by its metric; unscored last; ties by trial number."""
-    score = TrialRow.best_score
+    """A study's trials, best first by its metric; unscored last; ties by trial number.
+    The score is the selection score: the best score, or the mean over seeds of a
+    re-scored configuration (master/rescore.py)."""
+    score = TrialRow.selection_score
     order = score.desc().nulls_last() if study.maximize else score.asc().nulls_last()
     return select(TrialRow).where(TrialRow.study_id == study.id).order_by(order, TrialRow.number)

@@ -25,7 +25,7 @@ from gridless.common.protocol import (
 from gridless.common.space import parse_space, sample_params
 from gridless.common.spec import trial_rng
 from gridless.worker.client import MasterClient, MasterGone, TrialClosed
-from gridless.worker.heartbeat import Heartbeat
+from gridless.worker.limits import StopSource
 from gridless.worker.resume import pick_resume_point, trial_folder, trial_seed
 from gridless.worker.sender import ReportSender
 from gridless.worker.trainer import CodeNotFound
@@ -75,7 +75,7 @@ class MasterBackend:
         worker_id: str,
         job: Assignment,
         *,
-        heartbeat: Heartbeat | None = None,
+        heartbeat: StopSource | None = None,
         resume: Path | None = None,
         skipped: list[str] | None = None,
     ) -> None:
@@ -191,7 +191,7 @@ def run_function_trial(
     store: CheckpointStore,
     worker_id: str,
     job: Assignment,
-    heartbeat: Heartbeat | None = None,
+    heartbeat: StopSource | None = None,
     *,
     device: str = "cpu",
 ) -> str:

@@ -29,12 +29,20 @@ from gridless.worker.client import MasterClient, MasterGone, TrialClosed
 from gridless.worker.diagnostics.babysit import epoch_warnings
 from gridless.worker.function_runner import failure_text, run_function_trial
 from gridless.worker.heartbeat import Heartbeat
+from gridless.worker.limits import StopSource, TrialLimits, WorkerContext, run_limited
 from gridless.worker.resume import pick_resume_point, trial_folder, trial_seed
 from gridless.worker.sender import ReportSender
 from gridless.worker.trainer import CodeNotFound, EpochMetrics, Trainer, make_trainer
 from gridless.worker.trial_log import TrialLog, flush_current
 
-__all__ = ["pick_resume_point", "run_trial", "run_worker", "trial_folder", "worker_device"]
+__all__ = [
+    "pick_resume_point",
+    "run_assigned",
+    "run_trial",
+    "run_worker",
+    "trial_folder",
+    "worker_device",
+]
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +104,7 @@ def run_trial(
     store: CheckpointStore,
     worker_id: str,
     job: Assignment,
-    heartbeat: Heartbeat | None = None,
+    heartbeat: StopSource | None = None,
     *,
     device: str = "cpu",
 ) -> str:
@@ -227,6 +235,41 @@ def worker_device(gpu_ids: list[Any]) -> tuple[str, str | None]:
     )
 
 
+def run_assigned(
+    client: MasterClient,
+    store: CheckpointStore,
+    worker_id: str,
+    job: Assignment,
+    heartbeat: StopSource | None,
+    *,
+    device: str = "cpu",
+) -> None:
+    """Run one claimed trial, a function's or a built-in trainer's; a failure of its code
+    fails the trial, not the worker."""
+    try:
+        if job.train is not None:
+            run_function_trial(client, store, worker_id, job, heartbeat, device=device)
+        else:
+            run_trial(client, store, worker_id, job, heartbeat, device=device)
+    except TrialClosed as exc:
+        log.info("trial %s closed by the master: %s", job.trial_number, exc)
+    except MasterGone:
+        raise
+    except Exception as exc:  # a trainer bug must not kill the worker
+        log.exception("trial %s failed", job.trial_number)
+        traceback.print_exception(exc)  # into the trial's log
+        failed = FinishRequest(
+            worker_id=worker_id,
+            attempt=job.attempt,
+            state="failed",
+            error=failure_text(exc),
+        )
+        try:
+            client.finish(job.trial_id, failed)
+        except TrialClosed:
+            pass
+
+
 def run_worker(
     master_url: str,
     store_root: str | Path,
@@ -262,29 +305,13 @@ def run_worker(
             header = f"trial {job.trial_number}, attempt {job.attempt}, worker {worker_id}"
             if device_note is not None:
                 header += f"; {device_note}"
-            with TrialLog(store, job.study, trial_folder(job.trial_number), header):
-                try:
-                    if job.train is not None:
-                        run_function_trial(client, store, worker_id, job, heartbeat, device=device)
-                    else:
-                        run_trial(client, store, worker_id, job, heartbeat, device=device)
-                except TrialClosed as exc:
-                    log.info("trial %s closed by the master: %s", job.trial_number, exc)
-                except MasterGone:
-                    raise
-                except Exception as exc:  # a trainer bug must not kill the worker
-                    log.exception("trial %s failed", job.trial_number)
-                    traceback.print_exception(exc)  # into the trial's log
-                    failed = FinishRequest(
-                        worker_id=worker_id,
-                        attempt=job.attempt,
-                        state="failed",
-                        error=failure_text(exc),
-                    )
-                    try:
-                        client.finish(job.trial_id, failed)
-                    except TrialClosed:
-                        pass
+            limits = TrialLimits.of(job)
+            if limits is not None:  # issue 20: in a child process the worker can end
+                context = WorkerContext(master_url, str(store_root), worker_id, token, device)
+                run_limited(limits, context, client, store, job, header, heartbeat)
+            else:
+                with TrialLog(store, job.study, trial_folder(job.trial_number), header):
+                    run_assigned(client, store, worker_id, job, heartbeat, device=device)
             heartbeat.watch(None)
             done += 1
     finally:

@@ -72,7 +72,7 @@ def trials_table(
             str(rank) if t["best_score"] is not None else "-",
             str(t["number"]),
             str(t["stage"]),
-            _shown_number(t["best_score"]),
+            _shown_score(t),
             *shown,
             str(t["best_epoch"] or "-"),
             f"{t['state']} ({t['origin']})" if t.get("origin") else t["state"],
@@ -90,6 +90,15 @@ def _shown_number(value: object) -> str:
     return f"{value:.4f}" if isinstance(value, int | float) else "-"
 
 
+def _shown_score(t: dict[str, Any]) -> str:
+    """The trial's best score, and the mean over seeds that ranks it once re-scored."""
+    best, selection = t["best_score"], t.get("selection_score")
+    shown = _shown_number(best)
+    if isinstance(selection, int | float) and isinstance(best, int | float) and selection != best:
+        shown += f" (mean {selection:.4f})"
+    return shown
+
+
 def ranked_table(
     service: object, study_id: int, limit: int, columns: list[str] | None = None
 ) -> tuple[Table, int]:
@@ -103,6 +112,7 @@ def ranked_table(
         {
             "params": row.params,
             "best_score": row.best_score,
+            "selection_score": row.selection_score,
             "number": row.number,
             "stage": stage_index.get(row.stage_id, -1) + 1,
             "best_epoch": row.best_epoch,
