@@ -125,10 +125,13 @@ def show_result(
         console.print(stopped, highlight=False)
     best = ranked.data[0] if ranked.data and ranked.data[0].best_score is not None else None
     if best is not None:
-        kept = client.checkpoints(study_id, trial=best.number, limit=1)
-        if kept.data:
-            path = escape(kept.data[0].path)
-            console.print(f"best checkpoint (trial {best.number}): {path}")
+        # The checkpoint of the epoch the table names (a later epoch may tie its score);
+        # the trial's best one left if retention removed that.
+        kept = client.checkpoints(study_id, trial=best.number, limit=100).data
+        chosen = next((c for c in kept if c.epoch == best.best_epoch), kept[0] if kept else None)
+        if chosen is not None:
+            where = f"trial {best.number}, epoch {chosen.epoch}"
+            console.print(f"best checkpoint ({where}): {escape(chosen.path)}")
     for line in failure_lines(study, failed_trials(client, study_id), resume=resume):
         console.print(line)
     return study

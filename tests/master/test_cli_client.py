@@ -27,7 +27,7 @@ from gridless.worker.loop import run_worker
 from tests.conftest import TINY_SPEC, Master
 from tests.net import free_port
 
-SPEC = {**TINY_SPEC, "stages": [{"trials": 3, "epochs": 1}, {"trials": 2, "epochs": 1}]}
+SPEC = {**TINY_SPEC, "stages": [{"trials": 3, "epochs": 1}, {"trials": 2, "epochs": 2}]}
 CLI = Path(__file__).parents[2] / "master" / "cli"
 
 
@@ -160,14 +160,15 @@ def test_submit_follows_the_study_to_its_result_over_http(master: Master, tmp_pa
     assert shown.exit_code == 0, shown.output
     with ApiClient(master.url) as client:
         best = client.trials(1, limit=1).data[0]
-        path = client.checkpoints(1, trial=best.number, limit=1).data[0].path
+        kept = client.checkpoints(1, trial=best.number).data
+    (path,) = [c.path for c in kept if c.epoch == best.best_epoch]
     lines = shown.output.splitlines()
     assert f"study 1 (tiny) on {master.url}: dashboard at {master.url}/" in lines
     bar = next(line for line in lines if "5/5" in line)
     assert bar.startswith("done ")
     assert f"best {best.best_score:.4f}" in bar
     assert any("tiny: top 3 of 5 trials by val_accuracy" in line for line in lines)
-    assert f"best checkpoint (trial {best.number}): {path}" in lines
+    assert f"best checkpoint (trial {best.number}, epoch {best.best_epoch}): {path}" in lines
 
 
 def test_following_a_run_fails_once_every_worker_ended(master: Master) -> None:
