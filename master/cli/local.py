@@ -241,7 +241,7 @@ def _drive(
                 where["url"], str(store_root), python_path=record["import_paths"]
             ),
         )
-        study_id, note = None, ""
+        study_id, note = 0, ""  # a new study's id comes from POST /studies below
         if spec is None:
             study, note = app_.state.service.continue_interrupted()
             study_id, note = int(study.id), f": {note}"
@@ -262,8 +262,8 @@ def _drive(
             "API docs at /docs (while this run lasts)"
         )
         try:
-            if study_id is None:
-                study_id = client.create_study(spec or {}).id
+            if spec is not None:
+                study_id = client.create_study(spec).id
             _start_ray(ray_api, app_.state.protocol.active_resources()[0], workers, ray)
             count = _fit_workers(manager, workers, *app_.state.protocol.active_resources())
             client.launch_workers(count)

@@ -204,17 +204,18 @@ def status(
     """Stages, ranges, best so far, border flags and warnings of a study."""
     from rich.live import Live
 
-    def view(study: StudyDetailPublic) -> Group:
-        ranked = client.trials(study.id, limit=5)
-        return status_view(study, ranked, failed_trials(client, study.id))
-
     with ApiClient(url, token) as client:
         if not watch:
-            console.print(view(client.study(study_id)))
+            console.print(_status_view(client, client.study(study_id)))
             return
         with Live(console=console, refresh_per_second=1) as live:
             for study in poll_study(client, study_id, every_s=2):
-                live.update(view(study))
+                live.update(_status_view(client, study))
+
+
+def _status_view(client: ApiClient, study: StudyDetailPublic) -> Group:
+    ranked = client.trials(study.id, limit=5)
+    return status_view(study, ranked, failed_trials(client, study.id))
 
 
 def logs(
