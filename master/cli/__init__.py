@@ -1,13 +1,16 @@
 """The `gridless` command line: one typer app over modules by audience (issue 21).
 
 - `checks`: `check`, and the spec checks every command that starts a study makes first;
-- `local`: `run` and `resume`, a study on this machine's (or a joined) Ray;
+- `local`: `run` and `resume`, a study on this machine's (or a joined) Ray, its master
+  served in-process and then driven over HTTP like any other;
 - `serve`: `master`, a run directory served to workers and clients;
 - `remote`: the commands to a running master (`submit`, `status`, `logs`, `workers`,
   `checkpoints`, `ensemble`);
 - `edits`: `extend` and `space`, a study changed as it lives on;
-- `render`: the tables, progress bars and summaries they print;
-- `client`: the HTTP client of a master's REST API.
+- `follow`: the one road from a running study to its result (progress bar, ranked table,
+  flags, failures) that `run`, `resume`, `submit`, `extend` and `status` share;
+- `render`: the tables and summaries they print, from the API's own models;
+- `client`: the typed client of a master's REST API (`ApiClient`, `ApiError`).
 """
 
 from __future__ import annotations

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+import yaml
 from rich.markup import escape
 from rich.table import Table
 
@@ -15,12 +16,16 @@ from gridless.common.errors import GridlessError
 from gridless.common.spec import StudySpec, load_spec, parse_spec
 from gridless.master.cli.render import console, fail
 
+if TYPE_CHECKING:
+    from gridless.worker.diagnostics.preflight import PreflightReport
+
 __all__ = [
     "check",
     "import_paths",
     "print_preflight",
     "run_preflight",
     "validate",
+    "wire_spec",
     "with_snapshot",
 ]
 
@@ -59,7 +64,8 @@ def validate(spec_path: Path) -> StudySpec:
 
 def with_snapshot(spec: StudySpec, spec_path: Path) -> StudySpec:
     """`warm_start: {run: PATH}` read here into a snapshot the master can use: the old
-    run's study (the newest, or `study:`), its last ranges and its scored trials.
+    run's study (the newest, or `study:`), its last ranges and its scored trials; a spec
+    without one as it is.
 
     Raises:
         GridlessError: no run there, or no such study in it.
@@ -77,8 +83,8 @@ def with_snapshot(spec: StudySpec, spec_path: Path) -> StudySpec:
     from gridless.common.settings import run_paths
 
     warm = spec.warm_start
-    assert warm is not None
-    assert warm.run is not None
+    if warm is None or warm.run is None:
+        return spec
     folder = Path(warm.run)
     folder = folder if folder.is_absolute() else spec_path.resolve().parent / folder
     db_path, _ = run_paths(folder)
@@ -126,7 +132,16 @@ def with_snapshot(spec: StudySpec, spec_path: Path) -> StudySpec:
     return parse_spec(raw)
 
 
-def run_preflight(spec: StudySpec) -> object:
+def wire_spec(spec_path: Path, spec: StudySpec) -> dict[str, Any]:
+    """What `run` and `submit` send a master for the spec at `spec_path` (validated as
+    `spec`): the YAML as written, a `run:` warm start replaced by its snapshot."""
+    raw: dict[str, Any] = yaml.safe_load(spec_path.read_text(encoding="utf-8"))
+    if spec.warm_start is not None:
+        raw["warm_start"] = spec.warm_start.model_dump(mode="json", exclude_none=True)
+    return raw
+
+
+def run_preflight(spec: StudySpec) -> PreflightReport:
     """The preflight of `spec`'s model at the center of its space, behind a spinner."""
     from gridless.worker.diagnostics.preflight import preflight
 
@@ -185,10 +200,8 @@ def _smoke(spec: StudySpec) -> bool:
     return report.passed
 
 
-def print_preflight(report: object) -> None:
-    from gridless.worker.diagnostics.preflight import PreflightReport
-
-    assert isinstance(report, PreflightReport)
+def print_preflight(report: PreflightReport) -> None:
+    """The preflight's gradient check, sanity checks, notes and verdict."""
     shown = ", ".join(
         f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in report.params.items()
     )
@@ -218,5 +231,5 @@ def check(
         return
     report = run_preflight(spec)
     print_preflight(report)
-    if not report.passed:  # type: ignore[attr-defined]
+    if not report.passed:
         raise typer.Exit(1)

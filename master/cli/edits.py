@@ -9,15 +9,10 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from gridless.master.cli.client import TokenOption, UrlOption, api, call
-from gridless.master.cli.remote import (
-    ColumnsOption,
-    LaunchOption,
-    TopOption,
-    WatchOption,
-    follow_to_table,
-)
-from gridless.master.cli.render import console, fail, stages_table
+from gridless.master.cli.client import ApiClient, TokenOption, UrlOption
+from gridless.master.cli.follow import follow_to_result
+from gridless.master.cli.remote import ColumnsOption, LaunchOption, TopOption, WatchOption
+from gridless.master.cli.render import console, fail, parse_columns, stages_table
 
 __all__ = ["extend", "space"]
 
@@ -57,36 +52,16 @@ def extend(
     added = [_stage(text) for text in stage or []]
     if not added and not trials:
         raise fail("give --stage trials=N,epochs=M (repeatable) or --trials N")
-    client = api(url, token)
-    try:
-        _extend(client, study_id, added, trials, workers, watch=watch, top=top, columns=columns)
-    finally:
-        client.close()  # type: ignore[attr-defined]
-
-
-def _extend(
-    client: object,
-    study_id: int,
-    added: list[dict[str, int]],
-    trials: int,
-    workers: int,
-    *,
-    watch: bool,
-    top: int,
-    columns: str | None,
-) -> None:
-    body = {"stages": added, "add_trials": trials}
-    detail = call(client, "POST", f"/studies/{study_id}/stages", json=body)
-    assert isinstance(detail, dict)
-    console.print(stages_table(detail, f"study {study_id} ({detail['name']}): {detail['state']}"))
-    if workers:
-        started = call(client, "POST", "/workers", json={"count": workers})
-        assert isinstance(started, dict)
-        console.print("started workers " + ", ".join(started["started"]))
-    if not watch:
-        console.print(f"follow it with: gridless status {study_id} --watch")
-        return
-    follow_to_table(client, study_id, top, columns)
+    with ApiClient(url, token) as client:
+        detail = client.add_stages(study_id, added, add_trials=trials)
+        console.print(stages_table(detail, f"study {study_id} ({detail.name}): {detail.state}"))
+        if workers:
+            started = client.launch_workers(workers).started
+            console.print("started workers " + ", ".join(started))
+        if not watch:
+            console.print(f"follow it with: gridless status {study_id} --watch")
+            return
+        follow_to_result(client, study_id, top=top, columns=parse_columns(columns))
 
 
 def space(
@@ -107,12 +82,8 @@ def space(
         raw = raw["space"]
     if not isinstance(raw, dict):
         raise fail(f"{space_file}: expected a mapping of parameters to distributions")
-    client = api(url, token)
-    try:
-        detail = call(client, "PATCH", f"/studies/{study_id}/space", json={"space": raw})
-    finally:
-        client.close()  # type: ignore[attr-defined]
-    assert isinstance(detail, dict)
-    console.print(stages_table(detail, f"study {study_id} ({detail['name']}): {detail['state']}"))
-    if "next_space" in detail["spec"]:
+    with ApiClient(url, token) as client:
+        detail = client.edit_space(study_id, raw)
+    console.print(stages_table(detail, f"study {study_id} ({detail.name}): {detail.state}"))
+    if "next_space" in detail.spec:
         console.print("the next stage opens with these ranges instead of its narrowing")

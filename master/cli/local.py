@@ -13,23 +13,21 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from gridless.common.checkpoints import is_url
 from gridless.common.errors import GridlessError
 from gridless.common.settings import run_paths
-from gridless.common.spec import StudySpec, parse_spec
-from gridless.master.cli.checks import import_paths, print_preflight, run_preflight, validate
-from gridless.master.cli.render import (
-    FAILED_SHOWN,
-    console,
-    err,
-    fail,
-    failure_lines,
-    parse_columns,
-    print_flags,
-    ranked_table,
+from gridless.common.spec import parse_spec
+from gridless.master.cli.checks import (
+    import_paths,
+    print_preflight,
+    run_preflight,
+    validate,
+    wire_spec,
 )
+from gridless.master.cli.client import ApiClient
+from gridless.master.cli.follow import follow, show_result
+from gridless.master.cli.render import console, err, fail, parse_columns
 
 __all__ = ["RUN_RECORD", "prepared_store", "resume", "run"]
 
@@ -110,7 +108,8 @@ def run(
     ranked table. With --resume, continue the newest run of this spec instead."""
     try:
         spec = validate(spec_path)
-        spec = _with_resources(spec, cpus_per_trial, gpus_per_trial)
+        wire = _with_resources(wire_spec(spec_path, spec), cpus_per_trial, gpus_per_trial)
+        spec = parse_spec(wire)
     except GridlessError as exc:
         raise fail(str(exc)) from None
     if resume_run:
@@ -141,7 +140,7 @@ def run(
         started = time.perf_counter()
         report = run_preflight(spec)
         took = time.perf_counter() - started
-        if not report.passed:  # type: ignore[attr-defined]
+        if not report.passed:
             print_preflight(report)
             if not force:
                 raise fail("preflight checks failed; fix the model or pass --force", code=1)
@@ -163,7 +162,7 @@ def run(
     _drive(
         target,
         record,
-        spec,
+        wire,
         workers=_worker_count(workers),
         ray=(ray_address, ray_cpus, ray_gpus),
         top=top,
@@ -214,15 +213,16 @@ def resume(
 def _drive(
     target: Path,
     record: dict[str, Any],
-    spec: StudySpec | None,
+    spec: dict[str, Any] | None,
     *,
     workers: int | None,
     ray: tuple[str | None, int | None, int | None],
     top: int,
     columns: str | None,
 ) -> None:
-    """Serve `target`'s database, run its study with local Ray workers to its end and show
-    the result: a new study (`spec`), or the interrupted one of the run (None)."""
+    """Serve `target`'s database and run its study with local Ray workers to its end: a
+    new study (`spec`, sent over HTTP as `submit` sends it), or the interrupted one of the
+    run (None); then follow it and show its result over HTTP as `submit` does."""
     from gridless.common.db import make_engine
     from gridless.master.app import create_app
     from gridless.master.launcher import RayLauncher
@@ -241,44 +241,33 @@ def _drive(
                 where["url"], str(store_root), python_path=record["import_paths"]
             ),
         )
-        service = app_.state.service
-        if spec is not None:
-            study = service.create_study(spec)
-            console.print(f"run directory [bold]{target}[/]")
-        else:
-            study, note = service.continue_interrupted()
-            console.print(f"run directory [bold]{target}[/]: {note}")
+        study_id, note = 0, ""  # a new study's id comes from POST /studies below
+        if spec is None:
+            study, note = app_.state.service.continue_interrupted()
+            study_id, note = int(study.id), f": {note}"
     except GridlessError as exc:
         raise fail(str(exc)) from None
+    console.print(f"run directory [bold]{target}[/]{note}")
 
     import ray as ray_api
 
-    ray_address, ray_cpus, ray_gpus = ray
-    cpu, gpu = app_.state.protocol.active_resources()
-    if ray_cpus is None and not ray_address:  # a local Ray: room for what was asked
-        ray_cpus = max(os.cpu_count() or 1, math.ceil((workers or 0) * cpu))
     # Ray's start-up notices (token authentication on, and the like) are not the user's
     # business on a local run; errors still show.
     logging.getLogger("ray").setLevel(logging.ERROR)
-    with BackgroundServer(app_) as server:
+    manager = app_.state.workers
+    with BackgroundServer(app_) as server, ApiClient(server.url) as client:
         where["url"] = server.url
         console.print(
             f"master on {server.url}: dashboard at [link={server.url}/]{server.url}/[/link], "
             "API docs at /docs (while this run lasts)"
         )
-        ray_api.init(
-            address=ray_address or "local",
-            num_cpus=None if ray_address or ray_cpus is None else math.ceil(ray_cpus),
-            num_gpus=None if ray_address or ray_gpus is None else math.ceil(ray_gpus),
-            include_dashboard=False,
-            log_to_driver=False,
-            configure_logging=False,
-        )
-        manager = app_.state.workers
         try:
-            count = _fit_workers(manager, workers, cpu, gpu)
-            manager.launch(count)
-            _follow(service, study.id, manager)
+            if spec is not None:
+                study_id = client.create_study(spec).id
+            _start_ray(ray_api, app_.state.protocol.active_resources()[0], workers, ray)
+            count = _fit_workers(manager, workers, *app_.state.protocol.active_resources())
+            client.launch_workers(count)
+            follow(client, study_id, own_workers=True)
         except KeyboardInterrupt:
             err.print(
                 "interrupted: workers stopped; the run directory keeps what finished. "
@@ -290,25 +279,13 @@ def _drive(
         finally:
             manager.shutdown()
             ray_api.shutdown()
-    table, _ = ranked_table(service, study.id, top, parse_columns(columns))
-    console.print(table)
-    print_flags(service, study.id)
-    counts = service.warning_counts(study.id)
-    if counts:
-        shown = ", ".join(f"{code} ({n})" for code, n in counts.items())
-        console.print(f"babysitting warnings (trials): {shown}")
-    failed, n_failed = service.list_trials(
-        study.id, limit=FAILED_SHOWN, offset=0, state="failed", sort="-finished_at"
-    )
-    final = service.get_study(study.id)
-    if final.stop_reason is not None:
-        console.print(f"[bold]ended by its stop rule[/]: {final.stop_reason}", highlight=False)
-    shown_failed = [{"number": t.number, "error": t.error} for t in failed]
-    resume_hint = f"[bold]gridless resume {target}[/]"
-    for line in failure_lines(
-        study.id, final.state_reason, shown_failed, n_failed, resume=resume_hint
-    ):
-        console.print(line)
+        final = show_result(
+            client,
+            study_id,
+            top=top,
+            columns=parse_columns(columns),
+            resume=f"[bold]gridless resume {target}[/]",
+        )
     console.print(
         f"dashboard and API afterwards: [bold]gridless master {target}"
         f"{f' --store {store_root}' if store_root != str(run_paths(target)[1]) else ''}[/], "
@@ -318,17 +295,34 @@ def _drive(
         raise typer.Exit(1)
 
 
-def _with_resources(spec: StudySpec, cpu: float | None, gpu: float | None) -> StudySpec:
-    """The spec with `--cpus-per-trial` / `--gpus-per-trial` applied, validated again."""
+def _start_ray(
+    ray_api: Any, cpu: float, workers: int | None, ray: tuple[str | None, int | None, int | None]
+) -> None:
+    """Join the Ray cluster at the given address, or start a local Ray with room for
+    `workers` trials of `cpu` CPUs each (at least this machine's CPUs)."""
+    address, cpus, gpus = ray
+    if cpus is None and not address:
+        cpus = max(os.cpu_count() or 1, math.ceil((workers or 0) * cpu))
+    ray_api.init(
+        address=address or "local",
+        num_cpus=None if address or cpus is None else math.ceil(cpus),
+        num_gpus=None if address or gpus is None else math.ceil(gpus),
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+    )
+
+
+def _with_resources(raw: dict[str, Any], cpu: float | None, gpu: float | None) -> dict[str, Any]:
+    """The spec to send with `--cpus-per-trial` / `--gpus-per-trial` applied."""
     if cpu is None and gpu is None:
-        return spec
-    raw = spec.model_dump(mode="json", exclude_unset=True)
+        return raw
     wanted = dict(raw.get("resources") or {})
     if cpu is not None:
         wanted["cpu"] = cpu
     if gpu is not None:
         wanted["gpu"] = gpu
-    return parse_spec({**raw, "resources": wanted})
+    return {**raw, "resources": wanted}
 
 
 def _fit_workers(manager: Any, workers: int | None, cpu: float, gpu: float) -> int:
@@ -357,35 +351,3 @@ def _newest_run(run_dir: Path, name: str) -> Path:
     if not runs:
         raise fail(f"{run_dir}: no run of {name!r} to resume (gridless run makes one)")
     return runs[-1].resolve()
-
-
-def _follow(service: object, study_id: int, manager: object) -> None:
-    from gridless.master.services import StudyService
-    from gridless.master.workers import WorkerManager
-
-    assert isinstance(service, StudyService)
-    assert isinstance(manager, WorkerManager)
-    progress = service.progress(study_id)
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("best {task.fields[best]}"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console, transient=False) as bar:
-        task = bar.add_task("stage 1", total=progress.total, best="-")
-        while True:
-            progress = service.progress(study_id)
-            stage = (
-                f"stage {progress.stage + 1}/{progress.stages}"
-                if progress.stage is not None
-                else "done"
-            )
-            best = f"{progress.best:.4f}" if progress.best is not None else "-"
-            bar.update(task, completed=progress.finished, description=stage, best=best)
-            if progress.state != "running":
-                break
-            if not manager.alive():
-                raise GridlessError("every worker ended before the study finished")
-            time.sleep(0.25)

@@ -4,25 +4,19 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
+from rich.console import Group
 from rich.table import Table
 
 from gridless.common.errors import GridlessError
-from gridless.master.cli.checks import validate
-from gridless.master.cli.client import TokenOption, UrlOption, api, call
-from gridless.master.cli.render import (
-    console,
-    fail,
-    parse_columns,
-    remote_failure_lines,
-    status_view,
-    trials_table,
-    watch_progress,
-)
+from gridless.master.cli.checks import validate, wire_spec
+from gridless.master.cli.client import ApiClient, ApiError, TokenOption, UrlOption
+from gridless.master.cli.follow import failed_trials, follow_to_result, poll_study
+from gridless.master.cli.render import console, fail, parse_columns, status_view
+from gridless.master.schemas import StudyDetailPublic
 
 __all__ = [
     "ColumnsOption",
@@ -31,7 +25,6 @@ __all__ = [
     "WatchOption",
     "checkpoints_app",
     "ensemble",
-    "follow_to_table",
     "logs",
     "status",
     "submit",
@@ -56,18 +49,18 @@ workers_app = typer.Typer(help="Launch, kill and list the workers of a running m
 @workers_app.command("ls")
 def workers_ls(url: UrlOption = "http://127.0.0.1:8765", token: TokenOption = None) -> None:
     """List workers: state, current trial, last heartbeat."""
-    body = call(api(url, token), "GET", "/workers")
-    assert isinstance(body, dict)
-    table = Table(title=f"{body['count']} workers ({len(body['running'])} running)")
+    with ApiClient(url, token) as client:
+        answer = client.workers()
+    table = Table(title=f"{answer.count} workers ({len(answer.running)} running)")
     for column in ("worker", "state", "trial", "trials run", "last heartbeat"):
         table.add_column(column)
-    for w in body["data"]:
+    for w in answer.data:
         table.add_row(
-            w["id"],
-            w["state"],
-            str(w["trial_id"] or "-"),
-            str(w["trials_run"]),
-            str(w["heartbeat_at"] or "-"),
+            w.id,
+            w.state,
+            str(w.trial_id or "-"),
+            str(w.trials_run),
+            w.heartbeat_at.isoformat() if w.heartbeat_at is not None else "-",
         )
     console.print(table)
 
@@ -79,9 +72,9 @@ def workers_add(
     token: TokenOption = None,
 ) -> None:
     """Launch COUNT workers through the master's Ray."""
-    body = call(api(url, token), "POST", "/workers", json={"count": count})
-    assert isinstance(body, dict)
-    console.print("started " + ", ".join(body["started"]))
+    with ApiClient(url, token) as client:
+        started = client.launch_workers(count).started
+    console.print("started " + ", ".join(started))
 
 
 @workers_app.command("kill")
@@ -94,10 +87,9 @@ def workers_kill(
     """Kill one worker (its trial resumes elsewhere) or all of them."""
     if (worker_id is None) == (not all_):
         raise fail("name one worker id, or pass --all")
-    path = "/workers" if all_ else f"/workers/{worker_id}"
-    body = call(api(url, token), "DELETE", path)
-    assert isinstance(body, dict)
-    console.print("killed " + (", ".join(body["killed"]) or "none"))
+    with ApiClient(url, token) as client:
+        killed = client.kill_workers() if worker_id is None else client.kill_worker(worker_id)
+    console.print("killed " + (", ".join(killed.killed) or "none"))
 
 
 checkpoints_app = typer.Typer(help="Browse a master's checkpoints: list, show, download.")
@@ -112,22 +104,13 @@ def checkpoints_ls(
     token: TokenOption = None,
 ) -> None:
     """A study's checkpoints, best score first (the order of their file names)."""
-    params: dict[str, object] = {"limit": limit}
-    if trial is not None:
-        params["trial"] = trial
-    client = api(url, token)
-    try:
-        body = call(client, "GET", f"/studies/{study_id}/checkpoints", params=params)
-    finally:
-        client.close()  # type: ignore[attr-defined]
-    assert isinstance(body, dict)
-    table = Table(title=f"{body['count']} checkpoints, best first")
+    with ApiClient(url, token) as client:
+        page = client.checkpoints(study_id, trial=trial, limit=limit)
+    table = Table(title=f"{page.count} checkpoints, best first")
     for column in ("path", "trial", "epoch", "score", "bytes"):
         table.add_column(column, justify="left" if column == "path" else "right")
-    for c in body["data"]:
-        table.add_row(
-            c["path"], str(c["trial_number"]), str(c["epoch"]), f"{c['score']:.4f}", str(c["size"])
-        )
+    for c in page.data:
+        table.add_row(c.path, str(c.trial_number), str(c.epoch), f"{c.score:.4f}", str(c.size))
     console.print(table)
 
 
@@ -138,10 +121,9 @@ def checkpoints_show(
     token: TokenOption = None,
 ) -> None:
     """A checkpoint's metadata: trial parameters, epoch metrics, what the file records."""
-    import json
-
-    body = call(api(url, token), "GET", "/checkpoints/meta", params={"path": path})
-    console.print_json(json.dumps(body))
+    with ApiClient(url, token) as client:
+        meta = client.checkpoint_meta(path)
+    console.print_json(meta.model_dump_json())
 
 
 @checkpoints_app.command("get")
@@ -156,26 +138,13 @@ def checkpoints_get(
     """Download a checkpoint (its SHA-256 is checked by the master and again here)."""
     import hashlib
 
-    import httpx
-
-    client = api(url, token)
-    assert isinstance(client, httpx.Client)
-    try:
-        response = client.get("/checkpoints/file", params={"path": path})
-    except httpx.TransportError as exc:
-        raise GridlessError(
-            f"cannot reach the master at {url} ({exc.__class__.__name__})"
-        ) from None
-    if response.status_code >= 400:
-        raise GridlessError(
-            f"GET {path}: {response.status_code} {response.json().get('detail', '')}"
-        )
-    expected = response.headers.get("x-checkpoint-sha256", "")
-    if hashlib.sha256(response.content).hexdigest() != expected:
+    with ApiClient(url, token) as client:
+        content, expected = client.checkpoint_file(path)
+    if hashlib.sha256(content).hexdigest() != expected:
         raise GridlessError(f"{path}: the download does not match its SHA-256; nothing written")
     target = output or Path(Path(path).name)
-    target.write_bytes(response.content)
-    console.print(f"wrote {target} ({len(response.content)} bytes, sha256 {expected[:16]}...)")
+    target.write_bytes(content)
+    console.print(f"wrote {target} ({len(content)} bytes, sha256 {expected[:16]}...)")
 
 
 def ensemble(
@@ -196,20 +165,21 @@ def ensemble(
     token: TokenOption = None,
 ) -> None:
     """Build and evaluate ensembles of a finished study on its held-out test split."""
-    client = api(url, token)
-    request: dict[str, Any] = {"k": k, "retrain": not no_retrain}
-    request.update({key: v for key, v in (("predict", predict), ("evaluate", evaluate)) if v})
-    with console.status("building ensembles (top-K, K seeds, K epochs, running average)..."):
-        body = call(client, "POST", f"/studies/{study_id}/ensembles", json=request)
-    assert isinstance(body, dict)
-    metric = body.get("metric", "accuracy")
+    with (
+        ApiClient(url, token) as client,
+        console.status("building ensembles (top-K, K seeds, K epochs, running average)..."),
+    ):
+        built = client.build_ensembles(
+            study_id, k=k, retrain=not no_retrain, predict=predict, evaluate=evaluate
+        )
+    metric = built.metric
     table = Table(title=f"ensembles of study {study_id}: validation chooses, test reports")
     for column in ("kind", "model or ensemble", "members", f"val {metric}", f"test {metric}"):
         table.add_column(
             column, justify="left" if column in ("kind", "model or ensemble") else "right"
         )
-    table.add_column("test gain" if body.get("maximize", True) else "test change", justify="right")
-    for r in body["rows"]:
+    table.add_column("test gain" if built.maximize else "test change", justify="right")
+    for r in built.rows:
         gain = r["test_gain"]
         table.add_row(
             r["kind"],
@@ -220,8 +190,8 @@ def ensemble(
             f"{100 * gain:+.2f} pt" if metric == "accuracy" else f"{gain:+.4f}",
         )
     console.print(table)
-    console.print(f"test split: {body['test_examples']} examples, never used to choose")
-    for note in body.get("notes", [])[1:]:
+    console.print(f"test split: {built.test_examples} examples, never used to choose")
+    for note in built.notes[1:]:
         console.print(f"note: {note}", highlight=False)
 
 
@@ -234,21 +204,18 @@ def status(
     """Stages, ranges, best so far, border flags and warnings of a study."""
     from rich.live import Live
 
-    client = api(url, token)
-    try:
+    with ApiClient(url, token) as client:
         if not watch:
-            console.print(status_view(client, study_id))
+            console.print(_status_view(client, client.study(study_id)))
             return
-        with Live(status_view(client, study_id), console=console, refresh_per_second=1) as live:
-            while True:
-                time.sleep(2)
-                live.update(status_view(client, study_id))
-                study = call(client, "GET", f"/studies/{study_id}")
-                assert isinstance(study, dict)
-                if study["state"] in ("completed", "stopped") or study.get("state_reason"):
-                    break
-    finally:
-        client.close()  # type: ignore[attr-defined]
+        with Live(console=console, refresh_per_second=1) as live:
+            for study in poll_study(client, study_id, every_s=2):
+                live.update(_status_view(client, study))
+
+
+def _status_view(client: ApiClient, study: StudyDetailPublic) -> Group:
+    ranked = client.trials(study.id, limit=5)
+    return status_view(study, ranked, failed_trials(client, study.id))
 
 
 def logs(
@@ -258,17 +225,12 @@ def logs(
     token: TokenOption = None,
 ) -> None:
     """What a trial's code printed: its stdout and stderr, every attempt."""
-    import httpx
-
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    where = f"{url.rstrip('/')}/api/v1/studies/{study_id}/trials/{trial}/log"
-    try:
-        answer = httpx.get(where, headers=headers)
-    except httpx.HTTPError as exc:
-        raise fail(f"cannot reach the master at {url}: {exc.__class__.__name__}") from None
-    if answer.status_code != 200:
-        raise fail(f"{answer.status_code}: {answer.json().get('detail', answer.text)}")
-    sys.stdout.write(answer.text)
+    with ApiClient(url, token) as client:
+        try:
+            text = client.trial_log(study_id, trial)
+        except ApiError as exc:
+            raise fail(f"{exc.status}: {exc.detail}" if exc.status else str(exc)) from None
+    sys.stdout.write(text)
 
 
 def submit(
@@ -282,62 +244,27 @@ def submit(
 ) -> None:
     """Send a study to a running master (a cluster's, from deploy/launch.sh), launch
     workers through its Ray, and follow it to the ranked table."""
-    import yaml
-
     try:
         spec = validate(spec_path)  # the same checks as `run`, before anything is sent
     except GridlessError as exc:
         raise fail(str(exc)) from None
-    raw = yaml.safe_load(spec_path.read_text(encoding="utf-8"))
-    if spec.warm_start is not None:  # a run: PATH warm start, read here into a snapshot
-        raw["warm_start"] = spec.warm_start.model_dump(mode="json", exclude_none=True)
-    client = api(url, token)
-    study = call(client, "POST", "/studies", json=raw)
-    assert isinstance(study, dict)
-    base = url.rstrip("/")
-    console.print(
-        f"study {study['id']} ([bold]{study['name']}[/]) on {base}: dashboard at "
-        f"[link={base}/]{base}/[/link]"
-    )
-    if workers:
-        try:
-            started = call(client, "POST", "/workers", json={"count": workers})
-        except GridlessError as exc:
-            # A study no node can run would stay first in the master's queue and size every
-            # later study's workers: it ends here, saying why.
-            call(client, "POST", f"/studies/{study['id']}/stop")
-            raise fail(f"{exc}; study {study['id']} was stopped") from None
-        assert isinstance(started, dict)
-        console.print("started workers " + ", ".join(started["started"]))
-    if not watch:
-        console.print(f"follow it with: gridless status {study['id']} --watch")
-        return
-    follow_to_table(client, int(study["id"]), top, columns)
-
-
-def follow_to_table(client: object, study_id: int, top: int, columns: str | None) -> None:
-    """The progress bar until the study ends, then its ranked table, flags and failures."""
-    watch_progress(client, study_id)
-    trials = call(client, "GET", f"/studies/{study_id}/trials", params={"limit": top})
-    detail = call(client, "GET", f"/studies/{study_id}")
-    assert isinstance(trials, dict)
-    assert isinstance(detail, dict)
-    params = list(detail["spec"]["space"])
-    console.print(
-        trials_table(
-            detail["name"],
-            detail["metric"],
-            params,
-            trials["data"],
-            trials["count"],
-            parse_columns(columns),
+    with ApiClient(url, token) as client:
+        study = client.create_study(wire_spec(spec_path, spec))
+        base = url.rstrip("/")
+        console.print(
+            f"study {study.id} ([bold]{study.name}[/]) on {base}: dashboard at "
+            f"[link={base}/]{base}/[/link]"
         )
-    )
-    for flag in detail["border_flags"]:
-        console.print(f"[bold yellow]border flag[/] (stage {flag['stage']}): {flag['message']}")
-    if detail.get("stop_reason"):
-        console.print(f"[bold]ended by its stop rule[/]: {detail['stop_reason']}", highlight=False)
-    for line in remote_failure_lines(client, detail):
-        console.print(line)
-    if detail.get("state_reason"):
-        raise typer.Exit(1)
+        if workers:
+            try:
+                started = client.launch_workers(workers).started
+            except GridlessError as exc:
+                # A study no node can run would stay first in the master's queue and size
+                # every later study's workers: it ends here, saying why.
+                client.stop_study(study.id)
+                raise fail(f"{exc}; study {study.id} was stopped") from None
+            console.print("started workers " + ", ".join(started))
+        if not watch:
+            console.print(f"follow it with: gridless status {study.id} --watch")
+            return
+        follow_to_result(client, study.id, top=top, columns=parse_columns(columns))
