@@ -23,6 +23,7 @@ from gridless.master.cli.render import (
     trials_table,
     watch_progress,
 )
+from gridless.master.schemas import EnsembleJobPublic
 
 __all__ = [
     "ColumnsOption",
@@ -195,21 +196,26 @@ def ensemble(
     url: UrlOption = "http://127.0.0.1:8765",
     token: TokenOption = None,
 ) -> None:
-    """Build and evaluate ensembles of a finished study on its held-out test split."""
+    """Build and evaluate ensembles of a finished study on its held-out test split (a job
+    on a worker, followed until it ends)."""
     client = api(url, token)
     request: dict[str, Any] = {"k": k, "retrain": not no_retrain}
     request.update({key: v for key, v in (("predict", predict), ("evaluate", evaluate)) if v})
-    with console.status("building ensembles (top-K, K seeds, K epochs, running average)..."):
-        body = call(client, "POST", f"/studies/{study_id}/ensembles", json=request)
-    assert isinstance(body, dict)
-    metric = body.get("metric", "accuracy")
+    try:
+        job = _follow_ensemble_job(client, study_id, request)
+    finally:
+        client.close()  # type: ignore[attr-defined]
+    if job.report is None:
+        raise GridlessError(f"ensemble job {job.id} failed: {job.error}")
+    body = job.report
+    metric = body.metric
     table = Table(title=f"ensembles of study {study_id}: validation chooses, test reports")
     for column in ("kind", "model or ensemble", "members", f"val {metric}", f"test {metric}"):
         table.add_column(
             column, justify="left" if column in ("kind", "model or ensemble") else "right"
         )
-    table.add_column("test gain" if body.get("maximize", True) else "test change", justify="right")
-    for r in body["rows"]:
+    table.add_column("test gain" if body.maximize else "test change", justify="right")
+    for r in body.rows:
         gain = r["test_gain"]
         table.add_row(
             r["kind"],
@@ -220,9 +226,28 @@ def ensemble(
             f"{100 * gain:+.2f} pt" if metric == "accuracy" else f"{gain:+.4f}",
         )
     console.print(table)
-    console.print(f"test split: {body['test_examples']} examples, never used to choose")
-    for note in body.get("notes", [])[1:]:
+    console.print(f"test split: {body.test_examples} examples, never used to choose")
+    for note in body.notes[1:]:
         console.print(f"note: {note}", highlight=False)
+
+
+def _follow_ensemble_job(
+    client: object, study_id: int, request: dict[str, Any]
+) -> EnsembleJobPublic:
+    """Post the build, then poll its job until it ends, showing how it goes."""
+    posted = call(client, "POST", f"/studies/{study_id}/ensembles", json=request)
+    job = EnsembleJobPublic.model_validate(posted)
+    began = time.monotonic()
+    with console.status(f"ensemble job {job.id} {job.state}") as shown:
+        while job.state not in ("done", "failed"):
+            time.sleep(0.5)
+            answer = call(client, "GET", f"/studies/{study_id}/ensembles/jobs/{job.id}")
+            job = EnsembleJobPublic.model_validate(answer)
+            where = f" on {job.host} (pid {job.pid})" if job.state == "running" else ""
+            shown.update(
+                f"ensemble job {job.id} {job.state}{where}, {time.monotonic() - began:.0f} s"
+            )
+    return job
 
 
 def status(
