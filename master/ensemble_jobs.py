@@ -14,7 +14,9 @@ queued or running is failed, with why, when the next master starts (`recover`).
 from __future__ import annotations
 
 import logging
+import queue
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, update
@@ -22,7 +24,7 @@ from sqlalchemy import func, select, update
 from gridless.common.db import EnsembleJobRow, EnsembleRow, StudyRow, session_scope, utcnow
 from gridless.common.errors import GridlessError, NotFoundError, SpecError
 from gridless.common.states import JobState
-from gridless.master.launcher import TaskFailed
+from gridless.master.launcher import TaskFailed, TaskHandle
 from gridless.master.schemas import EnsembleBuild
 from gridless.master.services import StudyService
 from gridless.master.storage import load_study
@@ -49,7 +51,13 @@ class EnsembleJobs:
     def __init__(self, service: StudyService, workers: WorkerManager) -> None:
         self.service = service
         self.workers = workers
-        self._threads: list[threading.Thread] = []
+        self._queue: queue.SimpleQueue[tuple[int, EnsembleRequest, float, float]] = (
+            queue.SimpleQueue()
+        )
+        self._dispatcher: threading.Thread | None = None
+        self._waiters: list[threading.Thread] = []
+        self._pending = 0  # jobs put in the queue and not yet handed to a waiter
+        self._lock = threading.Lock()
 
     def recover(self) -> int:
         """Fail the jobs a previous master left unfinished (their worker answered to it,
@@ -87,18 +95,15 @@ class EnsembleJobs:
             )
             s.add(row)
             s.flush()
-        thread = threading.Thread(
-            target=self._run,
-            args=(row.id, request),
-            kwargs={
-                "cpu": float(resources.get("cpu", 1.0)),
-                "gpu": float(resources.get("gpu", 0.0)),
-            },
-            name=f"gridless-ensemble-job-{row.id}",
-            daemon=True,
-        )
-        thread.start()
-        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        cpu, gpu = float(resources.get("cpu", 1.0)), float(resources.get("gpu", 0.0))
+        with self._lock:
+            self._pending += 1
+            self._queue.put((row.id, request, cpu, gpu))
+            if self._dispatcher is None:
+                self._dispatcher = threading.Thread(
+                    target=self._dispatch, name="gridless-ensemble-jobs", daemon=True
+                )
+                self._dispatcher.start()
         return row
 
     def get(self, study_id: int, job_id: int) -> tuple[EnsembleJobRow, EnsembleRow | None]:
@@ -132,10 +137,15 @@ class EnsembleJobs:
             count = s.scalar(select(func.count()).select_from(EnsembleJobRow).where(mine))
             return list(rows), count or 0
 
-    def join(self, timeout_s: float | None = None) -> None:
+    def join(self, timeout_s: float = 60) -> None:
         """Wait for the jobs this master started (tests, and a clean shutdown)."""
-        for thread in list(self._threads):
-            thread.join(timeout_s)
+        deadline = time.monotonic() + timeout_s
+        while self._pending and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with self._lock:
+            waiters = list(self._waiters)
+        for thread in waiters:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     # -- the request, checked before the job exists ---------------------------------------
 
@@ -189,18 +199,46 @@ class EnsembleJobs:
             epoch_checkpoints=tuple((ck.epoch, ck.path) for ck in kept),
         )
 
-    # -- the job's thread ------------------------------------------------------------------
+    # -- the jobs' threads -----------------------------------------------------------------
 
-    def _run(self, job_id: int, request: EnsembleRequest, *, cpu: float, gpu: float) -> None:
+    def _dispatch(self) -> None:
+        """Hand each job to the launcher, for the master's whole life.
+
+        The first job may start Ray (`gridless master` creates its launcher on first use),
+        and Ray's processes die with the thread that started them (Linux's
+        PR_SET_PDEATHSIG): this thread must outlive them, so it never ends, and waiting
+        for each job's answer is a thread of its own.
+        """
         from gridless.worker.ensemble_jobs import build_ensembles
 
+        while True:
+            job_id, request, cpu, gpu = self._queue.get()
+            try:
+                task = self.workers.launcher.start_task(build_ensembles, request, cpu=cpu, gpu=gpu)
+            except Exception as exc:  # no launcher, no node that could ever run it
+                self._fail(job_id, str(exc) if isinstance(exc, GridlessError) else repr(exc))
+                with self._lock:
+                    self._pending -= 1
+                continue
+            waiter = threading.Thread(
+                target=self._wait,
+                args=(job_id, request.study_id, task),
+                name=f"gridless-ensemble-job-{job_id}",
+                daemon=True,
+            )
+            waiter.start()
+            with self._lock:
+                self._waiters = [t for t in self._waiters if t.is_alive()] + [waiter]
+                self._pending -= 1
+
+    def _wait(self, job_id: int, study_id: int, task: TaskHandle[EnsembleOutcome]) -> None:
+        """Follow one job on its worker: running, then done or failed."""
         try:
-            task = self.workers.launcher.start_task(build_ensembles, request, cpu=cpu, gpu=gpu)
             host, pid = task.started()
             self._set(
                 job_id, state=JobState.RUNNING.value, host=host, pid=pid, started_at=utcnow()
             )
-            outcome: EnsembleOutcome = task.result()
+            outcome = task.result()
         except (TaskFailed, GridlessError) as exc:
             self._fail(job_id, str(exc))
             return
@@ -211,7 +249,7 @@ class EnsembleJobs:
         if outcome.report is None:
             self._fail(job_id, outcome.error or "the worker answered no report")
             return
-        self._done(job_id, request.study_id, outcome)
+        self._done(job_id, study_id, outcome)
 
     def _set(self, job_id: int, **values: Any) -> bool:
         """Update a job still queued or running (a finished one never changes)."""

@@ -14,6 +14,7 @@ import signal
 import socket
 import sys
 import textwrap
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from typer.testing import CliRunner
 from gridless.common.errors import GridlessError
 from gridless.common.metric import Metric
 from gridless.common.spec import parse_spec
+from gridless.master import launcher
 from gridless.master.cli import app
 from gridless.worker.ensembles import TopTrial, evaluate_user_ensembles
 from gridless.worker.loop import run_worker
@@ -229,6 +231,30 @@ def test_a_restarted_master_fails_the_job_it_left_and_keeps_failing_it(study: St
             assert api.get("/studies/1/ensembles").status_code == 404
     finally:
         again.server.stop()
+
+
+def test_the_launcher_starts_on_a_thread_that_outlives_the_jobs(
+    study: Study, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`gridless master` makes its launcher, and so starts Ray, on first use; Ray's
+    processes die with the thread that started them (Linux's PR_SET_PDEATHSIG), so the
+    thread a job starts it on lives on after the job."""
+    made_on: list[threading.Thread] = []
+
+    class Recording(launcher.ThreadLauncher):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            made_on.append(threading.current_thread())
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(launcher, "ThreadLauncher", Recording)
+    study.gate.touch()
+    with study.api() as api:
+        for _ in range(2):
+            assert wait_for_job(api, study.post())["state"] == "done"
+    assert len(made_on) == 1
+    assert made_on[0] is not threading.main_thread()
+    study.master.app.state.ensemble_jobs.join(30)
+    assert made_on[0].is_alive()
 
 
 def _alive(pid: int) -> bool:
