@@ -11,6 +11,7 @@ __all__ = [
     "checkpoints",
     "db",
     "errors",
+    "exports",
     "jsonsafe",
     "metric",
     "protocol",

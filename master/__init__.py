@@ -7,8 +7,7 @@ so that importing the package starts neither the CLI nor the app.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from gridless.common.exports import lazy_getattr
 
 _HOMES = {
     "create_app": "gridless.master.app",  # a master inside another program (tests, benchmarks)
@@ -17,11 +16,4 @@ _HOMES = {
 
 __all__ = sorted(_HOMES)
 
-
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value  # the next access is a plain attribute
-    return value
+__getattr__ = lazy_getattr(__name__, _HOMES)

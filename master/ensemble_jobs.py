@@ -170,30 +170,23 @@ class EnsembleJobs:
         if not chosen:
             raise SpecError("the study has no scored trial with a checkpoint")
         fixed: dict[str, Any] = spec.get("fixed", {})
-        if predict is None:
-            top = [EnsembleMember(t.number, t.params or {}, p, t.epochs) for t, p in chosen]
-            return EnsembleRequest(
-                study_id=study.id,
-                metric=row.objective,
-                k=options.k,
-                top=tuple(top),
-                seed=row.seed,
-                model=spec["model"],
-                dataset=spec["dataset"],
-                fixed=fixed,
-                retrain=options.retrain,
-            )
         # a function's hooks get the fixed values among the parameters, as its trials did
+        merged = fixed if predict is not None else {}
         top = [
-            EnsembleMember(t.number, {**fixed, **(t.params or {})}, p, t.epochs) for t, p in chosen
+            EnsembleMember(t.number, {**merged, **(t.params or {})}, p, t.epochs)
+            for t, p in chosen
         ]
-        kept = self.service.trial_checkpoints(chosen[0][0].id)
+        kept = self.service.trial_checkpoints(chosen[0][0].id) if predict is not None else []
         return EnsembleRequest(
             study_id=study.id,
             metric=row.objective,
             k=options.k,
             top=tuple(top),
             seed=row.seed,
+            model=spec["model"],
+            dataset=spec["dataset"],
+            fixed=fixed,
+            retrain=options.retrain,
             predict=predict,
             evaluate=evaluate,
             epoch_checkpoints=tuple((ck.epoch, ck.path) for ck in kept),

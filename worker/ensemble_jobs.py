@@ -44,9 +44,9 @@ class EnsembleMember:
 class EnsembleRequest:
     """Everything a worker needs to build one study's ensembles.
 
-    A built-in model's study names `model` and `dataset` (every kind, retraining the best
-    configuration when `retrain`); a `train:` study names its `predict` and `evaluate`
-    hooks and the best trial's kept checkpoints (top-K and epochs, no retraining).
+    A `train:` study names its `predict` and `evaluate` hooks and the best trial's kept
+    checkpoints (top-K and epochs, no retraining); otherwise `model` and `dataset` are
+    built in (every kind, retraining the best configuration when `retrain`).
     """
 
     study_id: int
@@ -54,8 +54,8 @@ class EnsembleRequest:
     k: int
     top: tuple[EnsembleMember, ...]
     seed: int = 0
-    model: str | None = None
-    dataset: str | Mapping[str, str] | None = None
+    model: str = "numpy.mlp"
+    dataset: str | Mapping[str, str] = "digits"
     fixed: Mapping[str, Any] = field(default_factory=dict)
     retrain: bool = True
     predict: str | None = None
@@ -110,11 +110,6 @@ def _report(request: EnsembleRequest, store_root: str, device: str) -> EnsembleR
             top=top,
             epoch_checkpoints=[(e, store.fetch(p)) for e, p in request.epoch_checkpoints],
             k=request.k,
-        )
-    if request.model is None or request.dataset is None:
-        raise ValueError(
-            f"study {request.study_id}: an ensemble needs a built-in model and its data set, "
-            "or predict and evaluate hooks"
         )
     return evaluate_ensembles(
         model=request.model,
