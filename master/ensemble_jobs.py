@@ -138,7 +138,7 @@ class EnsembleJobs:
             return list(rows), count or 0
 
     def join(self, timeout_s: float = 60) -> None:
-        """Wait for the jobs this master started (tests, and a clean shutdown)."""
+        """Wait (at most `timeout_s`) for the jobs this master started to end; for tests."""
         deadline = time.monotonic() + timeout_s
         while self._pending and time.monotonic() < deadline:
             time.sleep(0.02)
