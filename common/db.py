@@ -37,6 +37,7 @@ from gridless.common.metric import Metric, merged_metrics
 __all__ = [
     "Base",
     "CheckpointRow",
+    "EnsembleJobRow",
     "EnsembleRow",
     "EpochMetricRow",
     "StageRow",
@@ -251,6 +252,28 @@ class EnsembleRow(Base):
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
     report: Mapped[dict[str, Any]]
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class EnsembleJobRow(Base):
+    """A request to build a study's ensembles, run as a job on a worker (issue 21).
+
+    `state` is a `JobState`; a done job names the report it saved (`ensemble_id`), a failed
+    one says why (`error`); `host` and `pid` say where it ran.
+    """
+
+    __tablename__ = "ensemble_jobs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    state: Mapped[str] = mapped_column(String(16))
+    options: Mapped[dict[str, Any]]  # the request: k, retrain, predict, evaluate
+    error: Mapped[str | None] = mapped_column(Text)
+    host: Mapped[str | None] = mapped_column(String(255))
+    pid: Mapped[int | None] = mapped_column(Integer)
+    ensemble_id: Mapped[int | None] = mapped_column(ForeignKey("ensembles.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[dt.datetime | None]
+    finished_at: Mapped[dt.datetime | None]
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -25,6 +25,7 @@ __all__ = [
     "HeartbeatRequest",
     "ReportAck",
     "ReportBatch",
+    "ResumePoint",
     "StartRequest",
 ]
 

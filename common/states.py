@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["StageState", "StudyState", "TrialState"]
+__all__ = ["JobState", "StageState", "StudyState", "TrialState"]
 
 
 class TrialState(enum.StrEnum):
@@ -48,3 +48,17 @@ class StudyState(enum.StrEnum):
     def is_finished(self) -> bool:
         """Whether the study is over (it will never hand out trials again)."""
         return self in (StudyState.COMPLETED, StudyState.STOPPED)
+
+
+class JobState(enum.StrEnum):
+    """A job the master runs on a worker (issue 21: an ensemble build): queued until a
+    worker slot is free, then running; done or failed never change again."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+    def is_finished(self) -> bool:
+        """Whether the job is over (done or failed)."""
+        return self in (JobState.DONE, JobState.FAILED)

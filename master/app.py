@@ -21,6 +21,7 @@ from gridless.common.errors import (
     SpecError,
     StorageError,
 )
+from gridless.master.ensemble_jobs import EnsembleJobs
 from gridless.master.guard import GuardMiddleware
 from gridless.master.launcher import WorkerLauncher
 from gridless.master.protocol import TrialProtocol
@@ -88,9 +89,12 @@ def create_app(
     protocol = TrialProtocol(storage)
     manager = WorkerManager(protocol, launcher_factory)
     monitor = Monitor(protocol, manager, interval_s=heartbeat_interval_s)
+    service = StudyService(storage)
+    ensemble_jobs = EnsembleJobs(service, manager)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        ensemble_jobs.recover()  # jobs of a master that stopped are failed, with why
         monitor.start()
         try:
             yield
@@ -106,7 +110,8 @@ def create_app(
     )
     app.state.engine = engine
     app.state.storage = storage
-    app.state.service = StudyService(storage)
+    app.state.service = service
+    app.state.ensemble_jobs = ensemble_jobs
     app.state.protocol = protocol
     app.state.workers = manager
     app.state.monitor = monitor

@@ -1,9 +1,7 @@
 """Checkpoints and ensembles of a study, for people: the checkpoint browser's queries and
-the ensemble reports (a part of `StudyService`)."""
+the ensemble reports (a part of `StudyService`; the builds are jobs, master/ensemble_jobs.py)."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -84,7 +82,8 @@ class ArtifactQueries:
     def ensemble_inputs(
         self, study_id: int, k: int
     ) -> tuple[StudyRow, list[tuple[TrialRow, str]]]:
-        """The top `k` trials by validation score, each with its best live checkpoint.
+        """The top `k` trials by validation score, each with its best live checkpoint
+        (an ensemble job's members, master/ensemble_jobs.py, which saves the report).
 
         Raises:
             ConflictError: while the study still runs.
@@ -111,13 +110,6 @@ class ArtifactQueries:
                 if len(chosen) == k:
                     break
             return study, chosen
-
-    def save_ensembles(self, study_id: int, report: dict[str, Any]) -> EnsembleRow:
-        with self.storage.write_lock, session_scope(self.sessions) as s:
-            row = EnsembleRow(study_id=study_id, report=report)
-            s.add(row)
-            s.flush()
-            return row
 
     def has_ensembles(self, study_id: int) -> bool:
         with session_scope(self.sessions) as s:

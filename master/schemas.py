@@ -295,3 +295,26 @@ class TrialWarningsPublic(BaseModel):
 class WarningsPublic(BaseModel):
     counts: dict[str, int]
     data: list[TrialWarningsPublic]
+
+
+class EnsembleJobPublic(BaseModel):
+    """An ensemble build run as a job on a worker (issue 21): poll `url` until `state` is
+    done (its `report` is then the study's latest ensembles) or failed (`error` says why)."""
+
+    id: int
+    study_id: int
+    state: str  # queued | running | done | failed
+    url: str  # where to poll this job
+    options: dict[str, Any]  # the request: k, retrain, predict, evaluate
+    error: str | None
+    host: str | None  # where the job ran: the worker's host name and process id
+    pid: int | None
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    report: EnsemblesPublic | None  # once done
+
+
+class EnsembleJobsPublic(BaseModel):
+    data: list[EnsembleJobPublic]
+    count: int

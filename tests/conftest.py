@@ -35,10 +35,20 @@ def tiny_spec(**changes: Any) -> StudySpec:
 
 class Master:
     """A real master (uvicorn on a free loopback port) over a fresh database: a SQLite
-    file by default, or the PostgreSQL database `database_url` names."""
+    file by default, or the PostgreSQL database `database_url` names.
+
+    `launcher` gives it one for workers and jobs (ensembles): "thread" runs them in this
+    process (`ThreadLauncher`), "ray" on the session's Ray, importing from `python_path`.
+    """
 
     def __init__(
-        self, root: Path, database_url: str | None = None, store_root: str | None = None
+        self,
+        root: Path,
+        database_url: str | None = None,
+        store_root: str | None = None,
+        *,
+        launcher: str | None = None,
+        python_path: list[str] | None = None,
     ) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
@@ -46,13 +56,25 @@ class Master:
         if isinstance(self.store_root, Path):
             self.store_root.mkdir(parents=True, exist_ok=True)
         self.database_url = database_url or f"sqlite:///{root / 'gridless.db'}"
-        self.app = create_app(database_url=self.database_url, store_root=self.store_root)
+        self.launcher, self.python_path = launcher, python_path
+        self.app = create_app(
+            database_url=self.database_url,
+            store_root=self.store_root,
+            launcher_factory=self._make_launcher if launcher else None,
+        )
         self.service = self.app.state.service
         self.server = BackgroundServer(self.app)
 
     @property
     def url(self) -> str:
         return self.server.url
+
+    def _make_launcher(self) -> Any:
+        from gridless.master.launcher import RayLauncher, ThreadLauncher
+
+        if self.launcher == "ray":
+            return RayLauncher(self.url, str(self.store_root), python_path=self.python_path)
+        return ThreadLauncher(self.url, str(self.store_root))
 
 
 def run_with_ray(

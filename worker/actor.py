@@ -1,14 +1,19 @@
-"""The Ray actor: a thin shell over `worker.loop.run_worker`."""
+"""The Ray actors: thin shells over `worker.loop.run_worker` and over a job's function."""
 
 from __future__ import annotations
 
 import os
+import socket
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import ray
 
 from gridless.worker.loop import run_worker, worker_device
 
-__all__ = ["WorkerActor"]
+__all__ = ["TaskActor", "WorkerActor"]
+
+R = TypeVar("R")
 
 
 @ray.remote(num_cpus=1, max_restarts=0, max_concurrency=2)  # type: ignore[call-overload]
@@ -38,3 +43,21 @@ class WorkerActor:
     def pid(self) -> int:
         """The process id of this worker (fault-injection tests SIGKILL it)."""
         return os.getpid()
+
+
+@ray.remote(num_cpus=1, max_restarts=0)
+class TaskActor:
+    """One job off the master (issue 21: an ensemble build), on a worker slot of the
+    study's size; the launcher kills it once the job answered."""
+
+    def __init__(self, store_root: str) -> None:
+        self.store_root = store_root
+
+    def where(self) -> tuple[str, int]:
+        """(host name, process id): answers once Ray placed the actor, so the job runs."""
+        return socket.gethostname(), os.getpid()
+
+    def run(self, task: Callable[..., R], request: Any) -> R:
+        """`task(request, store_root=..., device=...)` on the device Ray gave this slot."""
+        device, _ = worker_device(ray.get_gpu_ids())
+        return task(request, store_root=self.store_root, device=device)

@@ -35,7 +35,7 @@ from gridless.worker.trial import load_state
 
 __all__ = [
     "EnsembleReport",
-    "EnsembleRow",
+    "ScoredModel",
     "TopTrial",
     "accuracy",
     "average_probabilities",
@@ -57,7 +57,7 @@ class TopTrial:
 
 
 @dataclass(frozen=True)
-class EnsembleRow:
+class ScoredModel:
     """One model or ensemble, with its accuracies and gain over the best single model."""
 
     kind: str  # single | top_k | seeds | epochs | ema
@@ -81,7 +81,7 @@ class EnsembleRow:
 class EnsembleReport:
     """Every row, best single model first; `metric` names what the scores are."""
 
-    rows: list[EnsembleRow] = field(default_factory=list)
+    rows: list[ScoredModel] = field(default_factory=list)
     test_examples: int = 0
     val_examples: int = 0
     notes: list[str] = field(default_factory=list)
@@ -102,7 +102,7 @@ class EnsembleReport:
         """The rows with their gains over the first row (the best single model)."""
         base = self.rows[0]
         self.rows = [
-            EnsembleRow(
+            ScoredModel(
                 r.kind,
                 r.name,
                 r.members,
@@ -149,10 +149,10 @@ def _probs(trainer: Any, data: Dataset, *, ema: bool = False) -> tuple[np.ndarra
     return trainer.predict_proba(data.x_val, ema=ema), trainer.predict_proba(data.x_test, ema=ema)
 
 
-def _row(kind: str, name: str, members: Sequence[_Member], data: Dataset) -> EnsembleRow:
+def _row(kind: str, name: str, members: Sequence[_Member], data: Dataset) -> ScoredModel:
     val = average_probabilities([m.val for m in members])
     test = average_probabilities([m.test for m in members])
-    return EnsembleRow(
+    return ScoredModel(
         kind, name, len(members), accuracy(val, data.y_val), accuracy(test, data.y_test)
     )
 
@@ -166,8 +166,10 @@ def evaluate_ensembles(
     k: int = 5,
     seed: int = 0,
     retrain: bool = True,
+    device: str = "cpu",
 ) -> EnsembleReport:
-    """Build and evaluate every ensemble kind from a study's top trials (best first).
+    """Build and evaluate every ensemble kind from a study's top trials (best first);
+    a Torch model predicts and retrains on `device`.
 
     Raises:
         ValueError: with no top trial, or for a custom model.
@@ -179,7 +181,7 @@ def evaluate_ensembles(
     data = load_dataset(dataset)
     singles: list[_Member] = []
     for trial in top[:k]:
-        trainer = make_trainer(model, dataset, {**fixed, **trial.params}, seed=seed)
+        trainer = make_trainer(model, dataset, {**fixed, **trial.params}, seed=seed, device=device)
         trainer.load_checkpoint(trial.checkpoint)
         singles.append(_Member(f"trial {trial.number}", *_probs(trainer, data)))
     report = EnsembleReport(test_examples=len(data.y_test), val_examples=len(data.y_val))
@@ -193,7 +195,7 @@ def evaluate_ensembles(
         snapshots: list[_Member] = []
         ema: _Member | None = None
         for s in range(k):
-            trainer = make_trainer(model, dataset, params, seed=seed + 1000 + s)
+            trainer = make_trainer(model, dataset, params, seed=seed + 1000 + s, device=device)
             for epoch in range(1, best.epochs + 1):
                 trainer.train_epoch()
                 if s == 0 and epoch > best.epochs - k:
@@ -282,14 +284,14 @@ def evaluate_user_ensembles(
             label, _outputs(predict, path, params, "val"), _outputs(predict, path, params, "test")
         )
 
-    def row(kind: str, label: str, members: Sequence[_Member]) -> EnsembleRow:
+    def row(kind: str, label: str, members: Sequence[_Member]) -> ScoredModel:
         val = average_probabilities([m.val for m in members])
         test = average_probabilities([m.test for m in members])
         scores = {
             "val": _scored(evaluate, val, "val", name),
             "test": _scored(evaluate, test, "test", name),
         }
-        return EnsembleRow(
+        return ScoredModel(
             kind, label, len(members), scores["val"][name], scores["test"][name], metrics=scores
         )
 

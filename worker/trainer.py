@@ -30,6 +30,7 @@ __all__ = [
     "EpochMetrics",
     "Trainer",
     "check_params",
+    "custom_factory",
     "make_trainer",
     "resolve_hyperparams",
 ]
@@ -277,7 +278,12 @@ class CodeNotFound(ValueError):
     worker's environment is wrong, not the trial (the master pauses the study)."""
 
 
-def _custom_factory(model: str) -> TrainerFactory:
+def custom_factory(model: str) -> TrainerFactory:
+    """The trainer factory a spec's `model: "package.module:factory"` names, imported here.
+
+    Raises:
+        CodeNotFound: when the module does not import or has no such callable.
+    """
     module_name, _, attr = model.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -323,7 +329,7 @@ def make_trainer(
             `DEVICE_MODELS` train; NumPy and custom models do not take one.
     """
     check_params(model, set(params))
-    factory = _custom_factory(model) if ":" in model else MODELS[model]
+    factory = custom_factory(model) if ":" in model else MODELS[model]
     try:
         data = load_dataset(dataset)
         if model in DEVICE_MODELS:

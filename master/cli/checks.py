@@ -38,7 +38,7 @@ def import_paths(spec_path: Path) -> list[str]:
 def validate(spec_path: Path) -> StudySpec:
     """Load and check a spec: schema, space, the model and its hyperparameter names."""
     from gridless.worker.function_runner import load_train_function
-    from gridless.worker.trainer import _custom_factory, check_params
+    from gridless.worker.trainer import check_params, custom_factory
 
     spec = load_spec(spec_path)
     if spec.warm_start is not None and spec.warm_start.run is not None:
@@ -56,7 +56,7 @@ def validate(spec_path: Path) -> StudySpec:
         check_params(spec.model, set(spec.space) | set(spec.fixed))
         if ":" in spec.model:
             sys.path[:0] = [p for p in import_paths(spec_path) if p not in sys.path]
-            _custom_factory(spec.model)
+            custom_factory(spec.model)
     except ValueError as exc:
         raise GridlessError(f"{spec_path}: {exc}") from None
     return spec

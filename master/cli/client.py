@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 from gridless.common.errors import GridlessError
 from gridless.master.schemas import (
     CheckpointMetaPublic,
-    EnsemblesPublic,
+    EnsembleJobPublic,
     StudyCheckpointsPublic,
     StudyDetailPublic,
     StudyPublic,
@@ -200,9 +200,14 @@ class ApiClient:
         retrain: bool,
         predict: str | None = None,
         evaluate: str | None = None,
-    ) -> EnsemblesPublic:
-        """`POST /studies/{id}/ensembles`: every ensemble kind, evaluated on the test split."""
+    ) -> EnsembleJobPublic:
+        """`POST /studies/{id}/ensembles`: the job that builds every ensemble kind on a
+        worker and evaluates it on the test split (poll it with `ensemble_job`)."""
         body: dict[str, Any] = {"k": k, "retrain": retrain}
         body.update({key: v for key, v in (("predict", predict), ("evaluate", evaluate)) if v})
         path = f"/studies/{study_id}/ensembles"
-        return self._call(EnsemblesPublic, "POST", path, json=body)
+        return self._call(EnsembleJobPublic, "POST", path, json=body)
+
+    def ensemble_job(self, study_id: int, job_id: int) -> EnsembleJobPublic:
+        path = f"/studies/{study_id}/ensembles/jobs/{job_id}"
+        return self._call(EnsembleJobPublic, "GET", path)

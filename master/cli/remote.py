@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -16,7 +17,7 @@ from gridless.master.cli.checks import validate, wire_spec
 from gridless.master.cli.client import ApiClient, ApiError, TokenOption, UrlOption
 from gridless.master.cli.follow import failed_trials, follow_to_result, poll_study
 from gridless.master.cli.render import console, fail, parse_columns, status_view
-from gridless.master.schemas import StudyDetailPublic
+from gridless.master.schemas import EnsembleJobPublic, StudyDetailPublic
 
 __all__ = [
     "ColumnsOption",
@@ -164,22 +165,24 @@ def ensemble(
     url: UrlOption = "http://127.0.0.1:8765",
     token: TokenOption = None,
 ) -> None:
-    """Build and evaluate ensembles of a finished study on its held-out test split."""
-    with (
-        ApiClient(url, token) as client,
-        console.status("building ensembles (top-K, K seeds, K epochs, running average)..."),
-    ):
-        built = client.build_ensembles(
+    """Build and evaluate ensembles of a finished study on its held-out test split (a job
+    on a worker, followed until it ends)."""
+    with ApiClient(url, token) as client:
+        job = client.build_ensembles(
             study_id, k=k, retrain=not no_retrain, predict=predict, evaluate=evaluate
         )
-    metric = built.metric
+        job = _follow_ensemble_job(client, study_id, job)
+    if job.report is None:
+        raise GridlessError(f"ensemble job {job.id} failed: {job.error}")
+    body = job.report
+    metric = body.metric
     table = Table(title=f"ensembles of study {study_id}: validation chooses, test reports")
     for column in ("kind", "model or ensemble", "members", f"val {metric}", f"test {metric}"):
         table.add_column(
             column, justify="left" if column in ("kind", "model or ensemble") else "right"
         )
-    table.add_column("test gain" if built.maximize else "test change", justify="right")
-    for r in built.rows:
+    table.add_column("test gain" if body.maximize else "test change", justify="right")
+    for r in body.rows:
         gain = r["test_gain"]
         table.add_row(
             r["kind"],
@@ -190,9 +193,25 @@ def ensemble(
             f"{100 * gain:+.2f} pt" if metric == "accuracy" else f"{gain:+.4f}",
         )
     console.print(table)
-    console.print(f"test split: {built.test_examples} examples, never used to choose")
-    for note in built.notes[1:]:
+    console.print(f"test split: {body.test_examples} examples, never used to choose")
+    for note in body.notes[1:]:
         console.print(f"note: {note}", highlight=False)
+
+
+def _follow_ensemble_job(
+    client: ApiClient, study_id: int, job: EnsembleJobPublic
+) -> EnsembleJobPublic:
+    """Poll a posted ensemble job until it ends, showing how it goes."""
+    began = time.monotonic()
+    with console.status(f"ensemble job {job.id} {job.state}") as shown:
+        while job.state not in ("done", "failed"):
+            time.sleep(0.5)
+            job = client.ensemble_job(study_id, job.id)
+            where = f" on {job.host} (pid {job.pid})" if job.state == "running" else ""
+            shown.update(
+                f"ensemble job {job.id} {job.state}{where}, {time.monotonic() - began:.0f} s"
+            )
+    return job
 
 
 def status(

@@ -18,6 +18,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 
 from gridless.worker.loop import run_worker
 from tests.conftest import Master, tiny_spec
+from tests.jobs import build_ensembles
 
 pytestmark = pytest.mark.browser
 
@@ -29,7 +30,7 @@ MIN_PAINTED = 500
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Master]:
     """A finished two-stage digits study, served by a real master."""
-    master = Master(tmp_path_factory.mktemp("dash") / "run")
+    master = Master(tmp_path_factory.mktemp("dash") / "run", launcher="thread")
     master.server.start()
     master.service.create_study(tiny_spec(early_stopping={"rule": "none"}))
     run_worker(master.url, master.store_root, "t1")
@@ -240,11 +241,7 @@ def test_unknown_study_shows_an_error_not_a_blank_page(study: Master, browser: W
 
 
 def test_ensembles_panel_shows_the_apis_numbers(study: Master, browser: WebDriver) -> None:
-    built = httpx.post(
-        f"{study.url}/api/v1/studies/1/ensembles", json={"k": 2, "retrain": False}, timeout=120
-    )
-    assert built.status_code == 201
-    rows = built.json()["rows"]
+    rows = build_ensembles(study.url, 1, {"k": 2, "retrain": False})["rows"]
     browser.get_log("browser")
     open_page(browser, f"{study.url}/ui/#/studies/1")
     deadline = time.monotonic() + 10
@@ -501,7 +498,7 @@ def watched_study(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Master]:
     data = os.environ.get("EXAMPLE_DATA")
     os.environ["EXAMPLE_DATA"] = str(tmp_path_factory.mktemp("example-data"))
     sys.path.insert(0, examples)
-    master = Master(tmp_path_factory.mktemp("dash-watch") / "run")
+    master = Master(tmp_path_factory.mktemp("dash-watch") / "run", launcher="thread")
     master.server.start()
     spec = parse_spec(
         {
@@ -553,11 +550,7 @@ def test_the_ensembles_of_a_user_model_show_its_metric(
     watched_study: Master, browser: WebDriver
 ) -> None:
     hooks = {"predict": "ensemble_hooks:predict", "evaluate": "ensemble_hooks:evaluate"}
-    built = httpx.post(
-        f"{watched_study.url}/api/v1/studies/1/ensembles", json={"k": 2, **hooks}, timeout=120
-    )
-    assert built.status_code == 201, built.text
-    rows = built.json()["rows"]
+    rows = build_ensembles(watched_study.url, 1, {"k": 2, **hooks})["rows"]
     browser.get_log("browser")
     open_page(browser, f"{watched_study.url}/ui/#/studies/1")
     deadline = time.monotonic() + 10

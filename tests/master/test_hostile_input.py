@@ -376,6 +376,8 @@ ROUTES = {
     ("GET", "/api/v1/studies/{study_id}"),
     ("GET", "/api/v1/studies/{study_id}/checkpoints"),
     ("GET", "/api/v1/studies/{study_id}/ensembles"),
+    ("GET", "/api/v1/studies/{study_id}/ensembles/jobs"),
+    ("GET", "/api/v1/studies/{study_id}/ensembles/jobs/{job_id}"),
     ("GET", "/api/v1/studies/{study_id}/flags"),
     ("GET", "/api/v1/studies/{study_id}/stages"),
     ("GET", "/api/v1/studies/{study_id}/trials"),

@@ -17,6 +17,7 @@ from gridless.worker.data import load_dataset
 from gridless.worker.ensembles import TopTrial, accuracy, average_probabilities, evaluate_ensembles
 from gridless.worker.loop import run_worker
 from tests.conftest import Master, tiny_spec
+from tests.jobs import build_ensembles
 
 
 def test_average_of_probabilities_not_a_majority_vote() -> None:
@@ -38,7 +39,7 @@ def test_average_refuses_no_members_and_mismatched_shapes() -> None:
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Master, list[TopTrial]]]:
-    master = Master(tmp_path_factory.mktemp("ens") / "run")
+    master = Master(tmp_path_factory.mktemp("ens") / "run", launcher="thread")
     master.server.start()
     master.service.create_study(
         tiny_spec(
@@ -124,17 +125,21 @@ def test_custom_models_and_empty_studies_are_refused(tmp_path: Path) -> None:
 
 
 def test_ensemble_routes(finished: tuple[Master, list[TopTrial]]) -> None:
-    master, _ = finished
+    master, top = finished
     with httpx.Client(base_url=master.url + "/api/v1", timeout=120) as api:
         assert api.get("/studies/1/ensembles").json() == {
             "detail": "no ensembles built for study 1; POST to build them"
         }
         assert api.post("/studies/1/ensembles", json={"k": 0}).status_code == 422
         assert api.post("/studies/1/ensembles", json={"k": 2, "bogus": 1}).status_code == 422
-        built = api.post("/studies/1/ensembles", json={"k": 2, "retrain": False})
-        assert built.status_code == 201
-        assert [r["kind"] for r in built.json()["rows"]] == ["single", "single", "top_k"]
-        assert api.get("/studies/1/ensembles").json()["rows"] == built.json()["rows"]
+        built = build_ensembles(master.url, 1, {"k": 2, "retrain": False})
+        assert [r["kind"] for r in built["rows"]] == ["single", "single", "top_k"]
+        # the job's report is what the synchronous call on the same members gives
+        direct = evaluate_ensembles(
+            model="numpy.mlp", dataset="digits", fixed={}, top=top, k=2, retrain=False
+        )
+        assert built["rows"] == direct.to_json()["rows"]
+        assert api.get("/studies/1/ensembles").json()["rows"] == built["rows"]
         assert api.get("/studies/9/ensembles").status_code == 404
         api.post("/studies", json={**tiny_spec(name="running").model_dump(mode="json")})
         busy = api.post("/studies/2/ensembles")

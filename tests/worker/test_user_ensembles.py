@@ -1,5 +1,6 @@
 """Ensembles of a `train:` function's models through its predict and evaluate hooks
-(issue 16): a real master, a real worker, the hooks imported on the master."""
+(issue 16): a real master, a real worker, the hooks imported by the ensemble job (in this
+process: the thread launcher; tests/master/test_ensemble_jobs.py runs them on Ray)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from gridless.worker.ensembles import TopTrial, evaluate_user_ensembles
 from gridless.worker.loop import run_worker
 from gridless.worker.trial import load_state, state_writer
 from tests.conftest import Master
+from tests.jobs import build_ensembles, wait_for_job
 
 # Softmax regression on three Gaussian blobs, trained by gradient descent: a user's
 # script in miniature, with the two hooks an ensemble needs.
@@ -79,7 +81,7 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Master,
     folder = tmp_path_factory.mktemp("user")
     (folder / "logreg_fn.py").write_text(textwrap.dedent(LOGREG))
     sys.path.insert(0, str(folder))
-    master = Master(tmp_path_factory.mktemp("user-ens") / "run")
+    master = Master(tmp_path_factory.mktemp("user-ens") / "run", launcher="thread")
     master.server.start()
     master.service.create_study(spec(predict="logreg_fn:predict", evaluate="logreg_fn:evaluate"))
     master.service.create_study(spec(name="no-hooks"))
@@ -94,10 +96,8 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Master,
 
 def test_the_ensembles_average_the_hooks_outputs(finished: tuple[Master, Any]) -> None:
     master, fn = finished
+    body = build_ensembles(master.url, 1, {"k": 3})
     with httpx.Client(base_url=master.url + "/api/v1", timeout=120) as api:
-        built = api.post("/studies/1/ensembles", json={"k": 3})
-        assert built.status_code == 201, built.text
-        body = built.json()
         ranked = api.get("/studies/1/trials", params={"limit": 3}).json()["data"]
         checkpoints = api.get("/studies/1/checkpoints", params={"limit": 100}).json()["data"]
     assert (body["metric"], body["maximize"]) == ("accuracy", True)
@@ -143,7 +143,7 @@ def test_a_study_without_hooks_is_told_which_to_add(finished: tuple[Master, Any]
         assert api.get("/studies/2/ensembles").status_code == 404  # nothing was saved
         # the request may name them, for a study whose spec did not
         hooks = {"predict": "logreg_fn:predict", "evaluate": "logreg_fn:evaluate"}
-        assert api.post("/studies/2/ensembles", json={"k": 2, **hooks}).status_code == 201
+        assert build_ensembles(master.url, 2, {"k": 2, **hooks})["metric"] == "accuracy"
 
 
 @pytest.mark.parametrize(
@@ -164,16 +164,20 @@ def test_a_study_without_hooks_is_told_which_to_add(finished: tuple[Master, Any]
         ),
     ],
 )
-def test_bad_hooks_are_a_422_that_says_why(
+def test_bad_hooks_fail_the_job_saying_why(
     finished: tuple[Master, Any], hooks: dict[str, str], detail: str
 ) -> None:
+    """The job imports and runs the hooks (issue 21): what was a 422 of the synchronous
+    route is the failed job's error, in the same words."""
     master, _ = finished
     with httpx.Client(base_url=master.url + "/api/v1", timeout=120) as api:
-        before = api.get("/studies/2/ensembles").status_code
+        before = api.get("/studies/2/ensembles").json()
         answer = api.post("/studies/2/ensembles", json={"k": 2, **hooks})
-        assert answer.status_code == 422
-        assert answer.json()["detail"].startswith(detail)
-        assert api.get("/studies/2/ensembles").status_code == before
+        assert answer.status_code == 202
+        job = wait_for_job(api, answer.json())
+        assert (job["state"], job["report"]) == ("failed", None)
+        assert job["error"].startswith(detail)
+        assert api.get("/studies/2/ensembles").json() == before
 
 
 def test_regression_outputs_are_averaged(tmp_path: Path) -> None:

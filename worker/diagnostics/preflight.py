@@ -29,7 +29,7 @@ from gridless.worker.diagnostics.sanity import (
     overfit_check,
     reg_check,
 )
-from gridless.worker.trainer import MODELS, _custom_factory, resolve_hyperparams
+from gridless.worker.trainer import MODELS, custom_factory, resolve_hyperparams
 
 __all__ = ["GRADIENT_CHECK", "OVERFIT_ACCURACY", "PreflightReport", "center_params", "preflight"]
 
@@ -128,7 +128,7 @@ def preflight(
             "regression targets have no classes; the overfit check aims at a near-zero loss",
         )
     if ":" in model:
-        factory = _custom_factory(model)
+        factory = custom_factory(model)
         overfit = {k: 0.0 if k == "reg" else v for k, v in params.items()}
         report.sanity.append(overfit_check(factory, data, overfit))
         for check in (GRADIENT_CHECK, CHANCE_CHECK, REG_CHECK):
