@@ -8,6 +8,7 @@ other packages to these names.
 
 __all__ = [
     "bounds",
+    "checkpoint_files",
     "checkpoints",
     "db",
     "errors",

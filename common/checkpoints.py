@@ -22,6 +22,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from gridless.common.checkpoint_files import digest_stream, npz_writer, read_npz
 from gridless.common.errors import NotFoundError, StorageError
 
 __all__ = [
@@ -46,7 +47,6 @@ _NAME = re.compile(
     r"_ep(?P<epoch>\d{3,6})\.(?P<suffix>npz|pt)$"
 )
 SUFFIXES = ("npz", "pt")
-_META_KEY = "__meta__"
 LOG_NAME = "trial.log"  # a trial's stdout and stderr, beside its checkpoints
 _SAFE_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -218,49 +218,31 @@ class CheckpointStore:
         meta: Mapping[str, Any],
     ) -> CheckpointFile:
         """Write arrays and JSON metadata as an `.npz` checkpoint (no pickle), atomically."""
-        payload = {key: np.asarray(value) for key, value in arrays.items()}
-        if _META_KEY in payload:
-            raise ValueError(f"array name {_META_KEY!r} is reserved")
-        for key, value in payload.items():
-            if value.dtype.hasobject:  # would be pickled; checkpoints never hold pickles
-                raise ValueError(f"array {key!r} has dtype object; checkpoints hold plain arrays")
-        meta_json = json.dumps(dict(meta), allow_nan=False, sort_keys=True)
-        payload[_META_KEY] = np.frombuffer(meta_json.encode("utf-8"), dtype=np.uint8)
+        writer = npz_writer(arrays, meta)  # checked before any byte is written
         return self.write_with(
-            study,
-            trial,
-            score=score,
-            epoch=epoch,
-            metric=metric,
-            suffix="npz",
-            writer=lambda handle: np.savez(handle, allow_pickle=False, **payload),
+            study, trial, score=score, epoch=epoch, metric=metric, suffix="npz", writer=writer
         )
 
     def read(self, relpath: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Load a checkpoint's arrays and metadata, never unpickling anything."""
-        with np.load(self.fetch(relpath), allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files if key != _META_KEY}
-            meta = json.loads(bytes(data[_META_KEY]).decode("utf-8"))
-        return arrays, meta
+        arrays, meta = read_npz(self.fetch(relpath))
+        return arrays, meta or {}
 
 
 def _fill(folder: Path, suffix: str, writer: Callable[[BinaryIO], None]) -> tuple[str, int, str]:
     """Write a temporary file in `folder` with `writer`, fsync it; (name, size, sha256)."""
     fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix="." + suffix, dir=folder)
-    digest = hashlib.sha256()
     try:
         with os.fdopen(fd, "w+b") as handle:
             writer(handle)
             handle.flush()
             os.fsync(handle.fileno())
             handle.seek(0)
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-            size = handle.tell()
+            size, sha256 = digest_stream(handle)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
-    return tmp_name, size, digest.hexdigest()
+    return tmp_name, size, sha256
 
 
 def _split_relpath(relpath: str) -> tuple[str, str, str]:

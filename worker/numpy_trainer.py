@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import json
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -11,6 +9,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from gridless.common.checkpoint_files import npz_writer, read_npz
 from gridless.worker.data import Dataset
 from gridless.worker.models import ConvNet, FullyConnectedNet, NumpyModel
 from gridless.worker.optim import get_update_rule, momentum_at
@@ -26,8 +25,6 @@ from gridless.worker.trainer import (
 )
 
 __all__ = ["NumpyTrainer", "build_numpy_model"]
-
-_META = "__meta__"
 
 
 def build_numpy_model(
@@ -328,17 +325,10 @@ class NumpyTrainer:
 
     def write_checkpoint(self, handle: BinaryIO, meta: Mapping[str, Any]) -> None:
         """An `.npz` of `state_arrays()` plus the JSON metadata, written without pickle."""
-        payload = dict(self.state_arrays())
-        blob = json.dumps(dict(meta), allow_nan=False, sort_keys=True).encode("utf-8")
-        payload[_META] = np.frombuffer(blob, dtype=np.uint8)
-        buffer = io.BytesIO()
-        np.savez(buffer, allow_pickle=False, **payload)
-        handle.write(buffer.getvalue())
+        npz_writer(self.state_arrays(), meta)(handle)
 
     def load_checkpoint(self, path: Path) -> dict[str, Any]:
         """Restore from a checkpoint file; returns its metadata."""
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files if k != _META}
-            meta: dict[str, Any] = json.loads(bytes(data[_META]).decode("utf-8"))
+        arrays, meta = read_npz(path)
         self.load_state_arrays(arrays)
-        return meta
+        return meta or {}

@@ -6,9 +6,9 @@ Shared by the built-in trainers' loop (`worker.loop`) and the function API's run
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
+from gridless.common.checkpoint_files import digest_file
 from gridless.common.checkpoints import CheckpointStore, trial_folder
 from gridless.common.errors import GridlessError
 from gridless.common.protocol import Assignment
@@ -37,7 +37,7 @@ def pick_resume_point(store: CheckpointStore, job: Assignment) -> tuple[Path | N
         except GridlessError as exc:
             skipped.append(f"{point.path} ({exc})")
             continue
-        size, digest = _digest(local)
+        size, digest = digest_file(local)
         if (size, digest) != (point.size, point.sha256):
             skipped.append(f"{point.path} (size {size} or SHA-256 does not match the record)")
             continue
@@ -45,13 +45,3 @@ def pick_resume_point(store: CheckpointStore, job: Assignment) -> tuple[Path | N
         return local, skipped
     job.resume_from, job.resume_epoch = None, 0
     return None, skipped
-
-
-def _digest(path: Path) -> tuple[int, str]:
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()

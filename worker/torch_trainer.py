@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import io
 import itertools
-import json
 import math
 import time
 from collections.abc import Mapping
@@ -28,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim import lr_scheduler, swa_utils
 
+from gridless.common.checkpoint_files import pt_writer, read_pt
 from gridless.worker.data import Dataset
 from gridless.worker.torch_stats import EpochStats, step_norms, to_host
 from gridless.worker.trainer import (
@@ -412,17 +411,14 @@ class TorchTrainer:
     def write_checkpoint(self, handle: BinaryIO, meta: Mapping[str, Any]) -> None:
         """A `.pt` file of state dicts and JSON metadata (tensors, numbers, strings only),
         its tensors on the CPU whatever the training device."""
-        state = {
+        fields = {
             "model": _on_cpu(self.model.state_dict()),
             "optimizer": _on_cpu(self.optimizer.state_dict()),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
             "ema": _on_cpu(self.ema.state_dict()) if self.ema is not None else {},
             "epoch": self.epoch,
-            "meta": json.dumps(dict(meta), allow_nan=False, sort_keys=True),
         }
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        handle.write(buffer.getvalue())
+        pt_writer(fields, meta)(handle)
 
     def load_checkpoint(self, path: Path) -> dict[str, Any]:
         """Restore from a `.pt` checkpoint, never unpickling arbitrary objects.
@@ -431,7 +427,7 @@ class TorchTrainer:
         and moves the optimizer's state there, except its step counters, which torch
         keeps on the CPU (a GPU counter would cost Adam a host sync per step).
         """
-        state = torch.load(path, weights_only=True, map_location="cpu")
+        state, meta = read_pt(path, map_location="cpu")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state["scheduler"]:
@@ -439,5 +435,4 @@ class TorchTrainer:
         if self.ema is not None and state["ema"]:
             self.ema.load_state_dict(state["ema"])
         self.epoch = int(state["epoch"])
-        meta: dict[str, Any] = json.loads(state["meta"])
-        return meta
+        return meta or {}

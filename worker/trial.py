@@ -24,6 +24,7 @@ from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 
+from gridless.common.checkpoint_files import npz_writer, pt_writer, read_npz, read_pt
 from gridless.common.checkpoints import format_name
 from gridless.common.metric import check_metric_name
 
@@ -31,7 +32,6 @@ __all__ = ["Trial", "TrialStopped", "load_state", "state_writer"]
 
 log = logging.getLogger(__name__)
 
-_META = "__meta__"
 _STATE = "state/"
 
 
@@ -449,25 +449,9 @@ def state_writer(
     """
     if not isinstance(state, Mapping):
         raise TypeError(f"trial.save: state must be a dict, but got {type(state).__name__}")
-    blob = json.dumps(dict(meta), allow_nan=False, sort_keys=True)
     if _has_tensor(state):
-        import torch
-
-        def write_pt(handle: BinaryIO) -> None:
-            buffer = io.BytesIO()
-            torch.save({"state": dict(state), "meta": blob}, buffer)
-            handle.write(buffer.getvalue())
-
-        return "pt", write_pt
-    arrays = {f"{_STATE}{key}": value for key, value in _flatten(state, "")}
-    arrays[_META] = np.frombuffer(blob.encode("utf-8"), dtype=np.uint8)
-
-    def write_npz(handle: BinaryIO) -> None:
-        buffer = io.BytesIO()
-        np.savez(buffer, allow_pickle=False, **arrays)
-        handle.write(buffer.getvalue())
-
-    return "npz", write_npz
+        return "pt", pt_writer({"state": dict(state)}, meta)
+    return "npz", npz_writer({f"{_STATE}{key}": value for key, value in _flatten(state, "")}, meta)
 
 
 def _flatten(state: Mapping[str, Any], prefix: str) -> Iterator[tuple[str, np.ndarray]]:
@@ -490,19 +474,16 @@ def load_state(path: str | Path, *, device: str = "cpu") -> Any:
     """The state a function trial saved at `path` (`.pt` or `.npz`), without pickle."""
     path = Path(path)
     if path.suffix == ".pt":
-        import torch
-
-        payload = torch.load(path, weights_only=True, map_location=device)
-        return payload["state"]
+        fields, _ = read_pt(path, map_location=device)
+        return fields["state"]
     state: dict[str, Any] = {}
-    with np.load(path, allow_pickle=False) as data:
-        for key in data.files:
-            if not key.startswith(_STATE):
-                continue
-            *folders, leaf = key[len(_STATE) :].split("/")
-            node = state
-            for folder in folders:
-                node = node.setdefault(folder, {})
-            value = data[key]
-            node[leaf] = value.item() if value.ndim == 0 else value
+    arrays, _ = read_npz(path)
+    for key, value in arrays.items():
+        if not key.startswith(_STATE):
+            continue
+        *folders, leaf = key[len(_STATE) :].split("/")
+        node = state
+        for folder in folders:
+            node = node.setdefault(folder, {})
+        node[leaf] = value.item() if value.ndim == 0 else value
     return state

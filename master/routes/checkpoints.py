@@ -12,8 +12,7 @@ downloads folder.
 
 from __future__ import annotations
 
-import hashlib
-import json
+import importlib.util
 import re
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,6 +22,7 @@ from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import FileResponse
 
 from gridless.common.bounds import Id, Number, Offset
+from gridless.common.checkpoint_files import digest_file, read_npz, read_pt
 from gridless.common.checkpoints import CheckpointStore
 from gridless.common.db import CheckpointRow, TrialRow
 from gridless.common.errors import ConflictError, NotFoundError
@@ -103,11 +103,7 @@ def _verified(store: CheckpointStore, ck: CheckpointRow) -> Path:
         raise NotFoundError(
             f"checkpoint {ck.path!r} is recorded but missing from the store"
         ) from None
-    digest = hashlib.sha256()
-    with file.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    if digest.hexdigest() != ck.sha256:
+    if digest_file(file)[1] != ck.sha256:
         raise ConflictError(f"checkpoint {ck.path!r} does not match its recorded SHA-256")
     return file
 
@@ -123,28 +119,16 @@ def _file_meta(file: Path, relpath: str) -> dict[str, Any] | None:
         "unpickles; a file that needs pickle was not written by gridless)"
     )
     if file.suffix == ".npz":
-        import numpy as np
-
         try:
-            with np.load(file, allow_pickle=False) as data:
-                if "__meta__" not in data.files:
-                    return None
-                meta: dict[str, Any] = json.loads(bytes(data["__meta__"]).decode("utf-8"))
-                return meta
+            return read_npz(file)[1]
         except (ValueError, OSError, EOFError, UnicodeDecodeError) as exc:
             raise refusal from exc
-    try:
-        import torch
-    except ImportError:
+    if importlib.util.find_spec("torch") is None:
         return None
     try:
-        state = torch.load(file, weights_only=True)
-        if isinstance(state, dict) and "meta" in state:
-            loaded: dict[str, Any] = json.loads(state["meta"])
-            return loaded
+        return read_pt(file)[1]
     except Exception as exc:  # weights_only refusals arrive as UnpicklingError, RuntimeError
         raise refusal from exc
-    return None
 
 
 @router.get("/checkpoints/meta")
