@@ -23,7 +23,7 @@ from fastapi.responses import FileResponse
 
 from gridless.common.bounds import Id, Number, Offset
 from gridless.common.checkpoint_files import digest_file, read_npz, read_pt
-from gridless.common.checkpoints import CheckpointStore
+from gridless.common.checkpoints import CheckpointStore, trial_folder
 from gridless.common.db import CheckpointRow, TrialRow
 from gridless.common.errors import ConflictError, NotFoundError
 from gridless.master.deps import ProtocolDep, ServiceDep, StudyDep
@@ -48,7 +48,7 @@ def download_name(study: str, number: int, file_name: str) -> str:
 
     The dashboard's download link builds the same name (master/static/app.js).
     """
-    return f"{study}-trial{number:06d}-{file_name}"
+    return f"{study}-trial{trial_folder(number)}-{file_name}"
 
 
 def content_disposition(name: str) -> str:

@@ -16,6 +16,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
+from gridless.common.checkpoints import trial_folder
 from gridless.worker.loop import run_worker
 from tests.conftest import Master, tiny_spec
 from tests.jobs import build_ensembles
@@ -223,7 +224,9 @@ def test_checkpoint_browser_shows_metadata_and_downloads(
     assert f'"epoch": {listing[0]["epoch"]}' in browser.find_element(By.ID, "checkpoint-meta").text
     browser.find_element(By.ID, "download").click()
     # named after its study and trial (issue 19): file names repeat across trials
-    target = downloads / f"tiny-trial{listing[0]['trial_number']:06d}-{listing[0]['name']}"
+    target = (
+        downloads / f"tiny-trial{trial_folder(listing[0]['trial_number'])}-{listing[0]['name']}"
+    )
     deadline = time.monotonic() + 20
     while not target.exists():
         assert time.monotonic() < deadline, "the download did not arrive"
@@ -455,7 +458,7 @@ def test_trial_n_is_trial_n_everywhere(two_studies: Master, browser: WebDriver) 
         time.sleep(0.1)
     assert browser.current_url.endswith(f"#/studies/2/trials/{number}")
 
-    folder = f"second/{number:06d}/"
+    folder = f"second/{trial_folder(number)}/"
     assert detail["checkpoints"]
     assert all(c["path"].startswith(folder) for c in detail["checkpoints"])
     assert (Path(two_studies.store_root) / folder).is_dir()
@@ -468,7 +471,7 @@ def test_trial_n_is_trial_n_everywhere(two_studies: Master, browser: WebDriver) 
     assert listed_files.exit_code == 0, listed_files.output
     assert folder in listed_files.output
     assert "second/00000" in listed_files.output
-    others = [f"second/{n:06d}/" for n in range(4) if n != number]
+    others = [f"second/{trial_folder(n)}/" for n in range(4) if n != number]
     assert not any(o in listed_files.output for o in others)
 
 

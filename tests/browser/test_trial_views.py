@@ -24,6 +24,7 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
+from gridless.common.checkpoints import trial_folder
 from gridless.common.spec import parse_spec
 from tests.browser.test_dashboard import (
     CHROMEDRIVER,
@@ -395,7 +396,7 @@ def test_a_downloaded_checkpoint_is_named_after_its_study_and_trial(
 ) -> None:
     chosen = open_far_checkpoint(served, browser)
     link = browser.find_element(By.ID, "download")
-    expected = f"tiny-trial{chosen['trial_number']:06d}-{chosen['name']}"
+    expected = f"tiny-trial{trial_folder(chosen['trial_number'])}-{chosen['name']}"
     assert link.get_attribute("download") == expected
     link.click()
     target = downloads / expected

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from gridless.common.checkpoints import parse_name
+from gridless.common.checkpoints import parse_name, trial_folder
 from gridless.common.db import CheckpointRow, TrialRow, session_scope
 from gridless.master.launcher import RayLauncher
 from tests.conftest import Master, tiny_spec
@@ -45,7 +45,7 @@ def test_tiny_study_through_ray_workers(master: Master, ray_session: object) -> 
     # and hash, and every checkpoint file on disk is recorded.
     study_dir = master.store_root / "tiny"
     assert sorted(p.name for p in study_dir.iterdir()) == [
-        f"{t.number:06d}" for t in sorted(trials, key=lambda t: t.number)
+        trial_folder(t.number) for t in sorted(trials, key=lambda t: t.number)
     ]
     on_disk = {p.relative_to(master.store_root).as_posix() for p in study_dir.glob("*/*.npz")}
     assert on_disk == {c.path for c in checkpoints}
@@ -56,7 +56,7 @@ def test_tiny_study_through_ray_workers(master: Master, ray_session: object) -> 
 
     # The best file name of each trial ranks the trials as the API does.
     best_name = {
-        t.number: sorted((study_dir / f"{t.number:06d}").iterdir())[-1].name for t in trials
+        t.number: sorted((study_dir / trial_folder(t.number)).iterdir())[-1].name for t in trials
     }
     by_name = sorted(best_name, key=lambda n: best_name[n], reverse=True)
     api = httpx.get(f"{master.url}/api/v1/studies/{study.id}/trials").json()["data"]

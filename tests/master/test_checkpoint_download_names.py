@@ -8,6 +8,7 @@ import hashlib
 import httpx
 import pytest
 
+from gridless.common.checkpoints import trial_folder
 from gridless.master.routes.checkpoints import content_disposition, download_name
 from gridless.worker.loop import run_worker
 from tests.conftest import Master, tiny_spec
@@ -69,7 +70,7 @@ def test_download_header_carries_study_and_trial(master: Master) -> None:
     for ck in listing:
         response = httpx.get(f"{api}/checkpoints/file", params={"path": ck["path"]})
         assert response.status_code == 200
-        name = f"tiny-trial{ck['trial_number']:06d}-{ck['name']}"
+        name = f"tiny-trial{trial_folder(ck['trial_number'])}-{ck['name']}"
         assert response.headers["content-disposition"] == f'attachment; filename="{name}"'
         assert hashlib.sha256(response.content).hexdigest() == ck["sha256"]
         names.add(name)

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from gridless.common.checkpoints import trial_folder
 from gridless.master.app import create_app
 from gridless.master.server import BackgroundServer
 from tests.conftest import TINY_SPEC, Master
@@ -296,7 +297,7 @@ def test_a_planted_pickle_checkpoint_is_never_unpickled(
     assert b"write_text" in payload
     trial_id = _claimed_trial(api)
     name = f"val0.5000_ep001.{suffix}"
-    folder = Path(master.store_root) / "tiny" / f"{0:06d}"
+    folder = Path(master.store_root) / "tiny" / trial_folder(0)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / name).write_bytes(payload)
     relpath = f"tiny/000000/{name}"
