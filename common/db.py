@@ -107,7 +107,7 @@ class StudyRow(Base):
     @property
     def objective(self) -> Metric:
         """The metric this study optimizes, with its direction."""
-        return Metric(self.metric, "max" if self.maximize else "min")
+        return Metric.of(self.metric, maximize=self.maximize)
 
 
 class StageRow(Base):

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
+
+from sqlalchemy import ColumnElement, SQLColumnExpression, UnaryExpression, func
 
 from gridless.common.errors import SpecError
 
@@ -40,6 +42,8 @@ KNOWN_DIRECTIONS: dict[str, Literal["min", "max"]] = {
 RESERVED_NAMES = frozenset(
     {"epoch", "attempt", "worker_id", "seconds", "diverged", "checkpoint", "stats", "warnings"}
 )
+
+T = TypeVar("T")
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
 
@@ -70,14 +74,60 @@ class Metric:
     name: str
     mode: Literal["min", "max"]
 
+    @classmethod
+    def of(cls, name: str, *, maximize: bool) -> Metric:
+        """The metric from a stored name and `maximize` flag (the database's columns)."""
+        return cls(name, "max" if maximize else "min")
+
     @property
     def maximize(self) -> bool:
         """Whether larger values are better."""
         return self.mode == "max"
 
+    @property
+    def sign(self) -> float:
+        """+1 or -1: `sign * score` is larger for better scores (for sorts and percentiles)."""
+        return 1.0 if self.maximize else -1.0
+
+    @property
+    def direction(self) -> Literal["maximize", "minimize"]:
+        """The direction in Optuna's words, for `optuna.create_study(direction=...)`."""
+        return "maximize" if self.maximize else "minimize"
+
+    @property
+    def comparison(self) -> str:
+        """How a score at least as good as another reads: `>=` or `<=`."""
+        return ">=" if self.maximize else "<="
+
+    @property
+    def beyond(self) -> str:
+        """Which side of a cut-off a worse score lies on: `below` or `above`."""
+        return "below" if self.maximize else "above"
+
     def better(self, score: float, than: float | None) -> bool:
-        """Whether `score` beats `than` (anything beats None)."""
-        return than is None or (score > than if self.maximize else score < than)
+        """Whether `score` beats `than` strictly (anything beats None)."""
+        return than is None or self.sign * score > self.sign * than
+
+    def reached(self, score: float, target: float) -> bool:
+        """Whether `score` is at least as good as `target`."""
+        return self.sign * score >= self.sign * target
+
+    def best(self, scores: Iterable[T], key: Callable[[T], Any] | None = None) -> T:
+        """The best of `scores` (by `key`, which returns the score first); `ValueError` on none."""
+        pick = max if self.maximize else min
+        return pick(scores, key=key) if key is not None else pick(scores)  # type: ignore[type-var]
+
+    def worst(self, scores: Iterable[float]) -> float:
+        """The worst of `scores`; `ValueError` on none."""
+        return (min if self.maximize else max)(scores)
+
+    def order_by(self, column: SQLColumnExpression[Any]) -> UnaryExpression[Any]:
+        """A SQL ordering of `column`, best first."""
+        return column.desc() if self.maximize else column.asc()
+
+    def best_of(self, column: SQLColumnExpression[Any]) -> ColumnElement[Any]:
+        """The SQL aggregate of `column`'s best value (MAX or MIN)."""
+        return func.max(column) if self.maximize else func.min(column)
 
     def score(self, metrics: Mapping[str, Any]) -> float | None:
         """This metric's value in a report's named numbers; None when absent or not finite."""

@@ -46,7 +46,7 @@ class ArtifactQueries:
                 conditions.append(TrialRow.id == trial_id)
             if trial_number is not None:
                 conditions.append(TrialRow.number == trial_number)
-            score = CheckpointRow.score.desc() if study.maximize else CheckpointRow.score.asc()
+            score = study.objective.order_by(CheckpointRow.score)
             query = (
                 select(CheckpointRow, TrialRow)
                 .join(TrialRow, TrialRow.id == CheckpointRow.trial_id)
@@ -94,9 +94,7 @@ class ArtifactQueries:
                 raise ConflictError(
                     f"study {study_id} is {study.state}; ensembles need a completed study"
                 )
-            best_first = (
-                CheckpointRow.score.desc() if study.maximize else CheckpointRow.score.asc()
-            )
+            best_first = study.objective.order_by(CheckpointRow.score)
             chosen: list[tuple[TrialRow, str]] = []
             for trial in s.scalars(ranked(study).where(TrialRow.best_score.is_not(None))):
                 path = s.scalar(

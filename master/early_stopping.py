@@ -31,6 +31,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gridless.common.db import EpochMetricRow, StudyRow, TrialRow
+from gridless.common.metric import Metric
 
 __all__ = ["DEFAULT_EARLY_STOPPING", "asha_cutoff", "asha_rungs", "should_stop"]
 
@@ -81,7 +82,7 @@ def _median(
         return None
     median = statistics.median(others)
     best = trial.best_score if trial.best_score is not None else score
-    behind = best < median if study.maximize else best > median
+    behind = study.objective.better(median, best)
     if not behind:
         return None
     return (
@@ -108,13 +109,15 @@ def asha_rungs(
     return found
 
 
-def asha_cutoff(others: list[float], reduction_factor: float, *, maximize: bool) -> float | None:
+def asha_cutoff(
+    others: list[float], reduction_factor: float, *, objective: Metric
+) -> float | None:
     """The score a trial must reach at a rung to go on, given the scores of the trials that
     reached it before (None: it is the first, and goes on). Ray Tune's `_Bracket.cutoff`
     on sign-adjusted scores, returned in the metric's own sign."""
     if not others:
         return None
-    sign = 1.0 if maximize else -1.0
+    sign = objective.sign
     q = (1.0 - 1.0 / reduction_factor) * 100.0
     return sign * float(np.percentile([sign * v for v in others], q))
 
@@ -132,13 +135,13 @@ def _asha(
     if epoch not in rungs:
         return None
     others = _others_at(s, trial, epoch)
-    cut = asha_cutoff(others, rf, maximize=study.maximize)
+    cut = asha_cutoff(others, rf, objective=study.objective)
     if cut is None:
         return None
-    behind = score < cut if study.maximize else score > cut
+    behind = study.objective.better(cut, score)
     if not behind:
         return None
-    side = "below" if study.maximize else "above"
+    side = study.objective.beyond
     return (
         f"early stop (ASHA): {study.metric} {score:.4f} at epoch {epoch} (rung "
         f"{rungs.index(epoch) + 1} of {len(rungs)}) is {side} the cut {cut:.4f} that keeps "

@@ -131,7 +131,7 @@ def settle(s: Session, study: StudyRow, stage: StageRow) -> dict[str, Any] | Non
         )
         if v is not None
     ]
-    worst = (min if study.maximize else max)(scores) if scores else None
+    worst = study.objective.worst(scores) if scores else None
     configurations = []
     for original in sorted(originals, key=lambda t: record["top"].index(t.number)):
         reruns = list(

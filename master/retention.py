@@ -38,7 +38,7 @@ def retain(s: Session, study: StudyRow, trial: TrialRow) -> list[str]:
     if len(live) <= 2:
         return []
     latest = max(live, key=lambda c: c.epoch)
-    best = (max if study.maximize else min)(live, key=lambda c: (c.score, -c.epoch))
+    best = study.objective.best(live, key=lambda c: (c.score, -c.epoch))
     gone = []
     for ck in live:
         if ck.id in (latest.id, best.id):

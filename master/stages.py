@@ -260,10 +260,10 @@ def target_reached(study: StudyRow, score: float, trial: TrialRow, epoch: int) -
     target = _rules(study).get("target")
     if target is None:
         return None
-    reached = score >= target if study.maximize else score <= target
+    reached = study.objective.reached(score, target)
     if not reached:
         return None
-    sign = ">=" if study.maximize else "<="
+    sign = study.objective.comparison
     return (
         f"target reached: {study.metric} {score:.4g} {sign} {target:g} "
         f"(trial {trial.number}, epoch {epoch})"
@@ -297,7 +297,7 @@ def _no_progress(s: Session, study: StudyRow) -> str | None:
     patience = _rules(study).get("patience_stages")
     if patience is None:
         return None
-    best = func.max(TrialRow.best_score) if study.maximize else func.min(TrialRow.best_score)
+    best = study.objective.best_of(TrialRow.best_score)
     rows = s.execute(
         select(StageRow.index, best)
         .join(TrialRow, TrialRow.stage_id == StageRow.id)
@@ -308,9 +308,9 @@ def _no_progress(s: Session, study: StudyRow) -> str | None:
     scores = [score for _, score in rows if score is not None]
     if len(scores) <= patience:
         return None
-    before = (max if study.maximize else min)(scores[:-patience])
-    recent = (max if study.maximize else min)(scores[-patience:])
-    improved = recent > before if study.maximize else recent < before
+    before = study.objective.best(scores[:-patience])
+    recent = study.objective.best(scores[-patience:])
+    improved = study.objective.better(recent, before)
     if improved:
         return None
     return (

@@ -101,5 +101,5 @@ def ranked(study: StudyRow) -> Select[TrialRow]:
     The score is the selection score: the best score, or the mean over seeds of a
     re-scored configuration (master/rescore.py)."""
     score = TrialRow.selection_score
-    order = score.desc().nulls_last() if study.maximize else score.asc().nulls_last()
+    order = study.objective.order_by(score).nulls_last()
     return select(TrialRow).where(TrialRow.study_id == study.id).order_by(order, TrialRow.number)

@@ -220,6 +220,6 @@ def stage_summaries(s: Session, study: StudyRow) -> list[dict[str, Any]]:
                 "p75": scores[round(0.75 * last)],
                 "max": scores[-1],
             }
-            summary["best"] = scores[-1] if study.maximize else scores[0]
+            summary["best"] = study.objective.best(scores)
         out.append(summary)
     return out

@@ -60,9 +60,7 @@ def suggest_tpe(
     dists = parse_space(stage.space)
     space = {name: to_optuna(d) for name, d in dists.items()}
     sampler = optuna.samplers.TPESampler(seed=(study.seed * 1_000_003 + number) % 2**32)
-    ostudy = optuna.create_study(
-        direction="maximize" if study.maximize else "minimize", sampler=sampler
-    )
+    ostudy = optuna.create_study(direction=study.objective.direction, sampler=sampler)
     done = [TrialState.COMPLETED.value, TrialState.STOPPED.value]
     scored = [TrialRow.best_score.is_not(None), TrialRow.state.in_(done)]
     finished = list(s.scalars(select(TrialRow).where(TrialRow.stage_id == stage.id, *scored)))

@@ -122,7 +122,7 @@ def run_trial(
     request = StartRequest(worker_id=worker_id, attempt=job.attempt, params=params)
     client.start(job.trial_id, request)
     store.ensure_trial_dir(job.study, trial_folder(job.trial_number))
-    objective = Metric(job.metric, "max" if job.maximize else "min")
+    objective = Metric.of(job.metric, maximize=job.maximize)
     try:
         trainer = make_trainer(
             job.model, job.dataset, full_params, seed=trial_seed(job), device=device

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from gridless.common.errors import SpecError
+from gridless.common.metric import Metric
 from gridless.common.spec import parse_spec
 from gridless.master.early_stopping import asha_cutoff, asha_rungs
 from tests.conftest import TINY_SPEC
@@ -54,7 +55,7 @@ def test_rungs_sit_at_min_epochs_times_powers_of_the_factor_below_the_last_epoch
 def test_the_cut_keeps_the_top_one_in_factor(
     others: list[float], factor: float, maximize: bool, expected: float | None
 ) -> None:
-    cut = asha_cutoff(others, factor, maximize=maximize)
+    cut = asha_cutoff(others, factor, objective=Metric.of("m", maximize=maximize))
     assert cut == pytest.approx(expected) if expected is not None else cut is None
 
 
@@ -74,7 +75,11 @@ def ours(
     for trial, epoch, score in events:
         others = [v for t, v in stored.get(epoch, {}).items() if t != trial]
         stored.setdefault(epoch, {})[trial] = score
-        cut = asha_cutoff(others, factor, maximize=maximize) if epoch in rungs else None
+        cut = (
+            asha_cutoff(others, factor, objective=Metric.of("m", maximize=maximize))
+            if epoch in rungs
+            else None
+        )
         behind = cut is not None and (score < cut if maximize else score > cut)
         decisions.append(behind)
     return decisions
