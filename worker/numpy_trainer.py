@@ -14,7 +14,7 @@ from gridless.worker.data import Dataset
 from gridless.worker.models import ConvNet, FullyConnectedNet, NumpyModel
 from gridless.worker.optim import get_update_rule, momentum_at
 from gridless.worker.schedules import PlateauTracker, learning_rate_at
-from gridless.worker.trainer import (
+from gridless.worker.training import (
     EpochMetrics,
     chance_stats,
     check_loss_fits,

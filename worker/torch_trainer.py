@@ -29,7 +29,7 @@ from torch.optim import lr_scheduler, swa_utils
 from gridless.common.checkpoint_files import pt_writer, read_pt
 from gridless.worker.data import Dataset
 from gridless.worker.torch_stats import EpochStats, step_norms, to_host
-from gridless.worker.trainer import (
+from gridless.worker.training import (
     EpochMetrics,
     chance_stats,
     check_loss_fits,

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gridless.worker.trainer import first_layer_snapshot
+from gridless.worker.training import first_layer_snapshot
 
 __all__ = ["ACTIVATIONS", "Watch", "hidden_layers"]
 

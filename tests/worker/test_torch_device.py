@@ -23,7 +23,8 @@ from gridless.worker.loop import run_worker
 from gridless.worker.numpy_trainer import NumpyTrainer
 from gridless.worker.torch_stats import DIVERGENCE_CHECK_STEPS, EpochStats, mean_update_ratios
 from gridless.worker.torch_trainer import TorchTrainer
-from gridless.worker.trainer import EXPLODE_FACTOR, make_trainer
+from gridless.worker.trainer import make_trainer
+from gridless.worker.training import EXPLODE_FACTOR
 from tests.conftest import Master, tiny_spec
 
 pytestmark = pytest.mark.torch

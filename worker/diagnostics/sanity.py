@@ -19,7 +19,7 @@ import numpy as np
 
 from gridless.worker.data import Dataset
 from gridless.worker.diagnostics.gradcheck import CheckTarget
-from gridless.worker.trainer import Trainer, target_variance
+from gridless.worker.training import Trainer, chance_loss
 
 __all__ = [
     "CHANCE_CHECK",
@@ -55,16 +55,6 @@ class SanityResult:
 
     def to_json(self) -> dict[str, Any]:
         return {"check": self.name, "passed": self.passed, "detail": self.detail}
-
-
-def chance_loss(num_classes: int, loss: str, *, targets: np.ndarray | None = None) -> float:
-    """The loss of diffuse scores: -ln(1/C) for softmax, C - 1 for the SVM; for `mse`, the
-    variance of `targets` (N, k), the cost of predicting their mean."""
-    if loss == "mse":
-        if targets is None:
-            raise ValueError("the chance loss of mse is the targets' variance: pass targets")
-        return target_variance(targets)
-    return float(num_classes - 1) if loss == "svm" else math.log(num_classes)
 
 
 def chance_loss_check(
