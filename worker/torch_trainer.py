@@ -1,8 +1,9 @@
-"""The Torch trainer: the NumPy models' twins, trained with torch.optim and its schedulers.
+"""The Torch trainer: the NumPy models' twins, trained with torch.optim.
 
-Same model names (`mlp`, `convnet`), hyperparameter names, metrics and checkpoint
-protocol as `worker.numpy_trainer`. Checkpoints are `.pt` files holding only tensors,
-numbers and strings, so they load with `torch.load(path, weights_only=True)`.
+Learning rates come from the pure schedules of worker/schedules.py, as in the NumPy
+trainer (issue 21). Same model names (`mlp`, `convnet`), hyperparameter names, metrics
+and checkpoint protocol as `worker.numpy_trainer`. Checkpoints are `.pt` files holding
+only tensors, numbers and strings, so they load with `torch.load(path, weights_only=True)`.
 
 A trainer trains on one device, the trial's (issue 16): the model, its running average
 and the data live there, and the epoch's statistics stay there until it ends
@@ -24,10 +25,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.optim import lr_scheduler, swa_utils
+from torch.optim import swa_utils
 
 from gridless.common.checkpoint_files import pt_writer, read_pt
 from gridless.worker.data import Dataset
+from gridless.worker.schedules import PlateauTracker, learning_rate_at
 from gridless.worker.torch_stats import EpochStats, step_norms, to_host
 from gridless.worker.training import (
     EpochMetrics,
@@ -121,27 +123,6 @@ def make_optimizer(
     raise ValueError(f"unknown update rule {name!r}")
 
 
-def _scheduler(optimizer: torch.optim.Optimizer, hp: Mapping[str, Any]) -> Any:
-    name = hp["schedule"]
-    decay, k = float(hp["lr_decay"]), float(hp["lr_k"])
-    if name == "step":
-        return lr_scheduler.StepLR(optimizer, step_size=int(hp["lr_step"]), gamma=decay)
-    if name == "exponential":
-        return lr_scheduler.ExponentialLR(optimizer, gamma=math.exp(-k))
-    if name == "inverse_time":
-        return lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0 / (1.0 + k * epoch))
-    if name == "plateau":
-        # torch drops after more than `patience` bad epochs; ours after `lr_patience`.
-        return lr_scheduler.ReduceLROnPlateau(
-            optimizer,
-            mode="max",
-            factor=decay,
-            patience=int(hp["lr_patience"]) - 1,
-            threshold=0.0,
-        )
-    return None
-
-
 def _fork_rng(device: torch.device) -> contextlib.AbstractContextManager[None]:
     """Fork the CPU generator, and the GPU's when training on one (dropout draws from the
     device's generator), so seeding a trial leaves the process's generators as they were."""
@@ -218,7 +199,10 @@ class TorchTrainer:
             # LBFGS takes one parameter group; its closure adds the L2 term itself.
             groups = [{"params": weights + others}]
         self.optimizer = make_optimizer(str(self.hp["update"]), groups, self.hp)
-        self.scheduler = _scheduler(self.optimizer, self.hp)
+        # The rate of each epoch comes from the pure schedules the NumPy trainer uses
+        # (issue 21); L-BFGS scales its own base rate of 1.
+        self.base_lr = float(self.optimizer.param_groups[0]["lr"])
+        self.plateau = PlateauTracker(patience=int(self.hp["lr_patience"]))
         # The copy lives on the model's device; its step counter stays a CPU tensor (no
         # `device=`), so reading it each step costs no wait for the GPU.
         self.ema = (
@@ -333,7 +317,11 @@ class TorchTrainer:
     def train_epoch(self) -> EpochMetrics:
         """One pass over the training split (or one L-BFGS run), then evaluation."""
         start = time.perf_counter()
-        lr = float(self.optimizer.param_groups[0]["lr"])
+        lr = learning_rate_at(
+            {**self.hp, "learning_rate": self.base_lr}, self.epoch, self.plateau.drops
+        )
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
         initial = None
         if self.epoch == 0:  # the seed's chance check is on the data loss alone
             batch = int(self.hp["batch_size"])
@@ -376,11 +364,9 @@ class TorchTrainer:
             stats["initial_data_loss"] = initial
         train_loss = float(np.mean(losses)) if losses else float("nan")
         self.epoch += 1
-        if isinstance(self.scheduler, lr_scheduler.ReduceLROnPlateau):
+        if self.hp["schedule"] == "plateau":
             # R² ranks epochs as the validation loss does, higher being better
-            self.scheduler.step(metrics["val_r2"] if val_acc is None else val_acc)
-        elif self.scheduler is not None:
-            self.scheduler.step()
+            self.plateau.step(metrics["val_r2"] if val_acc is None else val_acc)
         return EpochMetrics(
             train_loss=train_loss,
             train_accuracy=train_acc,
@@ -414,7 +400,11 @@ class TorchTrainer:
         fields = {
             "model": _on_cpu(self.model.state_dict()),
             "optimizer": _on_cpu(self.optimizer.state_dict()),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
+            "scheduler": {  # the plateau schedule's count; the others need only the epoch
+                "best": self.plateau.best,
+                "stale": self.plateau.stale,
+                "drops": self.plateau.drops,
+            },
             "ema": _on_cpu(self.ema.state_dict()) if self.ema is not None else {},
             "epoch": self.epoch,
         }
@@ -430,8 +420,14 @@ class TorchTrainer:
         state, meta = read_pt(path, map_location="cpu")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and state["scheduler"]:
-            self.scheduler.load_state_dict(state["scheduler"])
+        plateau = state.get("scheduler") or {}
+        if "drops" in plateau:
+            self.plateau = PlateauTracker(
+                patience=self.plateau.patience,
+                best=float(plateau["best"]),
+                stale=int(plateau["stale"]),
+                drops=int(plateau["drops"]),
+            )
         if self.ema is not None and state["ema"]:
             self.ema.load_state_dict(state["ema"])
         self.epoch = int(state["epoch"])
