@@ -23,6 +23,7 @@ from gridless.common.errors import (
 )
 from gridless.master.guard import GuardMiddleware
 from gridless.master.launcher import WorkerLauncher
+from gridless.master.notify import Notifier
 from gridless.master.protocol import TrialProtocol
 from gridless.master.routes import checkpoints, dashboard, ensembles, studies, trials, workers
 from gridless.master.security import TokenMiddleware
@@ -80,8 +81,11 @@ def create_app(
             answers to; see master/guard.py for this and the two limits.
     """
     engine = engine or make_engine(database_url)
+    notifier = Notifier()
+    sessions = make_session_factory(engine)
+    sessions.configure(info={"notifier": notifier})  # for the hooks of master.notify
     storage = Storage(
-        sessions=make_session_factory(engine),
+        sessions=sessions,
         store=open_store(store_root),
         heartbeat_interval_s=heartbeat_interval_s,
     )
@@ -111,6 +115,7 @@ def create_app(
     app.state.workers = manager
     app.state.monitor = monitor
     app.state.store = storage.store
+    app.state.notifier = notifier
     if token:
         app.add_middleware(TokenMiddleware, token=token)
     # Added last, so it runs first: hosts, origins, sizes and load before anything else.

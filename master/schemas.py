@@ -5,9 +5,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gridless.common.spec import TARGET_PATTERN, StageSpec
+from gridless.master.notify import redact_url
 
 __all__ = [
     "CheckpointPublic",
@@ -61,6 +62,15 @@ class StudyPublic(_Public):
     created_at: dt.datetime
     finished_at: dt.datetime | None
     spec: dict[str, Any]
+
+    @field_validator("spec")
+    @classmethod
+    def _no_webhook_secret(cls, spec: dict[str, Any]) -> dict[str, Any]:
+        """Reads are open: a webhook URL's path (its secret, for Slack's) is not shown."""
+        notify = spec.get("notify")
+        if isinstance(notify, dict) and isinstance(notify.get("url"), str):
+            return {**spec, "notify": {**notify, "url": redact_url(notify["url"])}}
+        return spec
 
 
 class StudyDetailPublic(StudyPublic):

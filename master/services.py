@@ -21,7 +21,7 @@ from gridless.common.errors import ConflictError, NotFoundError
 from gridless.common.space import space_to_json
 from gridless.common.spec import StudySpec
 from gridless.common.states import StageState, StudyState, TrialState
-from gridless.master import analysis
+from gridless.master import analysis, notify
 from gridless.master.artifacts import ArtifactQueries
 from gridless.master.storage import Storage, load_study, ranked
 from gridless.master.study_edits import StudyEdits, warm_ranges
@@ -124,6 +124,7 @@ class StudyService(ArtifactQueries, StudyEdits):
                 study.breaker_from = study.next_trial_number
             if target is StudyState.STOPPED:
                 study.finished_at = utcnow()
+                notify.study_finished(study)
             return study
 
     def continue_interrupted(self) -> tuple[StudyRow, str]:

@@ -23,6 +23,7 @@ from gridless.common.db import StageRow, StudyRow, TrialRow, utcnow
 from gridless.common.errors import ConflictError
 from gridless.common.space import parse_space, space_to_json
 from gridless.common.states import StageState, StudyState, TrialState
+from gridless.master import notify
 from gridless.master.liveness import release_worker
 from gridless.master.narrowing import (
     NarrowingPolicy,
@@ -62,6 +63,7 @@ def running_stage(s: Session, study: StudyRow) -> StageRow | None:
 def complete(study: StudyRow) -> None:
     study.state = StudyState.COMPLETED.value
     study.finished_at = utcnow()
+    notify.study_finished(study)
 
 
 def advance(s: Session, study: StudyRow) -> bool:
@@ -103,6 +105,7 @@ def advance(s: Session, study: StudyRow) -> bool:
     if (trials or 0) < stage.trials or busy:
         return False
     _close(s, study, stage)
+    notify.border_flags(stage)
     return True
 
 
