@@ -39,6 +39,7 @@ __all__ = [
     "MetricNames",
     "importances",
     "last_metrics",
+    "param_column",
     "param_names",
     "study_points",
     "warning_counts",
@@ -66,7 +67,7 @@ def _finite(value: float | None) -> float | None:
 # -- plot points --------------------------------------------------------------------------
 
 
-def _param_column(name: str, dist: Distribution) -> tuple[Any, Callable[[Any], Any]]:
+def param_column(name: str, dist: Distribution) -> tuple[Any, Callable[[Any], Any]]:
     """A SQL expression reading parameter `name` out of the trial's JSON as a plain value
     (no JSON decoding per row in Python), and how to turn that value back into the
     parameter's own (an integer, one of the choice's options)."""
@@ -91,7 +92,7 @@ def study_points(s: Session, study: StudyRow) -> dict[str, Any]:
         s.execute(select(StageRow.id, StageRow.index).where(StageRow.study_id == study.id)).all()
     )
     space = parse_space(study.spec["space"])
-    columns = {name: _param_column(name, dist) for name, dist in space.items()}
+    columns = {name: param_column(name, dist) for name, dist in space.items()}
     finished = TrialRow.state.in_(FINISHED_STATES)
     rows = s.execute(
         select(
@@ -387,7 +388,12 @@ def last_metrics(s: Session, trial_ids: Sequence[int]) -> dict[int, dict[str, An
         .join(TrialRow, (TrialRow.id == em.trial_id) & (TrialRow.last_epoch == em.epoch))
         .where(TrialRow.id.in_(list(trial_ids)))
     ).all()
-    return {row.trial_id: merged_metrics(row, row.metrics) for row in rows}
+    # A row's `metrics` holds every name it reported, built-in ones included; rows from
+    # before revision 0004 have only the four columns.
+    return {
+        row.trial_id: row.metrics if row.metrics is not None else merged_metrics(row, None)
+        for row in rows
+    }
 
 
 class MetricNames:

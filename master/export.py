@@ -21,7 +21,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gridless.common.db import StageRow, StudyRow, TrialRow, session_scope
 from gridless.common.jsonsafe import finite_or_none
-from gridless.master.analysis import last_metrics, param_names
+from gridless.common.space import parse_space
+from gridless.master.analysis import last_metrics, param_column, param_names
 
 __all__ = ["FIXED_COLUMNS", "PAGE", "ExportFormat", "export_lines", "media_type"]
 
@@ -35,10 +36,14 @@ def media_type(fmt: ExportFormat) -> str:
     return "text/csv; charset=utf-8" if fmt == "csv" else "application/json"
 
 
-def _records(s: Session, ids: Sequence[int], stages: dict[int, int]) -> Iterator[dict[str, Any]]:
-    """The trials `ids` in that order, each as a record of plain values."""
+def _records(
+    s: Session, study: StudyRow, ids: Sequence[int], stages: dict[int, int]
+) -> Iterator[dict[str, Any]]:
+    """The trials `ids` in that order, each as a record of plain values (parameters
+    read out of their JSON by the database, as for the plot points)."""
+    columns = {n: param_column(n, d) for n, d in parse_space(study.spec["space"]).items()}
     rows = {
-        row.id: row
+        row[0]: row
         for row in s.execute(
             select(
                 TrialRow.id,
@@ -48,27 +53,39 @@ def _records(s: Session, ids: Sequence[int], stages: dict[int, int]) -> Iterator
                 TrialRow.origin,
                 TrialRow.best_score,
                 TrialRow.best_epoch,
-                TrialRow.params,
                 TrialRow.warnings,
+                *(column for column, _ in columns.values()),
             ).where(TrialRow.id.in_(list(ids)))
         )
     }
     metrics = last_metrics(s, ids)
+    converters = [(name, convert) for name, (_, convert) in columns.items()]
     for trial_id in ids:
         row = rows.get(trial_id)
         if row is None:
             continue  # cannot happen: trials are never deleted
         yield {
-            "number": row.number,
-            "stage": stages[row.stage_id],
-            "state": row.state,
-            "origin": row.origin,
-            "best_score": row.best_score,
-            "best_epoch": row.best_epoch,
-            "params": row.params or {},
-            "metrics": finite_or_none(metrics.get(trial_id, {})),
-            "warnings": [str(w.get("code")) for w in row.warnings or []],
+            "number": row[1],
+            "stage": stages[row[2]],
+            "state": row[3],
+            "origin": row[4],
+            "best_score": row[5],
+            "best_epoch": row[6],
+            "params": {
+                name: convert(row[i])
+                for i, (name, convert) in enumerate(converters, start=8)
+                if row[i] is not None
+            },
+            "metrics": metrics.get(trial_id, {}),
+            "warnings": [str(w.get("code")) for w in row[7] or []],
         }
+
+
+def _json(record: dict[str, Any]) -> str:
+    try:
+        return json.dumps(record, allow_nan=False)
+    except ValueError:  # a non-finite number (none should be stored): null, as everywhere
+        return json.dumps(finite_or_none(record), allow_nan=False)
 
 
 def export_lines(
@@ -108,7 +125,7 @@ def export_lines(
     first = True
     for start in range(0, len(ids), PAGE):
         with session_scope(sessions) as s:
-            records = list(_records(s, ids[start : start + PAGE], stages))
+            records = list(_records(s, study, ids[start : start + PAGE], stages))
         if fmt == "csv":
             yield "".join(
                 _csv_line(
@@ -122,7 +139,7 @@ def export_lines(
                 for r in records
             )
         else:
-            text = ",\n".join(json.dumps(r, allow_nan=False) for r in records)
+            text = ",\n".join(_json(r) for r in records)
             if text:
                 yield ("\n" if first else ",\n") + text
                 first = False
