@@ -101,12 +101,15 @@ def create_app(
         finally:
             monitor.stop()
             protocol.close()  # what is queued commits before the process ends
+            notifier.close()  # and its notifications are tried (for 5 s at most)
 
     app = FastAPI(
         title="gridless master",
         version="0.1.0",
         description="Coarse-to-fine random hyperparameter search (CS231n's worker/master).",
         lifespan=lifespan,
+        docs_url=None,  # served from the master's own files (master/routes/dashboard.py)
+        redoc_url=None,
     )
     app.state.engine = engine
     app.state.storage = storage
