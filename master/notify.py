@@ -268,7 +268,7 @@ def trial_failed(trial: TrialRow) -> None:
     error = (trial.error or "").strip()
     text = f"gridless: study {study.name} (id {study.id}): trial {trial.number} failed"
     if error:
-        text += f": {error.splitlines()[-1][:300]}"
+        text += f": {error.splitlines()[0].strip()[:300]}"  # the exception, first
     payload = {
         "text": _slack_text(text),
         **_head(study, "failed"),

@@ -144,12 +144,14 @@ class StudyPointsPublic(BaseModel):
 
 
 class ImportanceSet(BaseModel):
-    trials: int
+    trials: int = Field(description="the scored trials it used")
     importances: dict[str, float] | None = Field(description="summing to 1; null: see note")
 
 
-class StageImportance(ImportanceSet):
-    stage: int
+class StageImportance(BaseModel):
+    stage: int = Field(description="1-based")
+    trials: int = Field(description="the scored trials it used")
+    importances: dict[str, float] | None = Field(description="summing to 1; null: see note")
 
 
 class ImportancePublic(BaseModel):
