@@ -137,14 +137,15 @@ class Notifier:
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Stop the thread once what is queued was tried (retries included) or
-        `timeout_s` passed; after that no retry waits any more."""
+        `timeout_s` passed in all; after that no retry waits any more."""
+        deadline = time.monotonic() + timeout_s
         thread = self._thread
         if thread is not None and thread.is_alive():
             try:
                 self._queue.put(None, timeout=timeout_s)
             except queue.Full:
                 pass
-            thread.join(timeout=timeout_s)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
         self._closing.set()
 
     def _start(self) -> None:
@@ -160,6 +161,9 @@ class Notifier:
             while (item := self._queue.get()) is not None:
                 try:
                     self._post(client, *item)
+                except Exception:  # never let one notification end the thread
+                    self.given_up += 1
+                    log.exception("notification %s failed", item[1].get("event"))
                 finally:
                     self._queue.task_done()
 
@@ -177,10 +181,11 @@ class Notifier:
                 why = f"HTTP {status}"
                 if status < 500 and status not in (408, 429):
                     break  # the receiver refuses it: trying again changes nothing
-            if attempt + 1 < self.tries and not self._closing.wait(self.backoff_s * 2**attempt):
-                log.info("notification %s to %s: %s; retrying", payload["event"], where, why)
-                continue
-            break
+            if attempt + 1 == self.tries:
+                break
+            log.info("notification %s to %s: %s; retrying", payload["event"], where, why)
+            if self._closing.wait(self.backoff_s * 2**attempt):
+                break  # the master is shutting down
         self.given_up += 1
         log.warning("notification %s to %s not delivered: %s", payload["event"], where, why)
 
