@@ -23,6 +23,7 @@ from gridless.common.spec import StudySpec
 from gridless.common.states import StageState, StudyState, TrialState
 from gridless.master import analysis, notify
 from gridless.master.artifacts import ArtifactQueries
+from gridless.master.importance import Importance
 from gridless.master.storage import Storage, load_study, ranked
 from gridless.master.study_edits import StudyEdits, warm_ranges
 from gridless.master.trial_query import SORT_FIELDS, ParamRange, trial_query
@@ -49,7 +50,7 @@ class StudyService(ArtifactQueries, StudyEdits):
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
         self.sessions = storage.sessions
-        self.importance = analysis.Importance(storage.sessions)
+        self.importance = Importance(storage.sessions)
         self._metric_names = analysis.MetricNames()
 
     # -- studies -----------------------------------------------------------------------

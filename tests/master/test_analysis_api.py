@@ -308,9 +308,9 @@ def test_importance_of_equal_scores_says_so(api: httpx.Client) -> None:
 def test_importance_samples_big_sets_and_says_so(
     api: httpx.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gridless.master import analysis
+    from gridless.master import importance
 
-    monkeypatch.setattr(analysis, "MAX_IMPORTANCE_TRIALS", 5)
+    monkeypatch.setattr(importance, "MAX_IMPORTANCE_TRIALS", 5)
     _lr_decides(api, 8)
     answer = api.get("/studies/1/importance").json()
     assert answer["study"]["trials"] == 5
