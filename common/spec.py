@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import numpy as np
 import yaml
@@ -24,10 +25,12 @@ from gridless.common.metric import Metric, parse_metric
 from gridless.common.space import Distribution, NumericDistribution, parse_space
 
 __all__ = [
+    "NOTIFY_EVENTS",
     "TARGET_PATTERN",
     "EarlyStoppingSpec",
     "FailureSpec",
     "NarrowingSpec",
+    "NotifySpec",
     "RescoreSpec",
     "ResourcesSpec",
     "StageSpec",
@@ -183,6 +186,46 @@ def check_configs(
                 )
 
 
+NotifyEvent = Literal["finished", "failed", "border"]
+NOTIFY_EVENTS: tuple[NotifyEvent, ...] = ("finished", "failed", "border")
+
+
+class NotifySpec(_Strict):
+    """Where the master posts a study's events (issue 19): a Slack-compatible incoming
+    webhook (`{"text": ...}` plus structured fields), for the events named in `on`:
+    `finished` (the study completed or was stopped), `failed` (a trial's code raised) and
+    `border` (a stage closed with a best value on a border of its range)."""
+
+    url: str = Field(max_length=2048)
+    on: list[NotifyEvent] = Field(default_factory=lambda: list(NOTIFY_EVENTS), max_length=3)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        try:
+            parts = urlsplit(url)
+            scheme, host, _ = parts.scheme, parts.hostname, parts.port  # a bad port raises
+        except ValueError:  # or a malformed IPv6 host
+            scheme, host = "", None
+        if scheme not in ("http", "https") or not host:
+            raise SpecError(
+                f"notify.url: must be an http:// or https:// URL with a host, but got "
+                f"{url[:100]!r}"
+            )
+        if any(c.isspace() or not c.isprintable() for c in url):
+            raise SpecError("notify.url: must not contain spaces or control characters")
+        return url
+
+    @field_validator("on")
+    @classmethod
+    def _some_events(cls, on: list[str]) -> list[str]:
+        if not on:
+            raise SpecError(f"notify.on: name at least one of {', '.join(NOTIFY_EVENTS)}")
+        if len(set(on)) != len(on):
+            raise SpecError(f"notify.on: each event once, but got {on!r}")
+        return on
+
+
 class WarmSnapshot(_Strict):
     """A finished study of another run, as `gridless run`/`submit` read it from that run's
     database for `warm_start: {run: PATH}`: what a warm start needs, copied."""
@@ -248,6 +291,7 @@ class StudySpec(_Strict):
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     stop: StopSpec = Field(default_factory=StopSpec)
     warm_start: WarmStartSpec | None = None
+    notify: NotifySpec | None = None
     # Known-good configurations the first stage runs first (issue 18), each a value for
     # every searched parameter; a value outside its range is allowed (`outside_range`).
     enqueue: list[dict[str, float | int | str | bool]] = Field(

@@ -24,6 +24,7 @@ from gridless.common.errors import (
 from gridless.master.ensemble_jobs import EnsembleJobs
 from gridless.master.guard import GuardMiddleware
 from gridless.master.launcher import WorkerLauncher
+from gridless.master.notify import Notifier
 from gridless.master.protocol import TrialProtocol
 from gridless.master.routes import checkpoints, dashboard, ensembles, studies, trials, workers
 from gridless.master.security import TokenMiddleware
@@ -81,8 +82,11 @@ def create_app(
             answers to; see master/guard.py for this and the two limits.
     """
     engine = engine or make_engine(database_url)
+    notifier = Notifier()
+    sessions = make_session_factory(engine)
+    sessions.configure(info={"notifier": notifier})  # for the hooks of master.notify
     storage = Storage(
-        sessions=make_session_factory(engine),
+        sessions=sessions,
         store=open_store(store_root),
         heartbeat_interval_s=heartbeat_interval_s,
     )
@@ -101,12 +105,15 @@ def create_app(
         finally:
             monitor.stop()
             protocol.close()  # what is queued commits before the process ends
+            notifier.close()  # and its notifications are tried (for 5 s at most)
 
     app = FastAPI(
         title="gridless master",
         version="0.1.0",
         description="Coarse-to-fine random hyperparameter search (CS231n's worker/master).",
         lifespan=lifespan,
+        docs_url=None,  # served from the master's own files (master/routes/dashboard.py)
+        redoc_url=None,
     )
     app.state.engine = engine
     app.state.storage = storage
@@ -116,6 +123,7 @@ def create_app(
     app.state.workers = manager
     app.state.monitor = monitor
     app.state.store = storage.store
+    app.state.notifier = notifier
     if token:
         app.add_middleware(TokenMiddleware, token=token)
     # Added last, so it runs first: hosts, origins, sizes and load before anything else.

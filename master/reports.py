@@ -22,7 +22,7 @@ from gridless.common.db import CheckpointRow, EpochMetricRow, StudyRow, TrialRow
 from gridless.common.errors import ConflictError, NotFoundError, SpecError
 from gridless.common.protocol import EpochReport, FinishRequest, ReportAck, StartRequest
 from gridless.common.states import StudyState, TrialState
-from gridless.master import stages
+from gridless.master import notify, stages
 from gridless.master.breaker import trip_if_failing
 from gridless.master.early_stopping import should_stop
 from gridless.master.liveness import release_worker, touch_worker
@@ -149,6 +149,7 @@ def finish_trial(s: Session, trial_id: int, request: FinishRequest) -> ReportAck
         error = "stopped at the master's request"
     if request.state == TrialState.FAILED.value:
         trial.state, trial.error, trial.finished_at = request.state, error, utcnow()
+        notify.trial_failed(trial)
         release_worker(s, trial)
         s.flush()
         reason = trip_if_failing(s, study, trial, environment=request.environment)

@@ -5,25 +5,29 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gridless.common.spec import TARGET_PATTERN, StageSpec
+from gridless.master.notify import redact_url
 
 __all__ = [
     "CheckpointPublic",
     "EpochMetricPublic",
     "FlagsPublic",
+    "ImportancePublic",
     "SpaceEdit",
     "StagePublic",
     "StagesAdd",
     "StudiesCompared",
     "StudiesPublic",
     "StudyDetailPublic",
+    "StudyPointsPublic",
     "StudyPublic",
     "TrialDetailPublic",
     "TrialEnqueue",
     "TrialPublic",
     "TrialQueued",
+    "TrialSummaryPublic",
     "TrialsPublic",
     "WarningsPublic",
     "WorkerPublic",
@@ -59,6 +63,15 @@ class StudyPublic(_Public):
     finished_at: dt.datetime | None
     spec: dict[str, Any]
 
+    @field_validator("spec")
+    @classmethod
+    def _no_webhook_secret(cls, spec: dict[str, Any]) -> dict[str, Any]:
+        """Reads are open: a webhook URL's path (its secret, for Slack's) is not shown."""
+        notify = spec.get("notify")
+        if isinstance(notify, dict) and isinstance(notify.get("url"), str):
+            return {**spec, "notify": {**notify, "url": redact_url(notify["url"])}}
+        return spec
+
 
 class StudyDetailPublic(StudyPublic):
     stages: list[StagePublic]
@@ -68,6 +81,9 @@ class StudyDetailPublic(StudyPublic):
     border_flags: list[dict[str, Any]]
     warning_counts: dict[str, int]
     ensembles_built: bool
+    metric_names: list[str] = Field(
+        default_factory=list, description="every metric name the trials reported"
+    )
 
 
 class StudiesPublic(BaseModel):
@@ -101,9 +117,54 @@ class TrialPublic(_Public):
     finished_at: dt.datetime | None
 
 
+class TrialSummaryPublic(TrialPublic):
+    """A trial in a list: with every metric of its last reported epoch."""
+
+    metrics: dict[str, float | None] = Field(default_factory=dict)
+
+
 class TrialsPublic(BaseModel):
-    data: list[TrialPublic]
+    data: list[TrialSummaryPublic]
     count: int
+
+
+ParamValue = float | int | str | bool | None
+
+
+class StudyPointsPublic(BaseModel):
+    """`GET /studies/{id}/points`: every trial in columns (aligned arrays), finished
+    trials in the order they finished, then the unfinished by number."""
+
+    count: int
+    params: list[str]
+    number: list[int]
+    stage: list[int] = Field(description="1-based")
+    state: list[str]
+    origin: list[str | None]
+    score: list[float | None] = Field(description="null for failed and diverged trials")
+    order: list[int | None] = Field(description="finish order 1..k; null while unfinished")
+    values: dict[str, list[ParamValue]]
+
+
+class ImportanceSet(BaseModel):
+    trials: int = Field(description="the scored trials it used")
+    importances: dict[str, float] | None = Field(description="summing to 1; null: see note")
+
+
+class StageImportance(BaseModel):
+    stage: int = Field(description="1-based")
+    trials: int = Field(description="the scored trials it used")
+    importances: dict[str, float] | None = Field(description="summing to 1; null: see note")
+
+
+class ImportancePublic(BaseModel):
+    """`GET /studies/{id}/importance`: how much each parameter decides the score, for
+    the whole study and per stage."""
+
+    method: str
+    study: ImportanceSet
+    stages: list[StageImportance]
+    note: str | None
 
 
 class EpochMetricPublic(_Public):

@@ -23,7 +23,7 @@ from gridless.common.db import StageRow, StudyRow, TrialRow, utcnow
 from gridless.common.errors import ConflictError
 from gridless.common.space import parse_space, space_to_json
 from gridless.common.states import StageState, StudyState, TrialState
-from gridless.master import rescore
+from gridless.master import notify, rescore
 from gridless.master.liveness import release_worker
 from gridless.master.narrowing import (
     NarrowingPolicy,
@@ -63,6 +63,7 @@ def running_stage(s: Session, study: StudyRow) -> StageRow | None:
 def complete(study: StudyRow) -> None:
     study.state = StudyState.COMPLETED.value
     study.finished_at = utcnow()
+    notify.study_finished(study)
 
 
 def advance(s: Session, study: StudyRow) -> bool:
@@ -112,6 +113,7 @@ def advance(s: Session, study: StudyRow) -> bool:
     _close(s, study, stage)
     if record is not None:
         stage.decisions = {**stage.decisions, "rescore": record}
+    notify.border_flags(stage)
     return True
 
 

@@ -141,6 +141,7 @@ class GroupWriter:
                         if not future.set_running_or_notify_cancel():
                             continue
                         batch = Batch(session)
+                        session.info["batch"] = batch  # for hooks that see only the session
                         savepoint = session.begin_nested()
                         try:
                             value = job(batch)

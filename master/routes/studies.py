@@ -5,28 +5,31 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request, status
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 
 from gridless.common.bounds import Offset
 from gridless.common.errors import SpecError
 from gridless.common.spec import parse_spec
 from gridless.common.states import TrialState
 from gridless.master.deps import ServiceDep, StudyDep, StudyTrialDep
+from gridless.master.export import ExportFormat, export_lines, media_type
 from gridless.master.routes.trials import trial_detail, trial_log
 from gridless.master.schemas import (
     FlagsPublic,
+    ImportancePublic,
     SpaceEdit,
     StagePublic,
     StagesAdd,
     StudiesCompared,
     StudiesPublic,
     StudyDetailPublic,
+    StudyPointsPublic,
     StudyPublic,
     TrialDetailPublic,
     TrialEnqueue,
-    TrialPublic,
     TrialQueued,
     TrialsPublic,
+    TrialSummaryPublic,
     TrialWarningsPublic,
     WarningsPublic,
 )
@@ -63,6 +66,7 @@ def _detail(service: ServiceDep, study: Any) -> StudyDetailPublic:
         border_flags=service.border_flags(study.id),
         warning_counts=service.warning_counts(study.id),
         ensembles_built=service.has_ensembles(study.id),
+        metric_names=service.metric_names(study.id),
     )
 
 
@@ -157,7 +161,16 @@ def enqueue_trial(study: StudyDep, service: ServiceDep, body: TrialEnqueue) -> T
     return TrialQueued(study_id=study.id, queued=service.enqueue_trial(study.id, body.params))
 
 
-@router.get("/{study_id}/trials")
+@router.get(
+    "/{study_id}/trials",
+    response_model=TrialsPublic,
+    responses={
+        200: {
+            "content": {"text/csv": {}},
+            "description": "a page of trials; with `format`, every matching trial as a file",
+        }
+    },
+)
 def list_trials(
     study: StudyDep,
     service: ServiceDep,
@@ -174,9 +187,36 @@ def list_trials(
             max_length=100, description="best_score, number, ..., params.<name>; -name reverses"
         ),
     ] = None,
-) -> TrialsPublic:
-    """A page of the study's trials; by default ranked by its metric, best first."""
+    export: Annotated[
+        ExportFormat | None,
+        Query(
+            alias="format",
+            description="csv or json: every trial that passes the filters (no page), "
+            "streamed as an attachment",
+        ),
+    ] = None,
+) -> TrialsPublic | Response:
+    """A page of the study's trials; by default ranked by its metric, best first. With
+    `format=csv` (or `json`), every trial that passes the filters, in that order, as a
+    file: number, stage, state, origin, best_score, best_epoch, params.<name>,
+    metrics.<name> (the last epoch's) and warnings."""
     ranges = [ParamRange.parse(p) for p in param or []]
+    if export is not None:
+        _, ids = service.export_ids(
+            study.id,
+            state=state.value if state else None,
+            stage=stage,
+            params=ranges,
+            sort=sort,
+        )
+        lines = export_lines(service.sessions, study, ids, service.metric_names(study.id), export)
+        return StreamingResponse(
+            lines,
+            media_type=media_type(export),
+            headers={
+                "Content-Disposition": f'attachment; filename="{study.name}-trials.{export}"'
+            },
+        )
     rows, count = service.list_trials(
         study.id,
         limit=limit,
@@ -187,15 +227,33 @@ def list_trials(
         sort=sort,
     )
     stages = service.stage_index(study.id)
+    metrics = service.last_metrics([row.id for row in rows])
     ranked = sort is None and state is None and stage is None and not ranges
     data = []
     for i, row in enumerate(rows):
-        item = TrialPublic.model_validate(row)
+        item = TrialSummaryPublic.model_validate(row)
         item.stage = stages.get(row.stage_id)
+        item.metrics = metrics.get(row.id, {})
         if ranked and row.best_score is not None:
             item.rank = offset + i + 1
         data.append(item)
     return TrialsPublic(data=data, count=count)
+
+
+@router.get("/{study_id}/points")
+def read_points(study: StudyDep, service: ServiceDep) -> StudyPointsPublic:
+    """Every trial of the study in columns for plots (aligned arrays): finished trials in
+    the order they finished (`order` 1..k), then the unfinished by number; failed and
+    diverged trials with their state and a null score."""
+    return StudyPointsPublic.model_validate(service.points(study.id))
+
+
+@router.get("/{study_id}/importance")
+def read_importance(study: StudyDep, service: ServiceDep) -> ImportancePublic:
+    """How much each parameter decides whether a trial reaches the top 10% (PED-ANOVA),
+    for the whole study and per stage; `note` says why a set has none, or how it was
+    sampled (at most 2,000 trials a set)."""
+    return ImportancePublic.model_validate(service.importance.of(study))
 
 
 @router.get("/{study_id}/trials/{number}")

@@ -380,6 +380,8 @@ ROUTES = {
     ("GET", "/api/v1/studies/{study_id}/ensembles/jobs"),
     ("GET", "/api/v1/studies/{study_id}/ensembles/jobs/{job_id}"),
     ("GET", "/api/v1/studies/{study_id}/flags"),
+    ("GET", "/api/v1/studies/{study_id}/importance"),
+    ("GET", "/api/v1/studies/{study_id}/points"),
     ("GET", "/api/v1/studies/{study_id}/stages"),
     ("GET", "/api/v1/studies/{study_id}/trials"),
     ("GET", "/api/v1/studies/{study_id}/trials/{number}"),

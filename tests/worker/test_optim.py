@@ -88,17 +88,10 @@ def test_momentum_schedule_rises_from_start_to_final(epoch: int, mu: float) -> N
 
 
 def torch_schedule(name: str, hp: dict[str, Any], epochs: int) -> list[float]:
-    from gridless.worker.torch_trainer import _scheduler
+    """The rates torch's own `lr_scheduler` classes give (tests/worker/test_schedule_parity.py)."""
+    from tests.worker.test_schedule_parity import torch_reference
 
-    param = torch.zeros(1, requires_grad=True)
-    optimizer = torch.optim.SGD([param], lr=hp["learning_rate"])
-    scheduler = _scheduler(optimizer, {"schedule": name, **hp})
-    rates = []
-    for _ in range(epochs):
-        rates.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
-    return rates
+    return torch_reference({"schedule": name, **hp}, [0.0] * epochs)
 
 
 @pytest.mark.parametrize("name", ["step", "exponential", "inverse_time"])
@@ -130,15 +123,8 @@ def test_plateau_halves_after_patience_epochs_without_improvement_like_torch() -
     for acc in accuracies:
         ours.append(learning_rate_at(hp, 0, tracker.drops))
         tracker.step(acc)
-    from gridless.worker.torch_trainer import _scheduler
+    from tests.worker.test_schedule_parity import torch_reference
 
-    param = torch.zeros(1, requires_grad=True)
-    optimizer = torch.optim.SGD([param], lr=0.1)
-    scheduler = _scheduler(optimizer, {**hp, "lr_k": 0.1, "lr_step": 1, "lr_patience": 2})
-    theirs = []
-    for acc in accuracies:
-        theirs.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step(acc)
+    theirs = torch_reference({**hp, "lr_k": 0.1, "lr_step": 1, "lr_patience": 2}, accuracies)
     assert ours == pytest.approx(theirs)
     assert ours[-1] == pytest.approx(0.025)

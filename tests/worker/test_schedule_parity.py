@@ -31,7 +31,7 @@ PARAMS: dict[str, Any] = {
 }
 
 
-def _torch_reference(hp: dict[str, Any], val_accuracies: list[float]) -> list[float]:
+def torch_reference(hp: dict[str, Any], val_accuracies: list[float]) -> list[float]:
     """The rates torch's schedulers give epoch by epoch (the Torch trainer's former code)."""
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=hp["learning_rate"])
     name, decay, k = hp["schedule"], hp["lr_decay"], hp["lr_k"]
@@ -69,9 +69,9 @@ def test_both_trainers_follow_the_pure_schedule(schedule: str) -> None:
     if schedule == "plateau":  # a rate too small to move the accuracy: it must stall
         hp["learning_rate"] = 1e-5
     torch_rates, torch_accuracies = _run("torch.mlp", hp)
-    assert torch_rates == pytest.approx(_torch_reference(hp, torch_accuracies), rel=1e-9)
+    assert torch_rates == pytest.approx(torch_reference(hp, torch_accuracies), rel=1e-9)
     numpy_rates, numpy_accuracies = _run("numpy.mlp", hp)
-    assert numpy_rates == pytest.approx(_torch_reference(hp, numpy_accuracies), rel=1e-9)
+    assert numpy_rates == pytest.approx(torch_reference(hp, numpy_accuracies), rel=1e-9)
     if schedule != "plateau":  # the only schedule that depends on the run itself
         assert torch_rates == pytest.approx(numpy_rates, rel=1e-12)
     if schedule != "none":
