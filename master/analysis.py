@@ -18,7 +18,7 @@ from gridless.common.db import EpochMetricRow, StageRow, StudyRow, TrialRow
 from gridless.common.metric import BUILTIN_METRICS, merged_metrics
 from gridless.common.space import Choice, Distribution, NumericDistribution, parse_space
 from gridless.common.states import TrialState
-from gridless.master.storage import count_warning_codes
+from gridless.master.context import count_warning_codes
 
 __all__ = [
     "FINISHED_STATES",

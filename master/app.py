@@ -21,6 +21,7 @@ from gridless.common.errors import (
     SpecError,
     StorageError,
 )
+from gridless.master.context import MasterContext
 from gridless.master.ensemble_jobs import EnsembleJobs
 from gridless.master.guard import GuardMiddleware
 from gridless.master.launcher import WorkerLauncher
@@ -29,8 +30,7 @@ from gridless.master.protocol import TrialProtocol
 from gridless.master.routes import checkpoints, dashboard, ensembles, studies, trials, workers
 from gridless.master.security import TokenMiddleware
 from gridless.master.services import StudyService
-from gridless.master.storage import Storage
-from gridless.master.workers import Monitor, WorkerManager
+from gridless.master.worker_manager import Monitor, WorkerManager
 
 __all__ = ["create_app"]
 
@@ -85,15 +85,15 @@ def create_app(
     notifier = Notifier()
     sessions = make_session_factory(engine)
     sessions.configure(info={"notifier": notifier})  # for the hooks of master.notify
-    storage = Storage(
+    context = MasterContext(
         sessions=sessions,
         store=open_store(store_root),
         heartbeat_interval_s=heartbeat_interval_s,
     )
-    protocol = TrialProtocol(storage)
+    protocol = TrialProtocol(context)
     manager = WorkerManager(protocol, launcher_factory)
     monitor = Monitor(protocol, manager, interval_s=heartbeat_interval_s)
-    service = StudyService(storage)
+    service = StudyService(context)
     ensemble_jobs = EnsembleJobs(service, manager)
 
     @contextlib.asynccontextmanager
@@ -116,13 +116,13 @@ def create_app(
         redoc_url=None,
     )
     app.state.engine = engine
-    app.state.storage = storage
+    app.state.context = context
     app.state.service = service
     app.state.ensemble_jobs = ensemble_jobs
     app.state.protocol = protocol
     app.state.workers = manager
     app.state.monitor = monitor
-    app.state.store = storage.store
+    app.state.store = context.store
     app.state.notifier = notifier
     if token:
         app.add_middleware(TokenMiddleware, token=token)

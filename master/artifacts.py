@@ -15,7 +15,7 @@ from gridless.common.db import (
 )
 from gridless.common.errors import ConflictError, NotFoundError
 from gridless.common.states import StudyState
-from gridless.master.storage import Storage, live_checkpoint, load_study, ranked
+from gridless.master.context import MasterContext, live_checkpoint, load_study, ranked
 
 __all__ = ["ArtifactQueries"]
 
@@ -23,7 +23,7 @@ __all__ = ["ArtifactQueries"]
 class ArtifactQueries:
     """The checkpoint and ensemble half of `StudyService`."""
 
-    storage: Storage
+    context: MasterContext
     sessions: sessionmaker[Session]
 
     # -- checkpoints -------------------------------------------------------------------

@@ -15,12 +15,12 @@ from sqlalchemy.orm import Session
 
 from gridless.common.db import CheckpointRow, StageRow, StudyRow, TrialRow, utcnow
 from gridless.common.errors import ConflictError
-from gridless.common.protocol import Assignment, ClaimResponse, ResumePoint
+from gridless.common.messages import Assignment, ClaimResponse, ResumePoint
 from gridless.common.states import StudyState, TrialState
 from gridless.master import rescore
+from gridless.master.context import live_checkpoint
 from gridless.master.liveness import touch_worker
 from gridless.master.stages import running_stage
-from gridless.master.storage import live_checkpoint
 
 __all__ = ["WAIT_S", "ParamSuggester", "claim", "resume_checkpoint"]
 

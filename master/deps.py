@@ -10,7 +10,7 @@ from gridless.common.bounds import Id, Number
 from gridless.common.db import StudyRow, TrialRow
 from gridless.master.protocol import TrialProtocol
 from gridless.master.services import StudyService
-from gridless.master.workers import WorkerManager
+from gridless.master.worker_manager import WorkerManager
 
 __all__ = ["ProtocolDep", "ServiceDep", "StudyDep", "TrialDep", "WorkersDep"]
 

@@ -24,11 +24,11 @@ from sqlalchemy import func, select, update
 from gridless.common.db import EnsembleJobRow, EnsembleRow, StudyRow, session_scope, utcnow
 from gridless.common.errors import GridlessError, NotFoundError, SpecError
 from gridless.common.states import JobState
+from gridless.master.context import load_study
 from gridless.master.launcher import TaskFailed, TaskHandle
 from gridless.master.schemas import EnsembleBuild
 from gridless.master.services import StudyService
-from gridless.master.storage import load_study
-from gridless.master.workers import WorkerManager
+from gridless.master.worker_manager import WorkerManager
 
 if TYPE_CHECKING:  # the worker's side is imported when a job starts, not with the app
     from gridless.worker.ensemble_jobs import EnsembleOutcome, EnsembleRequest
@@ -62,7 +62,7 @@ class EnsembleJobs:
     def recover(self) -> int:
         """Fail the jobs a previous master left unfinished (their worker answered to it,
         not to this one); how many."""
-        with self.service.storage.write_lock, session_scope(self.service.sessions) as s:
+        with self.service.context.write_lock, session_scope(self.service.sessions) as s:
             result = s.execute(
                 update(EnsembleJobRow)
                 .where(EnsembleJobRow.state.in_(ACTIVE))
@@ -87,7 +87,7 @@ class EnsembleJobs:
         """
         request = self._request(study, options)
         resources = study.spec.get("resources") or {}
-        with self.service.storage.write_lock, session_scope(self.service.sessions) as s:
+        with self.service.context.write_lock, session_scope(self.service.sessions) as s:
             row = EnsembleJobRow(
                 study_id=study.id,
                 state=JobState.QUEUED.value,
@@ -246,7 +246,7 @@ class EnsembleJobs:
 
     def _set(self, job_id: int, **values: Any) -> bool:
         """Update a job still queued or running (a finished one never changes)."""
-        with self.service.storage.write_lock, session_scope(self.service.sessions) as s:
+        with self.service.context.write_lock, session_scope(self.service.sessions) as s:
             result = s.execute(
                 update(EnsembleJobRow)
                 .where(EnsembleJobRow.id == job_id, EnsembleJobRow.state.in_(ACTIVE))
@@ -260,7 +260,7 @@ class EnsembleJobs:
 
     def _done(self, job_id: int, study_id: int, outcome: EnsembleOutcome) -> None:
         """Save the report and mark the job done, in one transaction."""
-        with self.service.storage.write_lock, session_scope(self.service.sessions) as s:
+        with self.service.context.write_lock, session_scope(self.service.sessions) as s:
             job = s.get(EnsembleJobRow, job_id)
             if job is None or job.state not in ACTIVE:
                 return  # a later master failed it meanwhile: its answer is not kept

@@ -14,9 +14,9 @@ from sqlalchemy.orm import Session
 
 from gridless.common.db import StudyRow, TrialRow, WorkerRow, utcnow
 from gridless.common.errors import NotFoundError
-from gridless.common.protocol import HeartbeatRequest, ReportAck
+from gridless.common.messages import HeartbeatRequest, ReportAck
 from gridless.common.states import StudyState, TrialState
-from gridless.master.storage import cached_get
+from gridless.master.context import cached_get
 
 __all__ = ["heartbeat", "reap", "release_worker", "touch_worker", "worker_gone"]
 

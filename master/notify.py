@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session, object_session
 
 from gridless.common.db import StageRow, StudyRow, TrialRow
 from gridless.common.spec import NOTIFY_EVENTS
-from gridless.master.storage import ranked
+from gridless.master.context import ranked
 
 __all__ = ["Notifier", "border_flags", "redact_url", "study_finished", "trial_failed"]
 

@@ -16,7 +16,7 @@ from typing import TypeVar
 from sqlalchemy import select
 
 from gridless.common.db import StudyRow, TrialRow, session_scope, utcnow
-from gridless.common.protocol import (
+from gridless.common.messages import (
     ClaimResponse,
     EpochReport,
     FinishRequest,
@@ -27,7 +27,7 @@ from gridless.common.protocol import (
 from gridless.common.states import StudyState
 from gridless.master import claims, liveness, reports, stages
 from gridless.master.claims import ParamSuggester
-from gridless.master.storage import Storage
+from gridless.master.context import MasterContext
 from gridless.master.tpe import suggest_tpe
 from gridless.master.writer import Batch, GroupWriter
 
@@ -40,11 +40,11 @@ Job = Callable[[Batch], T]
 class TrialProtocol:
     """The calls workers make, and the timers that keep trials honest."""
 
-    def __init__(self, storage: Storage, *, suggester: ParamSuggester | None = None) -> None:
-        self.storage = storage
-        self.sessions = storage.sessions
+    def __init__(self, context: MasterContext, *, suggester: ParamSuggester | None = None) -> None:
+        self.context = context
+        self.sessions = context.sessions
         self.suggester = suggester or suggest_tpe
-        self.writer = GroupWriter(storage)
+        self.writer = GroupWriter(context)
 
     def close(self) -> None:
         """Commit what is queued and stop the writer."""
@@ -65,7 +65,7 @@ class TrialProtocol:
     # -- jobs (for async routes) -------------------------------------------------------
 
     def claim_job(self, worker_id: str) -> Job[ClaimResponse]:
-        interval = self.storage.heartbeat_interval_s
+        interval = self.context.heartbeat_interval_s
 
         def job(batch: Batch) -> ClaimResponse:
             answer = claims.claim(batch.session, worker_id, self.suggester)
@@ -77,13 +77,13 @@ class TrialProtocol:
         return lambda batch: reports.start_trial(batch.session, trial_id, request)
 
     def report_job(self, trial_id: int, report: EpochReport) -> Job[ReportAck]:
-        store = self.storage.store
+        store = self.context.store
         return lambda batch: reports.record_report(batch, store, trial_id, report)
 
     def reports_job(self, trial_id: int, batch_of: list[EpochReport]) -> Job[list[ReportAck]]:
         """Several epochs of one trial, in order, in one transaction; a report after the
         trial ended (stopped, diverged) is answered with stop and not stored."""
-        store = self.storage.store
+        store = self.context.store
 
         def job(batch: Batch) -> list[ReportAck]:
             reports.prefetch_stored(batch.session, trial_id, [r.epoch for r in batch_of])
@@ -138,7 +138,7 @@ class TrialProtocol:
     def reap(self, now: dt.datetime | None = None) -> list[int]:
         """Mark open trials whose heartbeat is older than the grace period lost (they are
         resumed by the next claim); returns their ids."""
-        cutoff = (now or utcnow()) - dt.timedelta(seconds=self.storage.grace_s)
+        cutoff = (now or utcnow()) - dt.timedelta(seconds=self.context.grace_s)
         return self.writer.run(lambda b: liveness.reap(b.session, cutoff))
 
     def advance_stages(self) -> list[int]:

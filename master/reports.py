@@ -20,14 +20,14 @@ from sqlalchemy.orm import Session
 from gridless.common.checkpoints import CheckpointStore, trial_folder
 from gridless.common.db import CheckpointRow, EpochMetricRow, StudyRow, TrialRow, utcnow
 from gridless.common.errors import ConflictError, NotFoundError, SpecError
-from gridless.common.protocol import EpochReport, FinishRequest, ReportAck, StartRequest
+from gridless.common.messages import EpochReport, FinishRequest, ReportAck, StartRequest
 from gridless.common.states import StudyState, TrialState
 from gridless.master import notify, stages
 from gridless.master.breaker import trip_if_failing
+from gridless.master.context import cached_get
 from gridless.master.early_stopping import should_stop
 from gridless.master.liveness import release_worker, touch_worker
 from gridless.master.retention import delete_files, retain
-from gridless.master.storage import cached_get
 from gridless.master.writer import Batch
 
 __all__ = ["finish_trial", "open_trial", "prefetch_stored", "record_report", "start_trial"]

@@ -7,7 +7,7 @@ it closes, the stage's `top` configurations (by best score, each configuration o
 `parent_id` the trial it re-runs, its own trial number and so its own seed), run to the
 end (early stopping spares them). Once they have finished, every run of a configuration
 gets the mean of their best scores as its selection score, which is what ranks trials
-(`storage.ranked`): the stage's narrowing, the study's best, the ranked table and the
+(`context.ranked`): the stage's narrowing, the study's best, the ranked table and the
 ensembles all select by the mean. A re-run that diverged counts as the stage's worst
 score (a configuration that diverges on some seeds is not a safe choice); one that
 failed or stopped unscored is left out of the mean. The stage's decisions record what
@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from gridless.common.db import StageRow, StudyRow, TrialRow
 from gridless.common.states import TrialState
-from gridless.master.storage import ranked
+from gridless.master.context import ranked
 
 __all__ = ["ORIGIN", "hold", "next_rerun", "settle"]
 

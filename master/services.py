@@ -23,8 +23,8 @@ from gridless.common.spec import StudySpec
 from gridless.common.states import StageState, StudyState, TrialState
 from gridless.master import analysis, notify
 from gridless.master.artifacts import ArtifactQueries
+from gridless.master.context import MasterContext, load_study, ranked
 from gridless.master.importance import Importance
-from gridless.master.storage import Storage, load_study, ranked
 from gridless.master.study_edits import StudyEdits, warm_ranges
 from gridless.master.trial_query import SORT_FIELDS, ParamRange, trial_query
 
@@ -47,10 +47,10 @@ class StudyService(ArtifactQueries, StudyEdits):
     """Every study-level operation the routes and the CLI perform (checkpoints and
     ensembles in `master.artifacts`, extensions and space edits in `master.study_edits`)."""
 
-    def __init__(self, storage: Storage) -> None:
-        self.storage = storage
-        self.sessions = storage.sessions
-        self.importance = Importance(storage.sessions)
+    def __init__(self, context: MasterContext) -> None:
+        self.context = context
+        self.sessions = context.sessions
+        self.importance = Importance(context.sessions)
         self._metric_names = analysis.MetricNames()
 
     # -- studies -----------------------------------------------------------------------
@@ -61,7 +61,7 @@ class StudyService(ArtifactQueries, StudyEdits):
         Raises:
             ConflictError: when a study of that name exists.
         """
-        with self.storage.write_lock, session_scope(self.sessions) as s:
+        with self.context.write_lock, session_scope(self.sessions) as s:
             if s.scalar(select(StudyRow.id).where(StudyRow.name == spec.name)) is not None:
                 raise ConflictError(f"a study named {spec.name!r} exists")
             study = StudyRow(
@@ -115,7 +115,7 @@ class StudyService(ArtifactQueries, StudyEdits):
             "stop": ({StudyState.RUNNING, StudyState.PAUSED}, StudyState.STOPPED),
         }
         sources, target = allowed[action]
-        with self.storage.write_lock, session_scope(self.sessions) as s:
+        with self.context.write_lock, session_scope(self.sessions) as s:
             study = load_study(s, study_id)
             if StudyState(study.state) not in sources:
                 raise ConflictError(f"cannot {action} study {study_id}: it is {study.state}")
@@ -137,7 +137,7 @@ class StudyService(ArtifactQueries, StudyEdits):
             NotFoundError: for a database without studies.
             ConflictError: when the study already ended.
         """
-        with self.storage.write_lock, session_scope(self.sessions) as s:
+        with self.context.write_lock, session_scope(self.sessions) as s:
             study = s.scalar(select(StudyRow).order_by(StudyRow.id.desc()).limit(1))
             if study is None:
                 raise NotFoundError("this run has no study")

@@ -24,6 +24,7 @@ from gridless.common.errors import ConflictError
 from gridless.common.space import parse_space, space_to_json
 from gridless.common.states import StageState, StudyState, TrialState
 from gridless.master import notify, rescore
+from gridless.master.context import count_warning_codes, ranked
 from gridless.master.liveness import release_worker
 from gridless.master.narrowing import (
     NarrowingPolicy,
@@ -31,7 +32,6 @@ from gridless.master.narrowing import (
     learning_rate_flags,
     narrow_space,
 )
-from gridless.master.storage import count_warning_codes, ranked
 
 __all__ = [
     "OPEN_STATES",

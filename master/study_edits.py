@@ -13,7 +13,7 @@ from gridless.common.errors import ConflictError, SpecError
 from gridless.common.space import parse_space, space_to_json
 from gridless.common.spec import StageSpec, StudySpec, check_configs
 from gridless.common.states import StageState, StudyState
-from gridless.master.storage import Storage, load_study
+from gridless.master.context import MasterContext, load_study
 
 __all__ = ["StudyEdits", "stage_summaries", "warm_ranges"]
 
@@ -21,7 +21,7 @@ __all__ = ["StudyEdits", "stage_summaries", "warm_ranges"]
 class StudyEdits:
     """The extension and space-edit half of `StudyService`."""
 
-    storage: Storage
+    context: MasterContext
     sessions: sessionmaker[Session]
 
     def extend_study(
@@ -36,7 +36,7 @@ class StudyEdits:
         """
         from gridless.master.stages import extend, running_stage
 
-        with self.storage.write_lock, session_scope(self.sessions) as s:
+        with self.context.write_lock, session_scope(self.sessions) as s:
             study = load_study(s, study_id)
             if add_trials:
                 stage = running_stage(s, study)
@@ -66,7 +66,7 @@ class StudyEdits:
             ConflictError: a stopped study.
         """
         space = parse_space(raw)
-        with self.storage.write_lock, session_scope(self.sessions) as s:
+        with self.context.write_lock, session_scope(self.sessions) as s:
             study = load_study(s, study_id)
             if study.state == StudyState.STOPPED.value:
                 raise ConflictError(f"study {study_id} is stopped; resume it before editing it")
@@ -123,7 +123,7 @@ class StudyEdits:
             SpecError: unknown or missing parameters, a value of the wrong kind.
             ConflictError: a study that hands out no more trials (completed, stopped).
         """
-        with self.storage.write_lock, session_scope(self.sessions) as s:
+        with self.context.write_lock, session_scope(self.sessions) as s:
             study = load_study(s, study_id)
             if study.state not in (StudyState.RUNNING.value, StudyState.PAUSED.value):
                 raise ConflictError(

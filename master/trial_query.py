@@ -14,7 +14,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from gridless.common.db import StageRow, StudyRow, TrialRow
 from gridless.common.errors import NotFoundError, SpecError
-from gridless.master.storage import ranked
+from gridless.master.context import ranked
 
 __all__ = ["SORT_FIELDS", "ParamRange", "sort_key", "trial_query"]
 

@@ -10,7 +10,7 @@ workers resend). Work a job must do only once its changes are durable (deleting 
 files retention let go) is registered with `Batch.after_commit` and runs after the
 commit, outside the transaction and the write lock.
 
-The writer holds `Storage.write_lock` for each batch, so the services' own writes
+The writer holds `MasterContext.write_lock` for each batch, so the services' own writes
 (creating a study, pausing it) never interleave with a batch.
 """
 
@@ -29,7 +29,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from gridless.common.errors import StorageError
-from gridless.master.storage import Storage
+from gridless.master.context import MasterContext
 
 __all__ = ["Batch", "GroupWriter"]
 
@@ -57,12 +57,12 @@ class GroupWriter:
     """One writer thread, group commit, an answer per job after its commit.
 
     Args:
-        storage: the sessions and the write lock.
+        context: the sessions and the write lock.
         max_batch: at most this many jobs in one transaction.
     """
 
-    def __init__(self, storage: Storage, *, max_batch: int = 256) -> None:
-        self.storage = storage
+    def __init__(self, context: MasterContext, *, max_batch: int = 256) -> None:
+        self.context = context
         self.max_batch = max_batch
         self._jobs: queue.SimpleQueue[tuple[Job, Future[Any]] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -134,8 +134,8 @@ class GroupWriter:
         results: list[tuple[Future[Any], bool, Any]] = []
         after: list[Callable[[], None]] = []
         try:
-            with self.storage.write_lock:
-                session = self.storage.sessions()
+            with self.context.write_lock:
+                session = self.context.sessions()
                 try:
                     for job, future in taken:
                         if not future.set_running_or_notify_cancel():

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel
 
-from gridless.common.protocol import (
+from gridless.common.messages import (
     BatchAck,
     ClaimRequest,
     ClaimResponse,

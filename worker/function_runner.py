@@ -15,7 +15,7 @@ from typing import Any, BinaryIO
 from gridless.common.checkpoints import CheckpointStore
 from gridless.common.errors import StorageError
 from gridless.common.jsonsafe import finite_or_none
-from gridless.common.protocol import (
+from gridless.common.messages import (
     Assignment,
     CheckpointInfo,
     EpochReport,

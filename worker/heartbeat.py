@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from gridless.common.protocol import HeartbeatRequest
+from gridless.common.messages import HeartbeatRequest
 from gridless.worker.client import MasterClient, MasterGone, TrialClosed
 
 __all__ = ["Heartbeat"]

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from gridless.common.checkpoints import CheckpointStore, open_store, trial_folder
-from gridless.common.protocol import Assignment, FinishRequest
+from gridless.common.messages import Assignment, FinishRequest
 from gridless.worker.client import MasterClient, MasterGone, TrialClosed
 from gridless.worker.trial_log import TrialLog
 

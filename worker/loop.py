@@ -15,14 +15,14 @@ from typing import Any
 from gridless.common.checkpoints import CheckpointStore, open_store
 from gridless.common.errors import StorageError
 from gridless.common.jsonsafe import finite_or_none
-from gridless.common.metric import Metric
-from gridless.common.protocol import (
+from gridless.common.messages import (
     Assignment,
     CheckpointInfo,
     EpochReport,
     FinishRequest,
     StartRequest,
 )
+from gridless.common.metric import Metric
 from gridless.common.space import parse_space, sample_params
 from gridless.common.spec import trial_rng
 from gridless.worker.client import MasterClient, MasterGone, TrialClosed

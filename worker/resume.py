@@ -11,7 +11,7 @@ from pathlib import Path
 from gridless.common.checkpoint_files import digest_file
 from gridless.common.checkpoints import CheckpointStore, trial_folder
 from gridless.common.errors import GridlessError
-from gridless.common.protocol import Assignment
+from gridless.common.messages import Assignment
 
 __all__ = ["pick_resume_point", "trial_folder", "trial_seed"]
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 import time
 
-from gridless.common.protocol import EpochReport, ReportBatch
+from gridless.common.messages import EpochReport, ReportBatch
 from gridless.worker.client import MasterClient
 
 __all__ = ["MAX_BATCH", "ReportSender"]

@@ -11,7 +11,7 @@ from gridless.common.bounds import Id, Offset
 from gridless.common.checkpoints import trial_folder
 from gridless.common.db import TrialRow
 from gridless.common.errors import NotFoundError
-from gridless.common.protocol import (
+from gridless.common.messages import (
     BatchAck,
     EpochReport,
     FinishRequest,

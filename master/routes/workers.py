@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, Request, status
 
-from gridless.common.protocol import ClaimRequest, ClaimResponse, HeartbeatRequest, ReportAck
+from gridless.common.messages import ClaimRequest, ClaimResponse, HeartbeatRequest, ReportAck
 from gridless.master.deps import ServiceDep, WorkersDep
 from gridless.master.protocol import TrialProtocol
 from gridless.master.schemas import (

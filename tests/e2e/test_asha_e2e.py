@@ -43,7 +43,7 @@ def asha_spec(name: str, qs: list[float], trials: int) -> Any:
 
 
 def trials_and_order(master: Master, study_id: int) -> tuple[list[TrialRow], list[Any]]:
-    with master.app.state.storage.sessions() as s:
+    with master.app.state.context.sessions() as s:
         trials = list(
             s.scalars(
                 select(TrialRow).where(TrialRow.study_id == study_id).order_by(TrialRow.number)

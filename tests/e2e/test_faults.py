@@ -84,7 +84,7 @@ def test_sigkill_of_a_worker_mid_trial_resumes_from_its_checkpoint(ray_master: A
     app = ray_master
     study = start_slow_study(app, trials=3, epochs=12)
     manager = app.state.workers
-    sessions = app.state.storage.sessions
+    sessions = app.state.context.sessions
 
     trial = a_trial_three_epochs_in(app)
     with sessions() as s:
@@ -128,7 +128,7 @@ def test_a_corrupt_checkpoint_is_skipped_when_resuming(ray_master: Any, tmp_path
     app = ray_master
     study = start_slow_study(app, trials=2, epochs=10)
     manager = app.state.workers
-    sessions = app.state.storage.sessions
+    sessions = app.state.context.sessions
 
     trial = a_trial_three_epochs_in(app)
     # Paused, the study hands out no trial, the lost one included, until the checkpoint is

@@ -305,7 +305,7 @@ def test_a_lost_function_trial_resumes_from_restore_on_another_worker(
     )
     study = app.state.service.create_study(spec)
     app.state.workers.launch(2)
-    sessions = app.state.storage.sessions
+    sessions = app.state.context.sessions
 
     def victim() -> TrialRow | None:
         with sessions() as s:

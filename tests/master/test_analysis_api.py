@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gridless.master.storage import count_warning_codes
+from gridless.master.context import count_warning_codes
 from tests.conftest import Master, tiny_spec
 
 SPACE = {

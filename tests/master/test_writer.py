@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from gridless.common.db import EpochMetricRow, StudyRow, WorkerRow, session_scope
 from gridless.common.errors import ConflictError, StorageError
-from gridless.common.protocol import EpochReport, FinishRequest, StartRequest
+from gridless.common.messages import EpochReport, FinishRequest, StartRequest
 from gridless.master.writer import Batch
 from tests.conftest import Master, tiny_spec
 

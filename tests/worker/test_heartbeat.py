@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from gridless.common.protocol import HeartbeatRequest, ReportAck
+from gridless.common.messages import HeartbeatRequest, ReportAck
 from gridless.worker.heartbeat import Heartbeat
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from gridless.common.checkpoints import LocalStore
-from gridless.common.protocol import Assignment, ResumePoint
+from gridless.common.messages import Assignment, ResumePoint
 from gridless.worker.loop import pick_resume_point
 
 

@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from gridless.common.protocol import EpochReport
+from gridless.common.messages import EpochReport
 from gridless.worker.client import MasterClient, TrialClosed
 from gridless.worker.sender import ReportSender
 from tests.conftest import Master, tiny_spec

@@ -15,7 +15,7 @@ from gridless.common.db import CheckpointRow, StudyRow, TrialRow
 from gridless.common.errors import NotFoundError
 
 __all__ = [
-    "Storage",
+    "MasterContext",
     "cached_get",
     "count_warning_codes",
     "live_checkpoint",
@@ -27,7 +27,7 @@ M = TypeVar("M")
 
 
 @dataclass
-class Storage:
+class MasterContext:
     """One database (the master is its only writer) and one checkpoint store.
 
     The worker protocol's writes go through one writer (`master.writer`), which holds

@@ -113,7 +113,7 @@ class Monitor:
         # After a (re)start, heartbeats in the database predate this process: give the
         # workers one grace period to reconnect before judging them silent.
         started = time.monotonic()
-        grace = self.protocol.storage.grace_s
+        grace = self.protocol.context.grace_s
         while not self._stop.wait(self.interval_s):
             try:
                 self.workers.poll()
