@@ -53,6 +53,11 @@ class TrialOutcome:
         return self.state == "diverged" or "diverged" in self.codes
 
     @property
+    def dead(self) -> bool:
+        """Its ReLUs died (worker/diagnostics/babysit.py): its score is chance, not data."""
+        return "dead_units" in self.codes
+
+    @property
     def too_high(self) -> bool:
         """Diverged, or babysitting says its learning rate was too high."""
         return self.diverged or bool(self.codes & TOO_HIGH_CODES)
@@ -120,9 +125,12 @@ def learning_rate_flags(
     (diverged, `lr_too_high`, `dead_units`), the learning-rate range is too high, whatever
     the scores say; when most report an update:weight ratio far below ~1e-3, too low.
 
-    Each trial counts once. The flag's `value` is the boundary of that region; the flag
-    walks (the next range moves by whole widths) when the rest of the range is thinner
-    than `border` of its width or no trial outside the region scored.
+    Each trial counts once. The flag's `value` is the boundary of that region. It walks
+    (the next range moves by whole widths) when no trial trained (too high: none scored
+    without diverging or dying; too low: none scored without a tiny ratio), or all that
+    did sit in a sliver of the range (`border` of its width) beyond the boundary. A ratio
+    warning on a trial that scored is weaker: it flags, but only the scores can make such a
+    flag walk (`narrow_space`).
     """
     name = learning_rate_param(space, param)
     if name is None or not outcomes:
@@ -141,20 +149,21 @@ def learning_rate_flags(
     scaled = [dist.to_scale(_clip(float(o.params[name]), dist)) for o in placed]
     if high >= majority * trials and high > low:
         t = boundary(scaled, [o.too_high for o in placed], bad_above=True)
-        rest = [o for o, v in zip(placed, scaled, strict=True) if v < t and o.usable]
-        walk = (t - lo) <= border * (hi - lo) or not rest
-        evidence = (
-            f"{high} of {trials} trials diverged or report a ratio far above 1e-3 or dead "
-            f"units (from {dist.from_scale(t):.3g} up)"
-        )
+        # trials that trained (scored, neither diverged nor dead): a ratio warning alone
+        # on a trial that scored does not make the region wrong
+        healthy = [v for o, v in zip(placed, scaled, strict=True) if o.usable and not o.dead]
+        thin = (t - lo) <= border * (hi - lo)
+        walk = not healthy or (thin and all(v < t for v in healthy))
+        evidence = f"{_too_high_counts(outcomes, high, trials)} (from {dist.from_scale(t):.3g} up)"
         flag = BorderFlag(
             name, dist.from_scale(t), "lower", dist.low, dist.high, evidence, walk=walk
         )
         return [flag]
     if low >= majority * trials and low > high:
         t = boundary(scaled, [o.too_low for o in placed], bad_above=False)
-        rest = [o for o, v in zip(placed, scaled, strict=True) if v > t and o.usable]
-        walk = (hi - t) <= border * (hi - lo) or not rest
+        learned = [v for o, v in zip(placed, scaled, strict=True) if o.usable and not o.too_low]
+        thin = (hi - t) <= border * (hi - lo)
+        walk = not learned or (thin and all(v > t for v in learned))
         evidence = (
             f"{low} of {trials} trials report an update:weight ratio far below 1e-3 "
             f"(up to {dist.from_scale(t):.3g})"
@@ -164,6 +173,21 @@ def learning_rate_flags(
         )
         return [flag]
     return []
+
+
+def _too_high_counts(outcomes: Sequence[TrialOutcome], high: int, trials: int) -> str:
+    """ "6 of 6 trials diverged", or the causes, each trial once by its strongest."""
+    diverged = sum(o.diverged for o in outcomes)
+    dead = sum(o.dead and not o.diverged for o in outcomes)
+    ratio = high - diverged - dead
+    if diverged == high:
+        return f"{high} of {trials} trials diverged"
+    parts = [
+        f"{diverged} diverged" if diverged else "",
+        f"{dead} with dead units" if dead else "",
+        f"{ratio} with an update:weight ratio far above 1e-3" if ratio else "",
+    ]
+    return f"{high} of {trials} trials are too high ({', '.join(p for p in parts if p)})"
 
 
 def _clip(value: float, dist: NumericDistribution) -> float:

@@ -231,6 +231,8 @@ def _narrow_numeric(
     else:
         new_lo, new_hi = lo, hi
         why = "no scored trial: range kept"
+    # where the best value sits (values[0]); None with no scored trial
+    best_pos = (scaled[0] - lo) / width if values and width > 0 else None
     walk = max(policy.walk, 1.0) * width
     outward: set[str] = set()  # edges a flag moves outward
     walking: set[str] = set()
@@ -240,20 +242,38 @@ def _narrow_numeric(
             t = dist.to_scale(flag.value)
             if flag.edge == "lower":  # too high from t up: move below it
                 capped = True
+                # never below a top trial: a trial that scored well is no evidence
+                # against its region, whatever its update:weight ratio
+                t = max(t, top_hi) if values else t
                 if flag.walk:
                     new_lo, new_hi = lo - walk, t
                     outward.add("lower")
                     walking.add("lower")
                     why = f"too high from {flag.value:.3g} up: moved {_widths(policy)} below"
-                else:
+                elif best_pos is not None and best_pos <= 0.5:
+                    # the best of the rest sits in the lower half: extend below as well
+                    new_lo, new_hi = lo - policy.extend * width, min(new_hi, t)
+                    outward.add("lower")
+                    why = (
+                        f"too high from {flag.value:.3g} up: capped at "
+                        f"{dist.from_scale(new_hi):.3g}, extended below"
+                    )
+                else:  # an interior best below the divergence: only leave the divergence
                     new_hi = min(new_hi, t)
-                    why = f"too high from {flag.value:.3g} up: capped there"
+                    why = (
+                        f"too high from {flag.value:.3g} up: capped at "
+                        f"{dist.from_scale(new_hi):.3g}"
+                    )
             else:  # too low up to t: move above it
                 if flag.walk:
                     new_lo, new_hi = t, hi + walk
                     outward.add("upper")
                     walking.add("upper")
                     why = f"too low up to {flag.value:.3g}: moved {_widths(policy)} above"
+                elif best_pos is None or best_pos >= 0.5:
+                    new_lo, new_hi = max(new_lo, t), hi + policy.extend * width
+                    outward.add("upper")
+                    why = f"too low up to {flag.value:.3g}: raised past it, extended above"
                 else:
                     new_lo = max(new_lo, t)
                     why = f"too low up to {flag.value:.3g}: raised past it"
@@ -333,9 +353,11 @@ def narrow_space(
     best = border_flags(space, top_params[0], policy, trends=trends) if top_params else []
     evidence = []
     for flag in evidence_flags:
-        # too high (edge "lower") with the best on the lower border: the range is wrong
-        # and the scores agree, so the evidence walks
-        agrees = any(b.param == flag.param and b.edge == flag.edge for b in best)
+        # too high (edge "lower") with the best on the lower border, or the scores rising
+        # toward it: the range is wrong and the scores agree, so the evidence walks
+        trend = (trends or {}).get(flag.param, 0.0)
+        rises = trend <= -TREND_Z if flag.edge == "lower" else trend >= TREND_Z
+        agrees = rises or any(b.param == flag.param and b.edge == flag.edge for b in best)
         evidence.append(replace(flag, walk=True) if agrees and not flag.walk else flag)
     flags = [*evidence, *(f for f in best if f.param not in overridden)]
     by_param: dict[str, list[BorderFlag]] = {}

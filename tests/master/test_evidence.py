@@ -299,3 +299,62 @@ def test_flags_serialize_their_walk() -> None:
         "best learning_rate 0.001 is on the upper border of [1e-06, 0.001], and the scores "
         "rise toward it"
     )
+
+
+def test_most_too_low_moves_the_range_up_even_when_the_rest_is_noise() -> None:
+    """The digits-border case: most trials report a tiny ratio; the rest score noise with
+    an interior best. The range must still move up (by `extend`), and by a whole width
+    once the scores rise toward the top."""
+    space = {"learning_rate": LogUniform(1e-6, 1e-3)}
+    lrs = [10 ** (-6 + 3 * i / 29) for i in range(30)]
+    trials = [outcome(lr, score=0.1, codes={"lr_too_low"}) for lr in lrs[:20]]
+    noise = [0.12, 0.3, 0.11, 0.14, 0.1, 0.13, 0.12, 0.1, 0.11, 0.1]
+    trials += [outcome(lr, score=s) for lr, s in zip(lrs[20:], noise, strict=True)]
+    (flag,) = learning_rate_flags(space, trials)
+    assert (flag.edge, flag.walk) == ("upper", False)
+    best = [{"learning_rate": lrs[21]}, {"learning_rate": lrs[23]}, {"learning_rate": lrs[22]}]
+    new, flags, decisions = narrow_space(space, best, evidence_flags=[flag])
+    low, high = decades(new["learning_rate"])
+    assert high == pytest.approx(-3.0 + 1.5)  # half the width above
+    assert low >= math.log10(flag.value) - 1e-9
+    assert decisions[0].why.endswith("raised past it, extended above")
+    assert not flags[0].walk
+    # the scores rising toward the top: a walk of a whole width
+    new, flags, _ = narrow_space(
+        space, best, evidence_flags=[flag], trends={"learning_rate": TREND_Z}
+    )
+    assert flags[0].walk
+    assert decades(new["learning_rate"])[1] >= 0.0 - 1e-9
+
+
+def test_ratio_warnings_on_trials_that_scored_well_flag_but_never_cut_them_off() -> None:
+    """Plain SGD on digits scores 0.98 at learning rates of 4 to 8 with update:weight
+    ratios above 1e-1: the warning flags, but the top trials keep their region and the
+    range does not walk away from the best scores."""
+    space = {"learning_rate": LogUniform(4.0, 8.0)}
+    lrs = [4.0 * 2 ** (i / 9) for i in range(10)]
+    trials = [
+        outcome(lr, score=0.97 + 0.001 * i, codes={"lr_too_high"}) for i, lr in enumerate(lrs)
+    ]
+    (flag,) = learning_rate_flags(space, trials)
+    assert (flag.edge, flag.walk) == ("lower", False)
+    top = [{"learning_rate": lr} for lr in lrs[::-1][:3]]  # the best at the top
+    new, flags, decisions = narrow_space(space, top, evidence_flags=[flag])
+    assert new["learning_rate"].high >= lrs[-1] * (1 - 1e-9)  # type: ignore[attr-defined]
+    assert not flags[0].walk
+    assert decisions[0].why.startswith("too high from")
+
+
+def test_a_too_high_flag_names_each_cause_once_per_trial() -> None:
+    space = {"learning_rate": LogUniform(1.0, 100.0)}
+    trials = [
+        outcome(50.0, state="diverged", score=None, codes={"diverged", "lr_too_high"}),
+        outcome(40.0, codes={"dead_units", "lr_too_high"}),
+        outcome(30.0, codes={"lr_too_high"}),
+        outcome(1.5),
+    ]
+    (flag,) = learning_rate_flags(space, trials)
+    assert flag.evidence == (
+        "3 of 4 trials are too high (1 diverged, 1 with dead units, 1 with an update:weight "
+        "ratio far above 1e-3) (from 6.71 up)"
+    )
