@@ -37,6 +37,8 @@ __all__ = [
 # The warning codes that say "learning rate too high" (worker/diagnostics/babysit.py).
 TOO_HIGH_CODES = frozenset({"diverged", "lr_too_high", "dead_units"})
 MIN_TREND_TRIALS = 5
+# The rest of a range is a sliver when it is under this share of the width.
+SLIVER = 0.25
 
 
 @dataclass(frozen=True)
@@ -64,8 +66,11 @@ class TrialOutcome:
 
     @property
     def too_low(self) -> bool:
-        """Babysitting says its learning rate was too low (and nothing says too high)."""
-        return "lr_too_low" in self.codes and not self.too_high
+        """Babysitting says its learning rate was too low: an update:weight ratio far below
+        1e-3, or nothing learned (`not_learning`: the seed's "loss barely changing: the
+        learning rate is probably too low"), and nothing says too high (no divergence, no
+        dead units, no spike: worker/diagnostics/babysit.py)."""
+        return bool(self.codes & {"lr_too_low", "not_learning"}) and not self.too_high
 
     @property
     def usable(self) -> bool:
@@ -120,17 +125,21 @@ def learning_rate_flags(
     param: str | None = None,
     majority: float = 0.5,
     border: float = 0.1,
+    maximize: bool = True,
 ) -> list[BorderFlag]:
     """Flags from divergence and babysitting: when most of a stage's trials are too high
-    (diverged, `lr_too_high`, `dead_units`), the learning-rate range is too high, whatever
-    the scores say; when most report an update:weight ratio far below ~1e-3, too low.
+    (diverged, `lr_too_high`, `dead_units`), the learning-rate range is too high; when
+    most are too low (an update:weight ratio far below ~1e-3, or not learning), too low.
 
-    Each trial counts once. The flag's `value` is the boundary of that region. It walks
-    (the next range moves by whole widths) when no trial trained (too high: none scored
-    without diverging or dying; too low: none scored without a tiny ratio), or all that
-    did sit in a sliver of the range (`border` of its width) beyond the boundary. A ratio
-    warning on a trial that scored is weaker: it flags, but only the scores can make such a
-    flag walk (`narrow_space`).
+    Each trial counts once. The flag's `value` is the boundary of that region; the next
+    range leaves the region (`narrow_space`). The flag walks (the range moves by whole
+    widths, and the study may add a stage) when the evidence is strong (most trials
+    failed outright: diverged or died; every too-low trial is such a failure) and what
+    lies outside the region cannot hold the optimum: no trial trained there, or it is a
+    sliver (a quarter of the width, or `border` if more), or its best trial sits in its
+    outer quarter toward the region's far side, or its scores rise that way (the trend of
+    `score_trends`, on those trials only). A ratio warning on a trial that scored is weak
+    evidence: it flags and bounds the range, and never walks it.
     """
     name = learning_rate_param(space, param)
     if name is None or not outcomes:
@@ -142,37 +151,72 @@ def learning_rate_flags(
     trials = len(outcomes)
     high = sum(o.too_high for o in outcomes)
     low = sum(o.too_low for o in outcomes)
-    placed = [o for o in outcomes if name in o.params]
+    placed = [
+        (o, dist.to_scale(_clip(float(o.params[name]), dist)))
+        for o in outcomes
+        if name in o.params
+    ]
     if not placed:
         return []
     lo, hi = dist.to_scale(dist.low), dist.to_scale(dist.high)
-    scaled = [dist.to_scale(_clip(float(o.params[name]), dist)) for o in placed]
+    sliver = max(border, SLIVER) * (hi - lo)
     if high >= majority * trials and high > low:
-        t = boundary(scaled, [o.too_high for o in placed], bad_above=True)
-        # trials that trained (scored, neither diverged nor dead): a ratio warning alone
-        # on a trial that scored does not make the region wrong
-        healthy = [v for o, v in zip(placed, scaled, strict=True) if o.usable and not o.dead]
-        thin = (t - lo) <= border * (hi - lo)
-        walk = not healthy or (thin and all(v < t for v in healthy))
-        evidence = f"{_too_high_counts(outcomes, high, trials)} (from {dist.from_scale(t):.3g} up)"
-        flag = BorderFlag(
-            name, dist.from_scale(t), "lower", dist.low, dist.high, evidence, walk=walk
+        t = boundary([v for _, v in placed], [o.too_high for o, _ in placed], bad_above=True)
+        # trials that trained below the boundary (scored, neither diverged nor dead)
+        rest = [(o, v) for o, v in placed if v < t and o.usable and not o.dead]
+        strong = sum(o.diverged or o.dead for o in outcomes) >= majority * trials
+        walk = strong and (
+            not rest or t - lo <= sliver or _outer(rest, lo, t, maximize, toward_low=True)
         )
-        return [flag]
+        evidence = f"{_too_high_counts(outcomes, high, trials)} (from {dist.from_scale(t):.3g} up)"
+        return [
+            BorderFlag(name, dist.from_scale(t), "lower", dist.low, dist.high, evidence, walk=walk)
+        ]
     if low >= majority * trials and low > high:
-        t = boundary(scaled, [o.too_low for o in placed], bad_above=False)
-        learned = [v for o, v in zip(placed, scaled, strict=True) if o.usable and not o.too_low]
-        thin = (hi - t) <= border * (hi - lo)
-        walk = not learned or (thin and all(v > t for v in learned))
+        t = boundary([v for _, v in placed], [o.too_low for o, _ in placed], bad_above=False)
+        rest = [(o, v) for o, v in placed if v > t and o.usable and not o.too_low]
+        walk = not rest or hi - t <= sliver or _outer(rest, t, hi, maximize, toward_low=False)
+        ratio = sum(o.too_low and "lr_too_low" in o.codes for o in outcomes)
+        parts = [
+            f"{ratio} with an update:weight ratio far below 1e-3" if ratio else "",
+            f"{low - ratio} not learning" if low - ratio else "",
+        ]
         evidence = (
-            f"{low} of {trials} trials report an update:weight ratio far below 1e-3 "
+            f"{low} of {trials} trials are too low ({', '.join(p for p in parts if p)}) "
             f"(up to {dist.from_scale(t):.3g})"
         )
-        flag = BorderFlag(
-            name, dist.from_scale(t), "upper", dist.low, dist.high, evidence, walk=walk
-        )
-        return [flag]
+        return [
+            BorderFlag(name, dist.from_scale(t), "upper", dist.low, dist.high, evidence, walk=walk)
+        ]
     return []
+
+
+def _outer(
+    rest: Sequence[tuple[TrialOutcome, float]],
+    lo: float,
+    hi: float,
+    maximize: bool,
+    *,
+    toward_low: bool,
+) -> bool:
+    """Whether the trials outside a flagged region point past its far edge: their best
+    sits in the outer quarter of [lo, hi] on that side, or their scores rise toward it."""
+    scored = [(o, v) for o, v in rest if o.score is not None]
+    if not scored or hi <= lo:
+        return False
+    sign = 1.0 if maximize else -1.0
+    _, best = max(scored, key=lambda p: sign * float(p[0].score or 0.0))
+    pos = (best - lo) / (hi - lo)
+    if (pos <= 0.25) if toward_low else (pos >= 0.75):
+        return True
+    if len(scored) < MIN_TREND_TRIALS:
+        return False
+    x = _ranks([v for _, v in scored])
+    y = _ranks([sign * float(o.score or 0.0) for o, _ in scored])
+    if x.std() == 0 or y.std() == 0:
+        return False
+    z = float(np.corrcoef(x, y)[0, 1]) * math.sqrt(len(scored) - 1)
+    return z <= -TREND_Z if toward_low else z >= TREND_Z
 
 
 def _too_high_counts(outcomes: Sequence[TrialOutcome], high: int, trials: int) -> str:

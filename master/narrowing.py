@@ -231,8 +231,6 @@ def _narrow_numeric(
     else:
         new_lo, new_hi = lo, hi
         why = "no scored trial: range kept"
-    # where the best value sits (values[0]); None with no scored trial
-    best_pos = (scaled[0] - lo) / width if values and width > 0 else None
     walk = max(policy.walk, 1.0) * width
     outward: set[str] = set()  # edges a flag moves outward
     walking: set[str] = set()
@@ -250,8 +248,8 @@ def _narrow_numeric(
                     outward.add("lower")
                     walking.add("lower")
                     why = f"too high from {flag.value:.3g} up: moved {_widths(policy)} below"
-                elif best_pos is not None and best_pos <= 0.5:
-                    # the best of the rest sits in the lower half: extend below as well
+                elif values and t > lo and (scaled[0] - lo) / (t - lo) <= 0.5:
+                    # the best sits low in what lies below the divergence: extend below too
                     new_lo, new_hi = lo - policy.extend * width, min(new_hi, t)
                     outward.add("lower")
                     why = (
@@ -270,13 +268,10 @@ def _narrow_numeric(
                     outward.add("upper")
                     walking.add("upper")
                     why = f"too low up to {flag.value:.3g}: moved {_widths(policy)} above"
-                elif best_pos is None or best_pos >= 0.5:
+                else:  # too low is never a region to keep: raise past it, extend above
                     new_lo, new_hi = max(new_lo, t), hi + policy.extend * width
                     outward.add("upper")
                     why = f"too low up to {flag.value:.3g}: raised past it, extended above"
-                else:
-                    new_lo = max(new_lo, t)
-                    why = f"too low up to {flag.value:.3g}: raised past it"
         elif flag.edge == "lower":
             new_lo = lo - (walk if flag.walk else policy.extend * width)
             outward.add("lower")
@@ -338,9 +333,9 @@ def narrow_space(
 
     Args:
         evidence_flags: flags raised from divergence and babysitting
-            (`evidence.learning_rate_flags`); they take the place of a best-value flag on
-            the same parameter, and a best value on the border they point to makes them
-            walk.
+            (`evidence.learning_rate_flags`, which decides whether they walk); they take
+            the place of a best-value flag on the same parameter, and a best value on the
+            border they point to makes them walk too.
         trends: per parameter, how the scores rise with it (`evidence.score_trends`): a
             best value on a border the scores rise toward walks.
 
@@ -353,12 +348,9 @@ def narrow_space(
     best = border_flags(space, top_params[0], policy, trends=trends) if top_params else []
     evidence = []
     for flag in evidence_flags:
-        # too high (edge "lower") with the best on the lower border, or the scores rising
-        # toward it: the range is wrong and the scores agree, so the evidence walks
-        trend = (trends or {}).get(flag.param, 0.0)
-        rises = trend <= -TREND_Z if flag.edge == "lower" else trend >= TREND_Z
-        agrees = rises or any(b.param == flag.param and b.edge == flag.edge for b in best)
-        evidence.append(replace(flag, walk=True) if agrees and not flag.walk else flag)
+        # the best value on the border the evidence points to: the scores agree, it walks
+        on_border = any(b.param == flag.param and b.edge == flag.edge for b in best)
+        evidence.append(replace(flag, walk=True) if on_border and not flag.walk else flag)
     flags = [*evidence, *(f for f in best if f.param not in overridden)]
     by_param: dict[str, list[BorderFlag]] = {}
     for flag in flags:

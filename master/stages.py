@@ -192,7 +192,9 @@ def _plan(s: Session, study: StudyRow, stage: StageRow) -> _Plan:
     )
     n_top = min(len(usable), max(policy.min_top, math.ceil(policy.top_fraction * len(usable))))
     top = [o for _, o in ranked_usable[:n_top]]
-    evidence = learning_rate_flags(space, outcomes, param=policy.lr_param, border=policy.border)
+    evidence = learning_rate_flags(
+        space, outcomes, param=policy.lr_param, border=policy.border, maximize=study.maximize
+    )
     trends = score_trends(
         space,
         [(o.params, float(o.score)) for o in usable if o.score is not None],

@@ -196,14 +196,15 @@ def test_noise_is_seldom_a_trend_and_a_minimised_metric_flips_the_sign() -> None
     assert score_trends(space, rising[:4], maximize=True)["learning_rate"] == 0.0
 
 
-def test_evidence_and_a_best_value_on_its_border_agree_and_walk() -> None:
-    """Most trials too high, and the best of the rest on the lower border: the range is
-    wrong and the scores agree, so it moves a whole width down."""
+def test_most_diverged_and_the_best_of_the_rest_at_the_bottom_walk_down() -> None:
+    """Most trials diverged, and the best of the rest sits in the bottom quarter of what
+    lies below the divergence: the range is wrong and the scores agree, so it moves a
+    whole width down."""
     space = {"learning_rate": LogUniform(1e-1, 1e2)}
     trials = [outcome(0.11, score=0.9), outcome(0.13, score=0.8)]
-    trials += [outcome(10 ** (-0.5 + i / 10), state="diverged", score=None) for i in range(20)]
+    trials += [outcome(10 ** (0.5 + i / 15), state="diverged", score=None) for i in range(20)]
     evidence = learning_rate_flags(space, trials)
-    assert [(f.edge, f.walk) for f in evidence] == [("lower", False)]
+    assert [(f.edge, f.walk) for f in evidence] == [("lower", True)]
     new, flags, _ = narrow_space(
         space, [{"learning_rate": 0.11}, {"learning_rate": 0.13}], evidence_flags=evidence
     )
@@ -211,6 +212,21 @@ def test_evidence_and_a_best_value_on_its_border_agree_and_walk() -> None:
     low, high = decades(new["learning_rate"])
     assert low <= -1.0 - 3.0 + 1e-9
     assert high <= math.log10(evidence[0].value) + 1e-9
+
+
+def test_weak_evidence_walks_only_when_the_best_sits_on_its_border() -> None:
+    """Ratio warnings on trials that scored never walk by themselves; the best value on
+    the border they point to does."""
+    space = {"learning_rate": LogUniform(1.0, 1e3)}
+    trials = [
+        outcome(10 ** (i / 7), score=0.5 + 0.01 * i, codes={"lr_too_high"}) for i in range(20)
+    ]
+    trials += [outcome(1.05, score=0.99), outcome(1.2, score=0.3)]
+    (flag,) = learning_rate_flags(space, trials)
+    assert (flag.edge, flag.walk) == ("lower", False)
+    top = [{"learning_rate": 1.05}, {"learning_rate": 10 ** (19 / 7)}, {"learning_rate": 1e2}]
+    _, flags, _ = narrow_space(space, top, evidence_flags=[flag])
+    assert flags[0].walk  # best 1.05 on the lower border of [1, 1000]
 
 
 # -- limits ---------------------------------------------------------------------------
@@ -302,29 +318,45 @@ def test_flags_serialize_their_walk() -> None:
 
 
 def test_most_too_low_moves_the_range_up_even_when_the_rest_is_noise() -> None:
-    """The digits-border case: most trials report a tiny ratio; the rest score noise with
-    an interior best. The range must still move up (by `extend`), and by a whole width
-    once the scores rise toward the top."""
+    """The digits-border case: most trials do not learn; the rest score noise. The range
+    leaves the too-low region and extends above by `extend`; by a whole width (a walk)
+    when the best of the rest sits in its top quarter or the scores rise toward it."""
     space = {"learning_rate": LogUniform(1e-6, 1e-3)}
     lrs = [10 ** (-6 + 3 * i / 29) for i in range(30)]
-    trials = [outcome(lr, score=0.1, codes={"lr_too_low"}) for lr in lrs[:20]]
+    low_trials = [outcome(lr, score=0.1, codes={"lr_too_low"}) for lr in lrs[:12]]
+    low_trials += [outcome(lr, score=0.1, codes={"not_learning"}) for lr in lrs[12:20]]
     noise = [0.12, 0.3, 0.11, 0.14, 0.1, 0.13, 0.12, 0.1, 0.11, 0.1]
-    trials += [outcome(lr, score=s) for lr, s in zip(lrs[20:], noise, strict=True)]
+    trials = low_trials + [outcome(lr, score=s) for lr, s in zip(lrs[20:], noise, strict=True)]
     (flag,) = learning_rate_flags(space, trials)
     assert (flag.edge, flag.walk) == ("upper", False)
-    best = [{"learning_rate": lrs[21]}, {"learning_rate": lrs[23]}, {"learning_rate": lrs[22]}]
-    new, flags, decisions = narrow_space(space, best, evidence_flags=[flag])
+    assert flag.evidence == (
+        "20 of 30 trials are too low (12 with an update:weight ratio far below 1e-3, 8 not "
+        "learning) (up to 0.000104)"
+    )
+    top = [{"learning_rate": lrs[21]}, {"learning_rate": lrs[23]}, {"learning_rate": lrs[22]}]
+    new, flags, decisions = narrow_space(space, top, evidence_flags=[flag])
     low, high = decades(new["learning_rate"])
+    assert not flags[0].walk
     assert high == pytest.approx(-3.0 + 1.5)  # half the width above
     assert low >= math.log10(flag.value) - 1e-9
     assert decisions[0].why.endswith("raised past it, extended above")
-    assert not flags[0].walk
-    # the scores rising toward the top: a walk of a whole width
-    new, flags, _ = narrow_space(
-        space, best, evidence_flags=[flag], trends={"learning_rate": TREND_Z}
+    # the best of the rest at the top: a walk of a whole width
+    best_on_top = [*noise[:-1], 0.5]
+    trials = low_trials + [
+        outcome(lr, score=s) for lr, s in zip(lrs[20:], best_on_top, strict=True)
+    ]
+    (flag,) = learning_rate_flags(space, trials)
+    assert flag.walk
+    new, flags, decisions = narrow_space(
+        space, [{"learning_rate": lrs[29]}], evidence_flags=[flag]
     )
-    assert flags[0].walk
     assert decades(new["learning_rate"])[1] >= 0.0 - 1e-9
+    assert "moved a whole width above" in decisions[0].why
+    # scores that rise through the rest walk it too, wherever the best
+    rising = [0.1 + 0.01 * i for i in range(10)]
+    rising[6] = 0.9  # the best short of the top quarter; the trend still rises
+    trials = low_trials + [outcome(lr, score=s) for lr, s in zip(lrs[20:], rising, strict=True)]
+    assert learning_rate_flags(space, trials)[0].walk
 
 
 def test_ratio_warnings_on_trials_that_scored_well_flag_but_never_cut_them_off() -> None:
@@ -358,3 +390,21 @@ def test_a_too_high_flag_names_each_cause_once_per_trial() -> None:
         "3 of 4 trials are too high (1 diverged, 1 with dead units, 1 with an update:weight "
         "ratio far above 1e-3) (from 6.71 up)"
     )
+
+
+def test_most_diverged_above_an_interior_best_caps_without_walking_down() -> None:
+    """A walk upward overshot into divergence ([0.09, 100], 9 of 12 too high): the best,
+    0.5, sits high in what lies below the divergence, so the range is capped there and
+    does not walk three decades down again (an oscillation that spent extra stages)."""
+    space = {"learning_rate": LogUniform(0.09, 100.0)}
+    trials = [outcome(lr, score=s) for lr, s in ((0.12, 0.9), (0.3, 0.95), (0.5, 0.97))]
+    trials += [outcome(lr, state="diverged", score=None) for lr in (1.5, 3, 6, 12, 30, 60)]
+    trials += [outcome(lr, codes={"dead_units"}, score=0.1) for lr in (2.0, 8.0, 20.0)]
+    (flag,) = learning_rate_flags(space, trials)
+    assert (flag.edge, flag.walk) == ("lower", False)
+    top = [{"learning_rate": 0.5}, {"learning_rate": 0.3}, {"learning_rate": 0.12}]
+    new, flags, _ = narrow_space(space, top, evidence_flags=[flag])
+    assert not flags[0].walk
+    low, high = decades(new["learning_rate"])
+    assert low >= math.log10(0.09) - 1e-9
+    assert high <= math.log10(flag.value) + 1e-9
