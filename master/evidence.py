@@ -136,10 +136,10 @@ def learning_rate_flags(
     widths, and the study may add a stage) when the evidence is strong (most trials
     failed outright: diverged or died; every too-low trial is such a failure) and what
     lies outside the region cannot hold the optimum: no trial trained there, or it is a
-    sliver (a quarter of the width, or `border` if more), or its best trial sits in its
-    outer quarter toward the region's far side, or its scores rise that way (the trend of
-    `score_trends`, on those trials only). A ratio warning on a trial that scored is weak
-    evidence: it flags and bounds the range, and never walks it.
+    sliver (a quarter of the width, or `border` if more), or its best trial sits within
+    `border` of its far edge. A ratio warning on a trial that scored is weak evidence: it
+    flags and bounds the range, and walks it only with the best value on the border it
+    points to (`narrow_space`).
     """
     name = learning_rate_param(space, param)
     if name is None or not outcomes:
@@ -166,7 +166,9 @@ def learning_rate_flags(
         rest = [(o, v) for o, v in placed if v < t and o.usable and not o.dead]
         strong = sum(o.diverged or o.dead for o in outcomes) >= majority * trials
         walk = strong and (
-            not rest or t - lo <= sliver or _outer(rest, lo, t, maximize, toward_low=True)
+            not rest
+            or t - lo <= sliver
+            or _outer(rest, lo, t, maximize, toward_low=True, border=border)
         )
         evidence = f"{_too_high_counts(outcomes, high, trials)} (from {dist.from_scale(t):.3g} up)"
         return [
@@ -175,7 +177,11 @@ def learning_rate_flags(
     if low >= majority * trials and low > high:
         t = boundary([v for _, v in placed], [o.too_low for o, _ in placed], bad_above=False)
         rest = [(o, v) for o, v in placed if v > t and o.usable and not o.too_low]
-        walk = not rest or hi - t <= sliver or _outer(rest, t, hi, maximize, toward_low=False)
+        walk = (
+            not rest
+            or hi - t <= sliver
+            or _outer(rest, t, hi, maximize, toward_low=False, border=border)
+        )
         ratio = sum(o.too_low and "lr_too_low" in o.codes for o in outcomes)
         parts = [
             f"{ratio} with an update:weight ratio far below 1e-3" if ratio else "",
@@ -198,25 +204,17 @@ def _outer(
     maximize: bool,
     *,
     toward_low: bool,
+    border: float,
 ) -> bool:
-    """Whether the trials outside a flagged region point past its far edge: their best
-    sits in the outer quarter of [lo, hi] on that side, or their scores rise toward it."""
+    """Whether the best of the trials outside a flagged region sits on the far border of
+    what lies outside it ([lo, hi] in scale): the optimum lies beyond the old range."""
     scored = [(o, v) for o, v in rest if o.score is not None]
     if not scored or hi <= lo:
         return False
     sign = 1.0 if maximize else -1.0
     _, best = max(scored, key=lambda p: sign * float(p[0].score or 0.0))
     pos = (best - lo) / (hi - lo)
-    if (pos <= 0.25) if toward_low else (pos >= 0.75):
-        return True
-    if len(scored) < MIN_TREND_TRIALS:
-        return False
-    x = _ranks([v for _, v in scored])
-    y = _ranks([sign * float(o.score or 0.0) for o, _ in scored])
-    if x.std() == 0 or y.std() == 0:
-        return False
-    z = float(np.corrcoef(x, y)[0, 1]) * math.sqrt(len(scored) - 1)
-    return z <= -TREND_Z if toward_low else z >= TREND_Z
+    return pos <= border if toward_low else pos >= 1.0 - border
 
 
 def _too_high_counts(outcomes: Sequence[TrialOutcome], high: int, trials: int) -> str:

@@ -248,14 +248,6 @@ def _narrow_numeric(
                     outward.add("lower")
                     walking.add("lower")
                     why = f"too high from {flag.value:.3g} up: moved {_widths(policy)} below"
-                elif values and t > lo and (scaled[0] - lo) / (t - lo) <= 0.5:
-                    # the best sits low in what lies below the divergence: extend below too
-                    new_lo, new_hi = lo - policy.extend * width, min(new_hi, t)
-                    outward.add("lower")
-                    why = (
-                        f"too high from {flag.value:.3g} up: capped at "
-                        f"{dist.from_scale(new_hi):.3g}, extended below"
-                    )
                 else:  # an interior best below the divergence: only leave the divergence
                     new_hi = min(new_hi, t)
                     why = (
@@ -268,10 +260,9 @@ def _narrow_numeric(
                     outward.add("upper")
                     walking.add("upper")
                     why = f"too low up to {flag.value:.3g}: moved {_widths(policy)} above"
-                else:  # too low is never a region to keep: raise past it, extend above
-                    new_lo, new_hi = max(new_lo, t), hi + policy.extend * width
-                    outward.add("upper")
-                    why = f"too low up to {flag.value:.3g}: raised past it, extended above"
+                else:  # an interior best above the region: only leave the region
+                    new_lo = max(new_lo, t)
+                    why = f"too low up to {flag.value:.3g}: raised past it"
         elif flag.edge == "lower":
             new_lo = lo - (walk if flag.walk else policy.extend * width)
             outward.add("lower")
