@@ -168,3 +168,15 @@ def test_a_stage_where_every_trial_failed_keeps_its_ranges_and_says_why(
         "ranges are kept (failures are the circuit breaker's to judge: issue 15)"
     )
     assert second["space"] == SPACE
+
+
+def test_a_study_whose_only_stage_diverged_adds_one_rather_than_end_unscored(
+    master: Master,
+) -> None:
+    master.service.create_study(tiny_spec(space=SPACE, stages=[{"trials": 5, "epochs": 1}]))
+    study = drive(master, peaked)
+    first, added = study["stages"]
+    assert first["decisions"]["added_stage"]["index"] == 1
+    assert (added["trials"], added["epochs"], added["state"]) == (5, 1, "done")
+    assert study["best_score"] > 0.5  # it did not end with no scored trial
+    assert study["border_flags"] is not None
