@@ -11,7 +11,7 @@ or a dropped connection, backing off from 0.1 s to 2 s.
 
 What travels on the wire is built in one place, `Wire`: one `EpochReport` per
 `POST /api/v1/trials/{id}/reports`, or with `batch` > 1 several epochs in one
-`POST .../reports/batch` (common/protocol.py), as the real worker's sender batches.
+`POST .../reports/batch` (common/messages.py), as the real worker's sender batches.
 
 `client_ceiling` runs the same workers against a null HTTP server (canned answers, no
 framework, no database), so a table can say whether the master or the client was the
@@ -146,7 +146,7 @@ class Request:
 
 
 class Wire:
-    """Every request body a simulated worker sends (common/protocol.py), in one place."""
+    """Every request body a simulated worker sends (common/messages.py), in one place."""
 
     @staticmethod
     def claim(worker_id: str) -> Request:
