@@ -75,11 +75,11 @@ class EarlyStoppingSpec(_Strict):
     def _keys_of_its_rule(self) -> EarlyStoppingSpec:
         # Compared with the defaults, not `model_fields_set`: a stored spec carries every
         # key with its default and must validate again.
-        asha: dict[str, object] = {"min_epochs": 1, "reduction_factor": 4.0, "rungs": None}
-        median: dict[str, object] = {"grace_epochs": 1, "min_trials": 5}
-        other = {"median": asha, "asha": median}.get(self.rule, {})
-        for key, default in other.items():
-            if getattr(self, key) != default:
+        fields = type(self).model_fields
+        asha, median = ("min_epochs", "reduction_factor", "rungs"), ("grace_epochs", "min_trials")
+        other = {"median": asha, "asha": median}.get(self.rule, ())
+        for key in other:
+            if getattr(self, key) != fields[key].default:
                 owner = "asha" if self.rule == "median" else "median"
                 raise SpecError(
                     f"early_stopping.{key}: a setting of the {owner} rule, but the rule is "

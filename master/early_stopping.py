@@ -32,17 +32,13 @@ from sqlalchemy.orm import Session
 
 from gridless.common.db import EpochMetricRow, StudyRow, TrialRow
 from gridless.common.metric import Metric
+from gridless.common.spec import EarlyStoppingSpec
 
 __all__ = ["DEFAULT_EARLY_STOPPING", "asha_cutoff", "asha_rungs", "should_stop"]
 
-DEFAULT_EARLY_STOPPING: dict[str, Any] = {
-    "rule": "median",
-    "grace_epochs": 1,
-    "min_trials": 5,
-    "min_epochs": 1,
-    "reduction_factor": 4.0,
-    "rungs": None,
-}
+# The spec's defaults are the only ones (issue 21): a stored spec may predate a key.
+DEFAULT_EARLY_STOPPING: dict[str, Any] = EarlyStoppingSpec().model_dump()
+_ASHA = {k: DEFAULT_EARLY_STOPPING[k] for k in ("min_epochs", "reduction_factor", "rungs")}
 
 
 def should_stop(
@@ -92,7 +88,11 @@ def _median(
 
 
 def asha_rungs(
-    epochs: int, *, min_epochs: int = 1, reduction_factor: float = 4.0, rungs: int | None = None
+    epochs: int,
+    *,
+    min_epochs: int = _ASHA["min_epochs"],
+    reduction_factor: float = _ASHA["reduction_factor"],
+    rungs: int | None = _ASHA["rungs"],
 ) -> list[int]:
     """The epochs at which ASHA compares a stage's trials of `epochs` epochs: the first
     epoch at or after each milestone `min_epochs * reduction_factor**k`, below `epochs`

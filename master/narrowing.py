@@ -19,12 +19,14 @@ from typing import Any
 
 from gridless.common.limits import default_limits
 from gridless.common.space import Choice, Distribution, NumericDistribution
+from gridless.common.spec import NarrowingSpec
 
 __all__ = [
     "TREND_Z",
     "BorderFlag",
     "Decision",
     "NarrowingPolicy",
+    "RaisedFlag",
     "border_flags",
     "hard_limits",
     "narrow_space",
@@ -35,6 +37,11 @@ __all__ = [
 # border (master/evidence.py computes it). Noise walks in about 1 % of the stages where
 # its best value happens to sit on a border.
 TREND_Z = 2.326
+
+
+# The spec's defaults are the only ones (issue 21): a policy built in code or from a
+# stored spec that predates a key gets the same values as a spec that leaves it out.
+_DEFAULTS: dict[str, Any] = NarrowingSpec().model_dump()
 
 
 @dataclass(frozen=True)
@@ -59,14 +66,14 @@ class NarrowingPolicy:
             without their own `limits:`.
     """
 
-    top_fraction: float = 0.2
-    min_top: int = 3
-    margin: float = 0.25
-    min_width: float = 0.1
-    border: float = 0.1
-    extend: float = 0.5
-    walk: float = 1.0
-    max_extra_stages: int = 3
+    top_fraction: float = _DEFAULTS["top_fraction"]
+    min_top: int = _DEFAULTS["min_top"]
+    margin: float = _DEFAULTS["margin"]
+    min_width: float = _DEFAULTS["min_width"]
+    border: float = _DEFAULTS["border"]
+    extend: float = _DEFAULTS["extend"]
+    walk: float = _DEFAULTS["walk"]
+    max_extra_stages: int = _DEFAULTS["max_extra_stages"]
     lr_param: str | None = None
     limits: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
@@ -122,6 +129,33 @@ class BorderFlag:
             "walk": self.walk,
             "message": self.message,
         }
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> BorderFlag:
+        """A flag as `to_json` stored it in a stage's decisions (a flag stored before
+        issue 20 has no `evidence` or `walk`)."""
+        return cls(
+            param=str(raw["param"]),
+            value=float(raw["value"]),
+            edge=str(raw["edge"]),
+            low=float(raw["low"]),
+            high=float(raw["high"]),
+            evidence=raw.get("evidence"),
+            walk=bool(raw.get("walk", False)),
+        )
+
+
+@dataclass(frozen=True)
+class RaisedFlag:
+    """A stored flag with the stage after which it was raised (1-based) and whether that
+    was the last stage (a flag no later stage answered)."""
+
+    flag: BorderFlag
+    stage: int
+    final: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.flag.to_json(), "stage": self.stage, "final": self.final}
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ The events:
 - `border`: a stage closed with a best value near a border of its range, one POST per
   stage with every flag (`flags`), the first one's words in `message`.
 
-The hooks (`study_finished`, `trial_failed`, `border_flags`) are one-line calls where the
+The hooks (`study_finished`, `trial_failed`, `flags_raised`) are one-line calls where the
 events happen; they read what they need in the transaction and hand the POST to run after
 its commit (the writer's `Batch.after_commit`; a service's own session: its commit), never
 if it rolls back. The POSTs run on one background thread from a bounded queue, each tried
@@ -40,7 +40,7 @@ from gridless.common.db import StageRow, StudyRow, TrialRow
 from gridless.common.spec import NOTIFY_EVENTS
 from gridless.master.context import ranked
 
-__all__ = ["Notifier", "border_flags", "redact_url", "study_finished", "trial_failed"]
+__all__ = ["Notifier", "flags_raised", "redact_url", "study_finished", "trial_failed"]
 
 log = logging.getLogger(__name__)
 
@@ -285,7 +285,7 @@ def trial_failed(trial: TrialRow) -> None:
     _after_commit(s, lambda: notifier.send_failure(url, study.id, payload))
 
 
-def border_flags(stage: StageRow) -> None:
+def flags_raised(stage: StageRow) -> None:
     """A stage closed with border flags: post them after the commit."""
     flags = (stage.decisions or {}).get("flags") or []
     s = object_session(stage)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -73,12 +73,28 @@ class StudyPublic(_Public):
         return spec
 
 
+class BorderFlagPublic(BaseModel):
+    """A best value near an edge of its range, or evidence that the range is wrong,
+    raised after `stage` (`final`: after the last one, so no stage answered it)."""
+
+    param: str
+    value: float
+    edge: Literal["lower", "upper"]
+    low: float
+    high: float
+    evidence: str | None = None
+    walk: bool = False
+    message: str
+    stage: int
+    final: bool
+
+
 class StudyDetailPublic(StudyPublic):
     stages: list[StagePublic]
     finished_trials: int
     total_trials: int
     best_score: float | None
-    border_flags: list[dict[str, Any]]
+    border_flags: list[BorderFlagPublic]
     warning_counts: dict[str, int]
     ensembles_built: bool
     metric_names: list[str] = Field(
@@ -343,8 +359,8 @@ class WorkersKilled(BaseModel):
 
 
 class FlagsPublic(BaseModel):
-    data: list[dict[str, Any]]
-    final: list[dict[str, Any]]
+    data: list[BorderFlagPublic]
+    final: list[BorderFlagPublic]
 
 
 class TrialWarningsPublic(BaseModel):

@@ -25,6 +25,7 @@ from gridless.master import analysis, notify
 from gridless.master.artifacts import ArtifactQueries
 from gridless.master.context import MasterContext, load_study, ranked
 from gridless.master.importance import Importance
+from gridless.master.narrowing import BorderFlag, RaisedFlag
 from gridless.master.study_edits import StudyEdits, warm_ranges
 from gridless.master.trial_query import SORT_FIELDS, ParamRange, trial_query
 
@@ -180,15 +181,14 @@ class StudyService(ArtifactQueries, StudyEdits):
             query = select(StageRow).where(StageRow.study_id == study_id).order_by(StageRow.index)
             return list(s.scalars(query))
 
-    def border_flags(self, study_id: int) -> list[dict[str, Any]]:
-        """Every flag raised, with the stage after which it was raised (1-based `stage`)."""
-        flags: list[dict[str, Any]] = []
+    def raised_flags(self, study_id: int) -> list[RaisedFlag]:
+        """Every flag raised, with the stage after which it was raised."""
         stages = self.stages(study_id)
-        for stage in stages:
-            final = stage.index == len(stages) - 1
-            for flag in stage.decisions.get("flags", []):
-                flags.append({**flag, "stage": stage.index + 1, "final": final})
-        return flags
+        return [
+            RaisedFlag(BorderFlag.from_json(raw), stage.index + 1, stage.index == len(stages) - 1)
+            for stage in stages
+            for raw in stage.decisions.get("flags", [])
+        ]
 
     def progress(self, study_id: int) -> Progress:
         with session_scope(self.sessions) as s:

@@ -112,7 +112,7 @@ def advance(s: Session, study: StudyRow) -> bool:
     _close(s, study, stage)
     if record is not None:
         stage.decisions = {**stage.decisions, "rescore": record}
-    notify.border_flags(stage)
+    notify.flags_raised(stage)
     return True
 
 

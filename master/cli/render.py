@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
 
 import typer
 from rich.console import Console, Group, RenderableType
@@ -14,7 +13,13 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from gridless.master.schemas import StudyDetailPublic, StudyPublic, TrialPublic, TrialsPublic
+from gridless.master.schemas import (
+    BorderFlagPublic,
+    StudyDetailPublic,
+    StudyPublic,
+    TrialPublic,
+    TrialsPublic,
+)
 
 __all__ = [
     "FAILED_SHOWN",
@@ -117,17 +122,17 @@ def stages_table(study: StudyDetailPublic, title: str) -> Table:
     return table
 
 
-def flag_lines(flags: list[dict[str, Any]]) -> list[RenderableType]:
+def flag_lines(flags: list[BorderFlagPublic]) -> list[RenderableType]:
     """Border flags: one line for each the next stage answered by extending its range, and
     a panel for those still on a border when the study ended (the seed: widen, run again)."""
     lines: list[RenderableType] = []
     final = []
     for flag in flags:
-        if flag["final"]:
-            final.append(escape(flag["message"]))
+        if flag.final:
+            final.append(escape(flag.message))
         else:
-            where = f"after stage {flag['stage']}, range extended"
-            lines.append(f"[yellow]border flag ({where}):[/] {escape(flag['message'])}")
+            where = f"after stage {flag.stage}, range extended"
+            lines.append(f"[yellow]border flag ({where}):[/] {escape(flag.message)}")
     if final:
         body = (
             "\n".join(final) + "\nThe best value may lie beyond the range: widen it and run again."

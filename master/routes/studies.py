@@ -15,6 +15,7 @@ from gridless.master.deps import ServiceDep, StudyDep, StudyTrialDep
 from gridless.master.export import ExportFormat, export_lines, media_type
 from gridless.master.routes.trials import trial_detail, trial_log
 from gridless.master.schemas import (
+    BorderFlagPublic,
     FlagsPublic,
     ImportancePublic,
     SpaceEdit,
@@ -33,11 +34,15 @@ from gridless.master.schemas import (
     TrialWarningsPublic,
     WarningsPublic,
 )
-from gridless.master.services import ParamRange
+from gridless.master.services import ParamRange, StudyService
 
 router = APIRouter(prefix="/studies", tags=["studies"])
 
 Limit = Annotated[int, Query(ge=1, le=1000, description="page size")]
+
+
+def raised_flags(service: StudyService, study_id: int) -> list[BorderFlagPublic]:
+    return [BorderFlagPublic.model_validate(f.to_json()) for f in service.raised_flags(study_id)]
 
 
 @router.get("")
@@ -63,7 +68,7 @@ def _detail(service: ServiceDep, study: Any) -> StudyDetailPublic:
         finished_trials=progress.finished,
         total_trials=progress.total,
         best_score=progress.best,
-        border_flags=service.border_flags(study.id),
+        border_flags=raised_flags(service, study.id),
         warning_counts=service.warning_counts(study.id),
         ensembles_built=service.has_ensembles(study.id),
         metric_names=service.metric_names(study.id),
@@ -136,8 +141,8 @@ def list_stages(study: StudyDep, service: ServiceDep) -> list[StagePublic]:
 @router.get("/{study_id}/flags")
 def list_flags(study: StudyDep, service: ServiceDep) -> FlagsPublic:
     """Border flags: best values near an edge of their range, per stage."""
-    flags = service.border_flags(study.id)
-    return FlagsPublic(data=flags, final=[f for f in flags if f["final"]])
+    flags = raised_flags(service, study.id)
+    return FlagsPublic(data=flags, final=[f for f in flags if f.final])
 
 
 @router.get("/{study_id}/warnings")
