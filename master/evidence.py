@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from gridless.common.metric import Metric
 from gridless.common.space import Distribution, NumericDistribution
 from gridless.master.narrowing import TREND_Z, BorderFlag
 
@@ -33,6 +34,8 @@ __all__ = [
     "learning_rate_param",
     "score_trends",
 ]
+
+MAXIMIZED = Metric.of("score", maximize=True)  # the default objective: larger is better
 
 # The warning codes that say "learning rate too high" (worker/diagnostics/babysit.py).
 TOO_HIGH_CODES = frozenset({"diverged", "lr_too_high", "dead_units"})
@@ -125,7 +128,7 @@ def learning_rate_flags(
     param: str | None = None,
     majority: float = 0.5,
     border: float = 0.1,
-    maximize: bool = True,
+    objective: Metric = MAXIMIZED,
 ) -> list[BorderFlag]:
     """Flags from divergence and babysitting: when most of a stage's trials are too high
     (diverged, `lr_too_high`, `dead_units`), the learning-rate range is too high; when
@@ -168,7 +171,7 @@ def learning_rate_flags(
         walk = strong and (
             not rest
             or t - lo <= sliver
-            or _outer(rest, lo, t, maximize, toward_low=True, border=border)
+            or _outer(rest, lo, t, objective, toward_low=True, border=border)
         )
         evidence = f"{_too_high_counts(outcomes, high, trials)} (from {dist.from_scale(t):.3g} up)"
         return [
@@ -180,7 +183,7 @@ def learning_rate_flags(
         walk = (
             not rest
             or hi - t <= sliver
-            or _outer(rest, t, hi, maximize, toward_low=False, border=border)
+            or _outer(rest, t, hi, objective, toward_low=False, border=border)
         )
         ratio = sum(o.too_low and "lr_too_low" in o.codes for o in outcomes)
         parts = [
@@ -201,7 +204,7 @@ def _outer(
     rest: Sequence[tuple[TrialOutcome, float]],
     lo: float,
     hi: float,
-    maximize: bool,
+    objective: Metric,
     *,
     toward_low: bool,
     border: float,
@@ -211,8 +214,7 @@ def _outer(
     scored = [(o, v) for o, v in rest if o.score is not None]
     if not scored or hi <= lo:
         return False
-    sign = 1.0 if maximize else -1.0
-    _, best = max(scored, key=lambda p: sign * float(p[0].score or 0.0))
+    _, best = objective.best(scored, key=lambda p: float(p[0].score or 0.0))
     pos = (best - lo) / (hi - lo)
     return pos <= border if toward_low else pos >= 1.0 - border
 
@@ -254,7 +256,7 @@ def score_trends(
     space: Mapping[str, Distribution],
     scored: Sequence[tuple[Mapping[str, Any], float]],
     *,
-    maximize: bool,
+    objective: Metric,
 ) -> dict[str, float]:
     """Per numeric parameter, how strongly the scores improve as its value grows:
     Spearman's rho times sqrt(n - 1), about N(0, 1) when the scores ignore it. Above
@@ -269,7 +271,7 @@ def score_trends(
             trends[name] = 0.0
             continue
         x = _ranks([dist.to_scale(_clip(v, dist)) for v, _ in pairs])
-        y = _ranks([s if maximize else -s for _, s in pairs])
+        y = _ranks([objective.sign * s for _, s in pairs])
         if x.std() == 0 or y.std() == 0:
             trends[name] = 0.0
             continue

@@ -23,6 +23,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from gridless.common.db import StageRow, StudyRow, TrialRow, session_scope
+from gridless.common.metric import Metric
 from gridless.common.space import Choice, Distribution, NumericDistribution, parse_space
 from gridless.common.states import TrialState
 from gridless.master.analysis import FINISHED_STATES
@@ -99,7 +100,7 @@ Scored = list[tuple[dict[str, Any], float]]
 
 
 def importances(
-    trials: Scored, space: dict[str, Distribution], *, maximize: bool
+    trials: Scored, space: dict[str, Distribution], *, objective: Metric
 ) -> tuple[int, dict[str, float] | None, str | None]:
     """PED-ANOVA over (params, score) pairs in `space` (each range widened to hold the
     trials' values; a trial without a value of the right kind for every parameter is
@@ -127,7 +128,7 @@ def importances(
     import optuna
 
     optuna.logging.set_verbosity(logging.WARNING)
-    ostudy = optuna.create_study(direction="maximize" if maximize else "minimize")
+    ostudy = optuna.create_study(direction=objective.direction)
     ostudy.add_trials(
         [
             optuna.trial.create_trial(
@@ -224,7 +225,7 @@ class Importance:
         def one(what: str, key: int | None, space: dict[str, Distribution]) -> dict[str, Any]:
             trials, total = sets[key]
             try:
-                used, found, note = importances(trials, space, maximize=study.maximize)
+                used, found, note = importances(trials, space, objective=study.objective)
             except Exception as exc:  # Optuna's own limits: say so, never a 500
                 log.exception("the importance of %s of study %s failed", what, study.id)
                 used, found = len(trials), None

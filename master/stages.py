@@ -206,12 +206,12 @@ def _plan(s: Session, study: StudyRow, stage: StageRow) -> _Plan:
     n_top = min(len(usable), max(policy.min_top, math.ceil(policy.top_fraction * len(usable))))
     top = [o for _, o in ranked_usable[:n_top]]
     evidence = learning_rate_flags(
-        space, outcomes, param=policy.lr_param, border=policy.border, maximize=study.maximize
+        space, outcomes, param=policy.lr_param, border=policy.border, objective=study.objective
     )
     trends = score_trends(
         space,
         [(o.params, float(o.score)) for o in usable if o.score is not None],
-        maximize=study.maximize,
+        objective=study.objective,
     )
     new_space, flags, decisions = narrow_space(
         space, [o.params for o in top], policy, evidence_flags=evidence, trends=trends

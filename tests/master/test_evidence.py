@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from gridless.common.limits import BUILTIN_LIMITS
+from gridless.common.metric import Metric
 from gridless.common.space import (
     Distribution,
     IntLogUniform,
@@ -32,6 +33,9 @@ from gridless.master.narrowing import (
     hard_limits,
     narrow_space,
 )
+
+MAX = Metric.of("val_accuracy", maximize=True)
+MIN = Metric.of("val_loss", maximize=False)
 
 
 def decades(d: Distribution) -> tuple[float, float]:
@@ -167,7 +171,7 @@ def scored_rising(n: int = 30) -> list[tuple[dict[str, float], float]]:
 def test_scores_rising_toward_a_border_turn_its_flag_into_a_walk_of_a_whole_width() -> None:
     space = {"learning_rate": LogUniform(1e-6, 1e-3)}
     scored = scored_rising()
-    trends = score_trends(space, scored, maximize=True)
+    trends = score_trends(space, scored, objective=MAX)
     assert trends["learning_rate"] >= TREND_Z
     top = [p for p, _ in sorted(scored, key=lambda ps: -ps[1])[:6]]
     new, flags, decisions = narrow_space(space, top, trends=trends)
@@ -188,12 +192,12 @@ def test_noise_is_seldom_a_trend_and_a_minimised_metric_flips_the_sign() -> None
     walks = 0
     for _ in range(400):  # scores that ignore reg: a walk by chance in about 1 % of stages
         scored = [({"reg": 10 ** rng.uniform(-6, 0)}, s) for s in rng.uniform(0, 1, size=40)]
-        walks += abs(score_trends(space, scored, maximize=True)["reg"]) >= TREND_Z
+        walks += abs(score_trends(space, scored, objective=MAX)["reg"]) >= TREND_Z
     assert walks <= 12  # 2 x 400 x 1 %: one-sided in each direction
     rising = scored_rising()
     losses = [(p, -s) for p, s in rising]
-    assert score_trends(space, losses, maximize=False)["learning_rate"] >= TREND_Z
-    assert score_trends(space, rising[:4], maximize=True)["learning_rate"] == 0.0
+    assert score_trends(space, losses, objective=MIN)["learning_rate"] >= TREND_Z
+    assert score_trends(space, rising[:4], objective=MAX)["learning_rate"] == 0.0
 
 
 def test_most_diverged_and_the_best_of_the_rest_at_the_bottom_walk_down() -> None:
@@ -244,7 +248,7 @@ def test_hard_limits_come_from_the_spec_then_the_defaults_and_never_cut_the_rang
 def test_a_walk_blocked_by_a_limit_is_no_walk() -> None:
     space = {"hidden": IntLogUniform(512, 4096)}
     scored = [({"hidden": h}, h / 4096) for h in (512, 800, 1200, 2000, 3000, 4000, 4096)]
-    trends = score_trends(space, scored, maximize=True)
+    trends = score_trends(space, scored, objective=MAX)
     policy = NarrowingPolicy(limits=BUILTIN_LIMITS)
     assert border_flags(space, {"hidden": 4096}, policy, trends=trends) == []  # at its limit
     space = {"hidden": IntLogUniform(512, 4000)}
