@@ -164,7 +164,9 @@ async function studyView(id) {
   ensemblesPanel(id, study.ensembles_built);
   page.ensemblesBuilt = study.ensembles_built;
   renderStudy(page, study, points);
-  await Promise.all([page.table.load(), importancePanel(page)]);
+  // the bars come when the server has computed them; the page counts as drawn without
+  importancePanel(page).then(() => performance.mark("importance-drawn"));
+  await page.table.load();
   performance.mark("study-drawn");
   refreshWhile(study.state === "running" || study.state === "paused", () => refreshStudy(page));
 }
@@ -501,10 +503,16 @@ function rangesChanged(page) {
 
 // -- importance ----------------------------------------------------------------------
 
+const IMPORTANCE_EVERY_MS = 15000;
+
 async function importancePanel(page) {
-  const key = `${page.study.finished_trials}/${page.study.total_trials}`;
-  if (page.importanceKey === key) return;  // nothing finished since: the same answer
+  // Asked again only once more trials finished, and while the study runs at most every
+  // 15 s: the server fits a model for each answer.
+  const key = `${page.study.finished_trials}/${page.study.total_trials}/${page.study.state}`;
+  const running = page.study.state === "running";
+  if (page.importanceKey === key || (running && performance.now() - (page.importanceAt || -1e9) < IMPORTANCE_EVERY_MS)) return;
   page.importanceKey = key;
+  page.importanceAt = performance.now();
   const box = page.importanceBox;
   let body;
   try {
