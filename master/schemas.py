@@ -13,17 +13,20 @@ __all__ = [
     "CheckpointPublic",
     "EpochMetricPublic",
     "FlagsPublic",
+    "ImportancePublic",
     "SpaceEdit",
     "StagePublic",
     "StagesAdd",
     "StudiesCompared",
     "StudiesPublic",
     "StudyDetailPublic",
+    "StudyPointsPublic",
     "StudyPublic",
     "TrialDetailPublic",
     "TrialEnqueue",
     "TrialPublic",
     "TrialQueued",
+    "TrialSummaryPublic",
     "TrialsPublic",
     "WarningsPublic",
     "WorkerPublic",
@@ -68,6 +71,9 @@ class StudyDetailPublic(StudyPublic):
     border_flags: list[dict[str, Any]]
     warning_counts: dict[str, int]
     ensembles_built: bool
+    metric_names: list[str] = Field(
+        default_factory=list, description="every metric name the trials reported"
+    )
 
 
 class StudiesPublic(BaseModel):
@@ -98,9 +104,52 @@ class TrialPublic(_Public):
     finished_at: dt.datetime | None
 
 
+class TrialSummaryPublic(TrialPublic):
+    """A trial in a list: with every metric of its last reported epoch."""
+
+    metrics: dict[str, float | None] = Field(default_factory=dict)
+
+
 class TrialsPublic(BaseModel):
-    data: list[TrialPublic]
+    data: list[TrialSummaryPublic]
     count: int
+
+
+ParamValue = float | int | str | bool | None
+
+
+class StudyPointsPublic(BaseModel):
+    """`GET /studies/{id}/points`: every trial in columns (aligned arrays), finished
+    trials in the order they finished, then the unfinished by number."""
+
+    count: int
+    params: list[str]
+    number: list[int]
+    stage: list[int] = Field(description="1-based")
+    state: list[str]
+    origin: list[str | None]
+    score: list[float | None] = Field(description="null for failed and diverged trials")
+    order: list[int | None] = Field(description="finish order 1..k; null while unfinished")
+    values: dict[str, list[ParamValue]]
+
+
+class ImportanceSet(BaseModel):
+    trials: int
+    importances: dict[str, float] | None = Field(description="summing to 1; null: see note")
+
+
+class StageImportance(ImportanceSet):
+    stage: int
+
+
+class ImportancePublic(BaseModel):
+    """`GET /studies/{id}/importance`: how much each parameter decides the score, for
+    the whole study and per stage."""
+
+    method: str
+    study: ImportanceSet
+    stages: list[StageImportance]
+    note: str | None
 
 
 class EpochMetricPublic(_Public):

@@ -24,13 +24,9 @@ from gridless.common.errors import ConflictError, NotFoundError, SpecError
 from gridless.common.space import space_to_json
 from gridless.common.spec import StudySpec
 from gridless.common.states import StageState, StudyState, TrialState
+from gridless.master import analysis
 from gridless.master.artifacts import ArtifactQueries
-from gridless.master.storage import (
-    Storage,
-    count_warning_codes,
-    load_study,
-    ranked,
-)
+from gridless.master.storage import Storage, load_study, ranked
 from gridless.master.study_edits import StudyEdits, warm_ranges
 
 __all__ = ["SORT_FIELDS", "ParamRange", "Progress", "StudyService"]
@@ -94,6 +90,8 @@ class StudyService(ArtifactQueries, StudyEdits):
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
         self.sessions = storage.sessions
+        self.importance = analysis.Importance(storage.sessions)
+        self._metric_names = analysis.MetricNames()
 
     # -- studies -----------------------------------------------------------------------
 
@@ -234,13 +232,16 @@ class StudyService(ArtifactQueries, StudyEdits):
     def progress(self, study_id: int) -> Progress:
         with session_scope(self.sessions) as s:
             study = load_study(s, study_id)
-            finished_states = [st.value for st in TrialState if st.is_finished()]
+            stages = list(s.scalars(select(StageRow).where(StageRow.study_id == study_id)))
+            # By stage: the (stage, state) index answers it without reading the trials.
             finished = s.scalar(
                 select(func.count())
                 .select_from(TrialRow)
-                .where(TrialRow.study_id == study_id, TrialRow.state.in_(finished_states))
+                .where(
+                    TrialRow.stage_id.in_([st.id for st in stages]),
+                    TrialRow.state.in_(analysis.FINISHED_STATES),
+                )
             )
-            stages = list(s.scalars(select(StageRow).where(StageRow.study_id == study_id)))
             running = [st.index for st in stages if st.state == StageState.RUNNING.value]
             best_row = s.scalars(ranked(study).limit(1)).first()
             return Progress(
@@ -253,12 +254,26 @@ class StudyService(ArtifactQueries, StudyEdits):
             )
 
     def warning_counts(self, study_id: int) -> dict[str, int]:
-        """How many trials of a study raised each warning code."""
+        """How many trials of a study raised each warning code (one SQL aggregation)."""
         with session_scope(self.sessions) as s:
-            query = select(TrialRow.warnings).where(
-                TrialRow.study_id == study_id, TrialRow.warnings.is_not(None)
-            )
-            return count_warning_codes(s.scalars(query))
+            return analysis.warning_counts(s, study_id)
+
+    def metric_names(self, study_id: int) -> list[str]:
+        """Every metric name the study's trials reported, at any epoch."""
+        with session_scope(self.sessions) as s:
+            return self._metric_names.names(s, study_id)
+
+    # -- analysis (issue 19) -----------------------------------------------------------
+
+    def points(self, study_id: int) -> dict[str, Any]:
+        """Every trial of the study as plot columns (`master.analysis.study_points`)."""
+        with session_scope(self.sessions) as s:
+            return analysis.study_points(s, load_study(s, study_id))
+
+    def last_metrics(self, trial_ids: list[int]) -> dict[int, dict[str, Any]]:
+        """Each trial's metrics at its last reported epoch, by trial id."""
+        with session_scope(self.sessions) as s:
+            return analysis.last_metrics(s, trial_ids)
 
     # -- trials ------------------------------------------------------------------------
 

@@ -15,18 +15,20 @@ from gridless.master.deps import ServiceDep, StudyDep, StudyTrialDep
 from gridless.master.routes.trials import trial_detail, trial_log
 from gridless.master.schemas import (
     FlagsPublic,
+    ImportancePublic,
     SpaceEdit,
     StagePublic,
     StagesAdd,
     StudiesCompared,
     StudiesPublic,
     StudyDetailPublic,
+    StudyPointsPublic,
     StudyPublic,
     TrialDetailPublic,
     TrialEnqueue,
-    TrialPublic,
     TrialQueued,
     TrialsPublic,
+    TrialSummaryPublic,
     TrialWarningsPublic,
     WarningsPublic,
 )
@@ -63,6 +65,7 @@ def _detail(service: ServiceDep, study: Any) -> StudyDetailPublic:
         border_flags=service.border_flags(study.id),
         warning_counts=service.warning_counts(study.id),
         ensembles_built=service.has_ensembles(study.id),
+        metric_names=service.metric_names(study.id),
     )
 
 
@@ -187,15 +190,33 @@ def list_trials(
         sort=sort,
     )
     stages = service.stage_index(study.id)
+    metrics = service.last_metrics([row.id for row in rows])
     ranked = sort is None and state is None and stage is None and not ranges
     data = []
     for i, row in enumerate(rows):
-        item = TrialPublic.model_validate(row)
+        item = TrialSummaryPublic.model_validate(row)
         item.stage = stages.get(row.stage_id)
+        item.metrics = metrics.get(row.id, {})
         if ranked and row.best_score is not None:
             item.rank = offset + i + 1
         data.append(item)
     return TrialsPublic(data=data, count=count)
+
+
+@router.get("/{study_id}/points")
+def read_points(study: StudyDep, service: ServiceDep) -> StudyPointsPublic:
+    """Every trial of the study in columns for plots (aligned arrays): finished trials in
+    the order they finished (`order` 1..k), then the unfinished by number; failed and
+    diverged trials with their state and a null score."""
+    return StudyPointsPublic.model_validate(service.points(study.id))
+
+
+@router.get("/{study_id}/importance")
+def read_importance(study: StudyDep, service: ServiceDep) -> ImportancePublic:
+    """How much each parameter decides whether a trial reaches the top 10% (PED-ANOVA),
+    for the whole study and per stage; `note` says why a set has none, or how it was
+    sampled (at most 2,000 trials a set)."""
+    return ImportancePublic.model_validate(service.importance.of(study))
 
 
 @router.get("/{study_id}/trials/{number}")

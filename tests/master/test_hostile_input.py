@@ -377,6 +377,8 @@ ROUTES = {
     ("GET", "/api/v1/studies/{study_id}/checkpoints"),
     ("GET", "/api/v1/studies/{study_id}/ensembles"),
     ("GET", "/api/v1/studies/{study_id}/flags"),
+    ("GET", "/api/v1/studies/{study_id}/importance"),
+    ("GET", "/api/v1/studies/{study_id}/points"),
     ("GET", "/api/v1/studies/{study_id}/stages"),
     ("GET", "/api/v1/studies/{study_id}/trials"),
     ("GET", "/api/v1/studies/{study_id}/trials/{number}"),
