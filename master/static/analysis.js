@@ -33,6 +33,9 @@ function fmtValue(v) {
   return String(Number(v.toPrecision(3)));
 }
 
+/** A table cell: integers in full (trial 1234 is not "1230"), other numbers by fmtValue. */
+const fmtCell = (v) => (Number.isInteger(v) ? String(v) : fmtValue(v));
+
 /** A stage's range of a parameter, readably: `[1e-6, 10]`, `[16, 512]`, `[adam, sgd]`. */
 function fmtRange(dist) {
   const values = Object.values(dist)[0];
@@ -228,10 +231,10 @@ function renderHead(page) {
   const warnings = Object.entries(study.warning_counts);
   const warnBox = el("p", { id: "warnings", class: warnings.length ? "warn" : "muted", text: warnings.length ? "warnings (trials): " + warnings.map(([k, v]) => `${k} (${v})`).join(", ") : "no warnings" });
   const stagesTable = table([
-    { name: "stage", get: (s) => s.index + 1 },
+    { name: "stage", get: (s) => s.index + 1, fmt: fmtCell },
     { name: "state", get: (s) => s.state, left: true },
-    { name: "trials", get: (s) => s.trials },
-    { name: "epochs", get: (s) => s.epochs },
+    { name: "trials", get: (s) => s.trials, fmt: fmtCell },
+    { name: "epochs", get: (s) => s.epochs, fmt: fmtCell },
     ...params.map((p) => ({ name: p, left: true, get: (s) => (s.space[p] ? fmtRange(s.space[p]) : "") })),
   ], study.stages, { id: "stages" });
   const decisions = el("ul", { id: "decisions" }, ...study.stages.flatMap((s) => (s.decisions.decisions || []).map((d) => el("li", { text: `stage ${s.index + 1} -> ${s.index + 2}: ${d.param}: ${d.why}` }))));
@@ -559,13 +562,15 @@ function stageLinesPlugin(bounds) {
         ctx.fillStyle = "#667085";
         ctx.setLineDash([4, 4]);
         ctx.font = `${Math.round(11 * devicePixelRatio)}px system-ui, sans-serif`;
+        ctx.textAlign = "left";
+        ctx.textBaseline = "top";
         for (const [x, label] of bounds) {
           const px = u.valToPos(x, "x", true);
           ctx.beginPath();
           ctx.moveTo(px, u.bbox.top);
           ctx.lineTo(px, u.bbox.top + u.bbox.height);
           ctx.stroke();
-          ctx.fillText(label, px + 4, u.bbox.top + 12 * devicePixelRatio);
+          ctx.fillText(label, px + 4 * devicePixelRatio, u.bbox.top + 2 * devicePixelRatio);
         }
         ctx.restore();
       }],
@@ -788,7 +793,7 @@ function trialTable(page) {
     { key: "best_epoch", name: "epoch", sort: "best_epoch", get: (t) => t.best_epoch },
     { key: "state", name: "state", left: true, get: (t) => (t.origin ? `${t.state} (${t.origin})` : t.state) },
     ...params.filter((p) => st.columns.has(`params.${p}`)).map((p) => ({ key: `params.${p}`, name: p, sort: `params.${p}`, get: (t) => (t.params ? t.params[p] : null) })),
-    ...(page.study.metric_names || []).filter((m) => st.columns.has(`metrics.${m}`)).map((m) => ({ key: `metrics.${m}`, name: m, sort: `metrics.${m}`, get: (t) => (t.metrics ? t.metrics[m] ?? null : null) })),
+    ...(page.study.metric_names || []).filter((m) => st.columns.has(`metrics.${m}`)).map((m) => ({ key: `metrics.${m}`, name: m, sort: `metrics.${m}`, title: "the last reported epoch's value; the server sorts by the value at the best epoch", get: (t) => (t.metrics ? t.metrics[m] ?? null : null) })),
     { key: "warnings", name: "warnings", left: true, get: (t) => (t.warnings || []).map((w) => w.code).join(", ") },
   ];
 
@@ -801,7 +806,7 @@ function trialTable(page) {
     const head = el("tr", {}, ...cols.map((c) => {
       if (c.key === "select") return el("th", { "data-col": "select" }, all);
       const sorted = st.sort === c.sort ? "sorted-asc" : st.sort === `-${c.sort}` ? "sorted-desc" : "";
-      const th = el("th", { "data-col": c.key, class: [c.left ? "l" : "", c.sort ? "sortable" : "", sorted].filter(Boolean).join(" "), text: c.name });
+      const th = el("th", { "data-col": c.key, title: c.title, class: [c.left ? "l" : "", c.sort ? "sortable" : "", sorted].filter(Boolean).join(" "), text: c.name });
       if (c.sort) th.addEventListener("click", () => {
         // ascending, descending, then the default order (best first)
         st.sort = st.sort === c.sort ? `-${c.sort}` : st.sort === `-${c.sort}` ? null : c.sort;
@@ -820,7 +825,7 @@ function trialTable(page) {
           return el("td", { "data-col": "select" }, box);
         }
         const v = c.get(t);
-        return el("td", { "data-col": c.key, class: c.left ? "l" : "", "data-value": v === null || v === undefined ? "" : String(v), text: (c.fmt || fmtNum)(v) });
+        return el("td", { "data-col": c.key, class: c.left ? "l" : "", "data-value": v === null || v === undefined ? "" : String(v), text: (c.fmt || fmtCell)(v) });
       }));
       tr.addEventListener("click", () => (location.hash = `#/studies/${id}/trials/${t.number}`));
       return tr;

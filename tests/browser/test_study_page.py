@@ -440,6 +440,9 @@ def test_table_filters_by_stage_and_state_and_pages_past_1000_rows(
     assert browser.find_element(By.ID, "trials-range").text == "rows 1001-1050 of 1050"
     last = api(big, "/studies/1/trials", limit=500, offset=1000)
     assert numbers(browser) == [t["number"] for t in last["data"]]
+    shown = browser.find_elements(By.CSS_SELECTOR, "#trials tbody td[data-col='number']")
+    assert [c.text for c in shown] == [str(t["number"]) for t in last["data"]]  # 1234, not 1230
+    assert any(t["number"] >= 1000 for t in last["data"])
     assert browser.find_element(By.ID, "trials-next").get_attribute("disabled") == "true"
     browser.find_element(By.ID, "trials-prev").click()
     wait_for_table(browser, "limit=500&offset=500")
