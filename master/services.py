@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import math
-import re
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
-from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy import func, select
 
 from gridless.common.db import (
     CheckpointRow,
@@ -20,7 +17,7 @@ from gridless.common.db import (
     session_scope,
     utcnow,
 )
-from gridless.common.errors import ConflictError, NotFoundError, SpecError
+from gridless.common.errors import ConflictError, NotFoundError
 from gridless.common.space import space_to_json
 from gridless.common.spec import StudySpec
 from gridless.common.states import StageState, StudyState, TrialState
@@ -28,22 +25,9 @@ from gridless.master import analysis
 from gridless.master.artifacts import ArtifactQueries
 from gridless.master.storage import Storage, load_study, ranked
 from gridless.master.study_edits import StudyEdits, warm_ranges
+from gridless.master.trial_query import SORT_FIELDS, ParamRange, trial_query
 
 __all__ = ["SORT_FIELDS", "ParamRange", "Progress", "StudyService"]
-
-# Trial columns a list may be sorted by (`-name` for descending); `params.<name>` sorts by
-# a hyperparameter of the study's space, `metrics.<name>` by a metric at the best epoch.
-_METRIC_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
-
-SORT_FIELDS: dict[str, InstrumentedAttribute[Any]] = {
-    "best_score": TrialRow.best_score,
-    "best_epoch": TrialRow.best_epoch,
-    "last_epoch": TrialRow.last_epoch,
-    "number": TrialRow.number,
-    "attempt": TrialRow.attempt,
-    "created_at": TrialRow.created_at,
-    "finished_at": TrialRow.finished_at,
-}
 
 
 @dataclass(frozen=True)
@@ -56,31 +40,6 @@ class Progress:
     stages: int
     best: float | None
     state: str
-
-
-@dataclass(frozen=True)
-class ParamRange:
-    """A filter `name:low:high` on a hyperparameter (either bound may be open)."""
-
-    name: str
-    low: float | None
-    high: float | None
-
-    @classmethod
-    def parse(cls, text: str) -> ParamRange:
-        parts = text.split(":")
-        if len(parts) != 3 or not parts[0]:
-            raise SpecError(f"param: expected name:low:high (a bound may be empty), got {text!r}")
-        bounds: list[float | None] = []
-        for part in parts[1:]:
-            try:
-                value = float(part) if part else None
-            except ValueError:
-                raise SpecError(f"param: {part!r} is not a number in {text!r}") from None
-            if value is not None and not math.isfinite(value):
-                raise SpecError(f"param: bounds must be finite, got {text!r}")
-            bounds.append(value)
-        return cls(parts[0], bounds[0], bounds[1])
 
 
 class StudyService(ArtifactQueries, StudyEdits):
@@ -277,25 +236,6 @@ class StudyService(ArtifactQueries, StudyEdits):
 
     # -- trials ------------------------------------------------------------------------
 
-    def _sort_key(self, study: StudyRow, sort: str) -> list[ColumnElement[Any]]:
-        descending = sort.startswith("-")
-        name = sort.lstrip("-")
-        params = list(study.spec.get("space", {})) + list(study.spec.get("fixed", {}))
-        column: ColumnElement[Any]
-        if name in SORT_FIELDS:
-            column = SORT_FIELDS[name].expression
-        elif name.startswith("params.") and name[7:] in params:
-            column = TrialRow.params[name[7:]].as_float()
-        elif name.startswith("metrics.") and _METRIC_NAME.match(name[8:]):
-            column = TrialRow.best_metrics[name[8:]].as_float()
-        else:
-            valid = ", ".join([*SORT_FIELDS, *(f"params.{p}" for p in params), "metrics.NAME"])
-            raise SpecError(
-                f"sort: {name!r} is not sortable; valid: {valid} (prefix - to reverse)"
-            )
-        ordered = column.desc() if descending else column.asc()
-        return [ordered.nulls_last(), TrialRow.number.asc()]
-
     def list_trials(
         self,
         study_id: int,
@@ -314,38 +254,33 @@ class StudyService(ArtifactQueries, StudyEdits):
         """
         with session_scope(self.sessions) as s:
             study = load_study(s, study_id)
-            conditions: list[ColumnElement[bool]] = [TrialRow.study_id == study_id]
-            if state is not None:
-                conditions.append(TrialRow.state == state)
-            if stage is not None:
-                stage_id = s.scalar(
-                    select(StageRow.id).where(
-                        StageRow.study_id == study_id, StageRow.index == stage - 1
-                    )
-                )
-                if stage_id is None:
-                    raise NotFoundError(f"study {study_id} has no stage {stage}")
-                conditions.append(TrialRow.stage_id == stage_id)
-            known = set(study.spec.get("space", {})) | set(study.spec.get("fixed", {}))
-            for flt in params or []:
-                if flt.name not in known:
-                    raise SpecError(
-                        f"param: {flt.name!r} is not a parameter of this study; "
-                        f"valid: {', '.join(sorted(known))}"
-                    )
-                value = TrialRow.params[flt.name].as_float()
-                if flt.low is not None:
-                    conditions.append(value >= flt.low)
-                if flt.high is not None:
-                    conditions.append(value <= flt.high)
-            query = select(TrialRow).where(*conditions)
-            if sort is None:
-                query = ranked(study).where(*conditions[1:])
-            else:
-                query = query.order_by(*self._sort_key(study, sort))
+            query, conditions = trial_query(
+                s, study, state=state, stage=stage, params=params, sort=sort
+            )
             rows = list(s.scalars(query.limit(limit).offset(offset)))
             count = s.scalar(select(func.count()).select_from(TrialRow).where(*conditions)) or 0
             return rows, count
+
+    def export_ids(
+        self,
+        study_id: int,
+        *,
+        state: str | None = None,
+        stage: int | None = None,
+        params: list[ParamRange] | None = None,
+        sort: str | None = None,
+    ) -> tuple[StudyRow, list[int]]:
+        """The study and the ids of every trial that passes the filters, in list order:
+        the snapshot an export streams (`master.export`), so a trial that finishes
+        meanwhile neither moves nor shows twice.
+
+        Raises:
+            SpecError: for a sort key outside the allow-list or an unknown parameter.
+        """
+        with session_scope(self.sessions) as s:
+            study = load_study(s, study_id)
+            query, _ = trial_query(s, study, state=state, stage=stage, params=params, sort=sort)
+            return study, list(s.scalars(query.with_only_columns(TrialRow.id)))
 
     def ranked_trials(
         self, study_id: int, *, limit: int, offset: int, state: str | None = None

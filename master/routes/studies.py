@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request, status
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 
 from gridless.common.bounds import Offset
 from gridless.common.errors import SpecError
 from gridless.common.spec import parse_spec
 from gridless.common.states import TrialState
 from gridless.master.deps import ServiceDep, StudyDep, StudyTrialDep
+from gridless.master.export import ExportFormat, export_lines, media_type
 from gridless.master.routes.trials import trial_detail, trial_log
 from gridless.master.schemas import (
     FlagsPublic,
@@ -160,7 +161,16 @@ def enqueue_trial(study: StudyDep, service: ServiceDep, body: TrialEnqueue) -> T
     return TrialQueued(study_id=study.id, queued=service.enqueue_trial(study.id, body.params))
 
 
-@router.get("/{study_id}/trials")
+@router.get(
+    "/{study_id}/trials",
+    response_model=TrialsPublic,
+    responses={
+        200: {
+            "content": {"text/csv": {}},
+            "description": "a page of trials; with `format`, every matching trial as a file",
+        }
+    },
+)
 def list_trials(
     study: StudyDep,
     service: ServiceDep,
@@ -177,9 +187,36 @@ def list_trials(
             max_length=100, description="best_score, number, ..., params.<name>; -name reverses"
         ),
     ] = None,
-) -> TrialsPublic:
-    """A page of the study's trials; by default ranked by its metric, best first."""
+    export: Annotated[
+        ExportFormat | None,
+        Query(
+            alias="format",
+            description="csv or json: every trial that passes the filters (no page), "
+            "streamed as an attachment",
+        ),
+    ] = None,
+) -> TrialsPublic | Response:
+    """A page of the study's trials; by default ranked by its metric, best first. With
+    `format=csv` (or `json`), every trial that passes the filters, in that order, as a
+    file: number, stage, state, origin, best_score, best_epoch, params.<name>,
+    metrics.<name> (the last epoch's) and warnings."""
     ranges = [ParamRange.parse(p) for p in param or []]
+    if export is not None:
+        _, ids = service.export_ids(
+            study.id,
+            state=state.value if state else None,
+            stage=stage,
+            params=ranges,
+            sort=sort,
+        )
+        lines = export_lines(service.sessions, study, ids, service.metric_names(study.id), export)
+        return StreamingResponse(
+            lines,
+            media_type=media_type(export),
+            headers={
+                "Content-Disposition": f'attachment; filename="{study.name}-trials.{export}"'
+            },
+        )
     rows, count = service.list_trials(
         study.id,
         limit=limit,

@@ -323,3 +323,152 @@ def test_importance_samples_big_sets_and_says_so(
 def test_importance_of_an_unknown_study_is_404(api: httpx.Client) -> None:
     response = api.get("/studies/99/importance")
     assert (response.status_code, response.json()) == (404, {"detail": "no study 99"})
+
+
+# -- GET /studies/{id}/trials?format=csv|json ------------------------------------------------
+
+
+def _mixed(api: httpx.Client) -> None:
+    """Five trials: scored, failed, with user metrics and warnings, one running."""
+    w = Worker(api)
+    rising = {"code": "loss_rising", "message": "the loss rose", "epoch": 1}
+    dead = {"code": "dead_relu", "message": "dead units", "epoch": 2}
+    a = w.claim(params(0.01, 16, "relu"))
+    w.report(a, 1, val_accuracy=0.6, metrics={"warmup_loss": 3.0}, warnings=[rising])
+    w.report(a, 2, val_accuracy=0.5, metrics={"test_accuracy": 0.55}, warnings=[dead])
+    w.finish(a)
+    w.run(params(0.1, 64, "tanh"), [0.7, 0.8])
+    failed = w.claim(params(0.02, 20, "relu"))
+    w.finish(failed, "failed", error="boom")
+    w.run(params(0.5, 40, "tanh"), [0.2, 0.3])
+    running = w.claim(params(0.05, 30, "relu"))
+    w.report(running, 1, val_accuracy=0.4)
+
+
+def test_csv_export_has_every_matching_trial_in_list_order(
+    api: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import csv
+
+    from gridless.master import export
+
+    monkeypatch.setattr(export, "PAGE", 2)  # several pages for five trials
+    _mixed(api)
+    response = api.get("/studies/1/trials", params={"format": "csv"})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/csv; charset=utf-8"
+    assert response.headers["content-disposition"] == 'attachment; filename="analysis-trials.csv"'
+    lines = response.text.splitlines()
+    assert lines[0] == (
+        "number,stage,state,origin,best_score,best_epoch,params.learning_rate,params.hidden,"
+        "params.act,metrics.test_accuracy,metrics.train_loss,metrics.val_accuracy,"
+        "metrics.warmup_loss,warnings"
+    )
+    rows = list(csv.DictReader(response.text.splitlines()))
+    page = api.get("/studies/1/trials", params={"limit": 1000}).json()["data"]
+    assert [int(r["number"]) for r in rows] == [t["number"] for t in page]  # ranked
+    first = rows[0]
+    assert first == {
+        "number": "1",
+        "stage": "1",
+        "state": "completed",
+        "origin": "",
+        "best_score": "0.8",
+        "best_epoch": "2",
+        "params.learning_rate": "0.1",
+        "params.hidden": "64",
+        "params.act": "tanh",
+        "metrics.test_accuracy": "",
+        "metrics.train_loss": "0.5",
+        "metrics.val_accuracy": "0.8",
+        "metrics.warmup_loss": "",
+        "warnings": "",
+    }
+    by_number = {int(r["number"]): r for r in rows}
+    assert by_number[0]["warnings"] == "loss_rising;dead_relu"
+    assert by_number[0]["metrics.test_accuracy"] == "0.55"
+    assert by_number[0]["metrics.warmup_loss"] == ""  # epoch 1 only: not the last epoch
+    assert (by_number[2]["state"], by_number[2]["best_score"]) == ("failed", "")
+    assert by_number[4]["state"] == "running"
+
+
+@pytest.mark.parametrize(
+    ("query", "numbers"),
+    [
+        ({"state": "completed"}, [1, 0, 3]),
+        ({"sort": "number"}, [0, 1, 2, 3, 4]),
+        ({"sort": "-params.learning_rate"}, [3, 1, 4, 2, 0]),
+        ({"param": "learning_rate:0.02:0.2"}, [1, 4, 2]),
+        ({"param": ["learning_rate::0.2", "hidden:20:"], "sort": "number"}, [1, 2, 4]),
+        ({"stage": 2}, []),
+    ],
+)
+def test_exports_follow_the_lists_filters_and_order(
+    api: httpx.Client, query: dict[str, Any], numbers: list[int]
+) -> None:
+    _mixed(api)
+    listed = api.get("/studies/1/trials", params={**query, "limit": 1000}).json()["data"]
+    assert [t["number"] for t in listed] == numbers
+    csv_text = api.get("/studies/1/trials", params={**query, "format": "csv"}).text
+    assert [int(line.split(",")[0]) for line in csv_text.splitlines()[1:]] == numbers
+    as_json = api.get("/studies/1/trials", params={**query, "format": "json"}).json()
+    assert [t["number"] for t in as_json] == numbers
+
+
+def test_json_export_carries_the_same_trials_as_objects(
+    api: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gridless.master import export
+
+    monkeypatch.setattr(export, "PAGE", 2)
+    _mixed(api)
+    response = api.get("/studies/1/trials", params={"format": "json", "sort": "number"})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["content-disposition"] == 'attachment; filename="analysis-trials.json"'
+    trials = response.json()
+    assert len(trials) == 5
+    assert trials[0] == {
+        "number": 0,
+        "stage": 1,
+        "state": "completed",
+        "origin": None,
+        "best_score": 0.6,
+        "best_epoch": 1,
+        "params": {"learning_rate": 0.01, "hidden": 16, "act": "relu"},
+        "metrics": {"val_accuracy": 0.5, "test_accuracy": 0.55},
+        "warnings": ["loss_rising", "dead_relu"],
+    }
+    page = api.get("/studies/1/trials", params={"sort": "number"}).json()["data"]
+    assert [t["metrics"] for t in trials] == [t["metrics"] for t in page]
+
+
+def test_an_export_of_no_trials_is_a_header_or_an_empty_array(api: httpx.Client) -> None:
+    csv_text = api.get("/studies/1/trials", params={"format": "csv"}).text
+    assert csv_text.splitlines() == [
+        "number,stage,state,origin,best_score,best_epoch,params.learning_rate,"
+        "params.hidden,params.act,warnings"
+    ]
+    assert api.get("/studies/1/trials", params={"format": "json"}).json() == []
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "detail"),
+    [
+        ({"format": "xml"}, 422, "query.format: Input should be 'csv' or 'json'"),
+        ({"format": "csv", "sort": "secret"}, 422, None),
+        ({"format": "csv", "param": "nope:0:1"}, 422, None),
+        ({"format": "csv", "stage": 7}, 404, "study 1 has no stage 7"),
+    ],
+)
+def test_a_bad_export_request_is_refused_before_streaming(
+    api: httpx.Client, query: dict[str, Any], status: int, detail: str | None
+) -> None:
+    response = api.get("/studies/1/trials", params=query)
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/json"
+    if detail is not None:
+        assert response.json() == {"detail": detail}
+    unpaged = {k: v for k, v in query.items() if k != "format"}
+    if unpaged and status == 422:  # the same refusal as the page's
+        assert response.json() == api.get("/studies/1/trials", params=unpaged).json()
