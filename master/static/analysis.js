@@ -93,6 +93,22 @@ function scaleOf(dist) {
   return { kind, log: kind === "log_uniform" || kind === "int_log_uniform", integer: kind === "int" || kind === "int_log_uniform", range: dist[kind] };
 }
 
+/** Run `fn` as a named entry of the browser's performance timeline (the benchmark's
+ *  breakdown of the page's drawing: benchmarks/dashboard_load.py). */
+function timed(name, fn) {
+  const start = performance.now();
+  const out = fn();
+  performance.measure(name, { start, end: performance.now() });
+  return out;
+}
+
+async function timedAsync(name, fn) {
+  const start = performance.now();
+  const out = await fn();
+  performance.measure(name, { start, end: performance.now() });
+  return out;
+}
+
 // -- state ---------------------------------------------------------------------------
 
 function pageState(id) {
@@ -133,7 +149,9 @@ async function studyAndPoints(id) {
 }
 
 async function studyView(id) {
+  const start = performance.now();
   const [study, points] = await studyAndPoints(id);
+  performance.measure("study-fetch", { start, end: performance.now() });
   const st = pageState(id);
   const params = Object.keys(study.spec.space).filter((p) => p in points.values);
   if (st.columns === null) st.columns = new Set(params.map((p) => `params.${p}`));
@@ -167,10 +185,11 @@ async function studyView(id) {
   ensemblesPanel(id, study.ensembles_built);
   page.ensemblesBuilt = study.ensembles_built;
   renderStudy(page, study, points);
-  // the bars come when the server has computed them; the page counts as drawn without
-  importancePanel(page).then(() => performance.mark("importance-drawn"));
-  await page.table.load();
+  await timedAsync("table", () => page.table.load());
   performance.mark("study-drawn");
+  // Asked after the table's page: the server's model fit would hold that page back. The
+  // bars come when it is done; the page counts as drawn without them.
+  importancePanel(page).then(() => performance.mark("importance-drawn"));
   refreshWhile(study.state === "running" || study.state === "paused", () => refreshStudy(page));
 }
 
@@ -189,7 +208,8 @@ async function refreshStudy(page) {
         ensemblesPanel(page.id, true);
         page.ensemblesBuilt = true;
       }
-      await Promise.all([page.table.load(), importancePanel(page)]);
+      await page.table.load();
+      await importancePanel(page);
       going = study.state === "running" || study.state === "paused";
     }
   } catch (error) {
@@ -201,18 +221,20 @@ async function refreshStudy(page) {
 function renderStudy(page, study, points) {
   page.study = study;
   page.points = points;
-  renderHead(page);
-  drawParallel(page);
+  timed("study-head", () => renderHead(page));
+  timed("parallel", () => drawParallel(page));
   for (const u of page.uplots) { u.destroy(); const i = plots.indexOf(u); if (i >= 0) plots.splice(i, 1); }
   page.uplots = [];
   page.historyBox.replaceChildren();
   page.scatterBox.replaceChildren();
-  page.uplots.push(historyPlot(page));
+  page.uplots.push(timed("history", () => historyPlot(page)));
   const firstSpace = study.stages[0].space;
-  for (const p of page.params) {
-    const dist = firstSpace[p] || study.spec.space[p];
-    if (dist && !("choice" in dist)) page.uplots.push(scatter(p, dist, points, study, page.scatterBox));
-  }
+  timed("scatter", () => {
+    for (const p of page.params) {
+      const dist = firstSpace[p] || study.spec.space[p];
+      if (dist && !("choice" in dist)) page.uplots.push(scatter(p, dist, points, study, page.scatterBox));
+    }
+  });
   page.trialsHeading.textContent = `Trials (${points.count})`;
   page.table.syncColumns();
 }
@@ -394,7 +416,8 @@ function drawParallel(page) {
     ctx.lineWidth = 1;
     stroke(dim, "#d0d5dd", Math.min(0.5, alpha));
     for (const [color, list] of groups) stroke(list, color, ranges.length ? Math.min(0.95, alpha * 2) : alpha);
-    ctx.lineWidth = 1.4;
+    // 1 px, as the others: Skia strokes 1-px lines fast; at 1.4 px, 3,000 dashed failed
+    // trials took 2.4 s to rasterize (benchmarks/dashboard_load.py).
     stroke(lit.filter((l) => l.bad), FAILED_COLOR, 0.85, [5, 3]);
     ctx.globalAlpha = 1;
     ctx.setLineDash([]);
@@ -549,6 +572,56 @@ async function importancePanel(page) {
   );
 }
 
+// -- markers -------------------------------------------------------------------------
+
+/** A series drawn as markers by markersPlugin, not by uPlot: uPlot strokes each of its
+ *  points, and 20,000 of them took a second to paint. */
+function markerSeries(label, color, { size, hollow = false }) {
+  return { label, stroke: color, fill: hollow ? "#ffffff" : color, paths: () => null, points: { show: false }, marker: { size, hollow, color } };
+}
+
+/** Filled dots (one path a series, filled once) and hollow red circles (1 px strokes). */
+function markersPlugin() {
+  return {
+    hooks: {
+      draw: [(u) => {
+        const ctx = u.ctx;
+        const dpr = devicePixelRatio || 1;
+        ctx.save();
+        ctx.beginPath();
+        ctx.rect(u.bbox.left, u.bbox.top, u.bbox.width, u.bbox.height);
+        ctx.clip();
+        u.series.forEach((series, i) => {
+          if (i === 0 || !series.show || !series.marker) return;
+          const { size, hollow, color } = series.marker;
+          const r = (size / 2) * dpr;
+          const xs = u.data[0], ys = u.data[i];
+          const path = new Path2D();
+          // past a few thousand dots, squares: they rasterize about twice as fast as discs
+          const square = !hollow && ys.length > 2000;
+          for (let j = 0; j < ys.length; j++) {
+            if (ys[j] === null || ys[j] === undefined) continue;
+            const x = u.valToPos(xs[j], "x", true), y = u.valToPos(ys[j], series.scale, true);
+            if (square) path.rect(x - r * 0.8, y - r * 0.8, 1.6 * r, 1.6 * r);
+            else { path.moveTo(x + r, y); path.arc(x, y, r, 0, 2 * Math.PI); }
+          }
+          if (hollow) {
+            ctx.lineWidth = dpr;  // 1 px: thicker strokes are slow to rasterize
+            ctx.strokeStyle = color;
+            ctx.fillStyle = "#ffffff";
+            ctx.fill(path);
+            ctx.stroke(path);
+          } else {
+            ctx.fillStyle = color;
+            ctx.fill(path);
+          }
+        });
+        ctx.restore();
+      }],
+    },
+  };
+}
+
 // -- history -------------------------------------------------------------------------
 
 function stageLinesPlugin(bounds) {
@@ -601,7 +674,7 @@ function historyPlot(page) {
     const col = idx.map((i) => (points.stage[i] === s && points.score[i] !== null ? points.score[i] : null));
     if (!col.some((v) => v !== null)) continue;
     const c = COLORS[(s - 1) % COLORS.length];
-    series.push({ label: `stage ${s}`, stroke: c, paths: () => null, points: { show: true, size: 5, fill: c } });
+    series.push(markerSeries(`stage ${s}`, c, { size: 5 }));
     data.push(col);
   }
   series.push({ label: "best so far", stroke: "#1d2330", width: 2, paths: uPlot.paths.stepped({ align: 1 }), points: { show: false } });
@@ -609,7 +682,7 @@ function historyPlot(page) {
   const bad = idx.map((i) => (points.score[i] === null && isBad(points.state[i]) ? bottom : null));
   const failed = bad.filter((v) => v !== null).length;
   if (failed) {
-    series.push({ label: `failed or diverged (${failed})`, stroke: FAILED_COLOR, paths: () => null, points: { show: true, size: 8, width: 2, fill: "#ffffff" } });
+    series.push(markerSeries(`failed or diverged (${failed})`, FAILED_COLOR, { size: 8, hollow: true }));
     data.push(bad);
   }
   const bounds = [];
@@ -621,7 +694,7 @@ function historyPlot(page) {
     scales: { x: { time: false }, y: { range: () => [lo - pad, hi + pad] } },
     axes: [{ label: "trial, in finish order" }, { label: study.metric }],
     series,
-    plugins: [stageLinesPlugin(bounds)],
+    plugins: [stageLinesPlugin(bounds), markersPlugin()],
   }, data, page.historyBox);
   studyPlots.history = u;
   return u;
@@ -683,19 +756,19 @@ function scatter(name, dist, points, study, parent) {
     if (!col.some((v) => v !== null)) continue;
     const c = COLORS[(s - 1) % COLORS.length];
     data.push(col);
-    series.push({ label: `stage ${s}`, stroke: c, paths: () => null, points: { show: true, size: 7, fill: c } });
+    series.push(markerSeries(`stage ${s}`, c, { size: 7 }));
   }
   const bad = entries.filter((i) => points.score[i] === null).length;
   if (bad) {
     data.push(entries.map((i) => (points.score[i] === null ? worst ?? 0 : null)));
-    series.push({ label: `failed or diverged (${bad}, at the worst score)`, stroke: FAILED_COLOR, paths: () => null, points: { show: true, size: 10, width: 2, fill: "#ffffff" } });
+    series.push(markerSeries(`failed or diverged (${bad}, at the worst score)`, FAILED_COLOR, { size: 10, hollow: true }));
   }
   const width = 440;
   return plot(`${name} vs ${study.metric}`, {
     scales: { x: { time: false, distr: log ? 3 : 1, range: () => [lo, hi] }, y: { auto: true } },
     axes: [{ label: name + (log ? " (log)" : ""), ...(log ? logAxis(width) : { values: (u, splits) => splits.map(fmtValue) }) }, { label: study.metric }],
     series,
-    plugins: [bandsPlugin(borderBands(range, log))],
+    plugins: [bandsPlugin(borderBands(range, log)), markersPlugin()],
   }, data, parent);
 }
 
