@@ -4,7 +4,7 @@
  * columnar answer, never a trial page), `importance`, and `trials` pages for the table.
  *
  * Loaded before app.js; it uses app.js's helpers (API, el, get, plot, plots, COLORS,
- * fmtScore, fmtNum, route, refreshWhile, ensemblesPanel) only when called, after both
+ * fmtScore, table, refreshWhile, ensemblesPanel) only when called, after both
  * have loaded. What a person chose (filters, brushes, page, sort, columns, selection)
  * lives in a per-study state that the 2 s live refresh updates around, never resets. */
 "use strict";
