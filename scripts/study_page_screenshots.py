@@ -5,7 +5,7 @@ then serves the finished run with `gridless master` and photographs each view of
 study page in headless Chromium: the top of the page, the parallel coordinates (once
 plain, once with a brush on learning_rate), the importance bars, the history, the
 scatter plots and the trial table. The PNGs go to docs/img/ (or --out); with Pillow
-importable (`pip install pillow`; nothing else needs it) they are cut to 128 colours,
+importable (`pip install pillow`; nothing else needs it) they are cut to 256 colours,
 about a third of the bytes.
 
     python scripts/study_page_screenshots.py [--out docs/img] [--workers 2]
@@ -94,13 +94,13 @@ def shoot(driver: WebDriver, out: Path) -> list[Path]:
 
 
 def shrink(path: Path) -> None:
-    """128 colours, no dithering: the plots' lines and text stay sharp."""
+    """256 colours, no dithering: the plots' lines and text stay sharp."""
     try:
         from PIL import Image
     except ImportError:
         return
     with Image.open(path) as image:
-        small = image.convert("RGB").quantize(128, dither=Image.Dither.NONE)
+        small = image.convert("RGB").quantize(256, dither=Image.Dither.NONE)
     small.save(path, optimize=True)
 
 

@@ -691,7 +691,7 @@ function historyPlot(page) {
     if (first !== undefined) bounds.push([points.order[first] - 0.5, `stage ${s}`]);
   }
   const u = plot("optimization history", {
-    scales: { x: { time: false }, y: { range: () => [lo - pad, hi + pad] } },
+    scales: { x: { time: false, range: (u, min, max) => { const m = Math.max(0.5, (max - min) * 0.01); return [min - m, max + m]; } }, y: { range: () => [lo - pad, hi + pad] } },
     axes: [{ label: "trial, in finish order" }, { label: study.metric }],
     series,
     plugins: [stageLinesPlugin(bounds), markersPlugin()],
@@ -764,8 +764,10 @@ function scatter(name, dist, points, study, parent) {
     series.push(markerSeries(`failed or diverged (${bad}, at the worst score)`, FAILED_COLOR, { size: 10, hollow: true }));
   }
   const width = 440;
+  // a margin above and below, so that the markers at the best and the worst score show whole
+  const yRange = (u, min, max) => { const pad = (max - min) * 0.06 || Math.abs(max) * 0.06 || 0.05; return [min - pad, max + pad]; };
   return plot(`${name} vs ${study.metric}`, {
-    scales: { x: { time: false, distr: log ? 3 : 1, range: () => [lo, hi] }, y: { auto: true } },
+    scales: { x: { time: false, distr: log ? 3 : 1, range: () => [lo, hi] }, y: { range: yRange } },
     axes: [{ label: name + (log ? " (log)" : ""), ...(log ? logAxis(width) : { values: (u, splits) => splits.map(fmtValue) }) }, { label: study.metric }],
     series,
     plugins: [bandsPlugin(borderBands(range, log)), markersPlugin()],
