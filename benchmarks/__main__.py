@@ -8,7 +8,8 @@ gridless against Ray Tune and Optuna on this machine, ratios measured side by si
 Parts (--only picks some, in this order): overhead (trivial trials/s; Ray Tune with
 reuse_actors=True and with its default beside it), reports (one master, 64 and 256
 simulated workers, SQLite and PostgreSQL 15, with the client's own ceiling), dashboard
-(trial list and study detail p95 while 256 workers report), memory (the master's RSS
+(trial list and study detail p95 while 256 workers report), studypage (the study page
+drawn in headless Chromium with 20,000 trials, and its table's next page), memory (the master's RSS
 with 100,000 trials and 1,000,000 epoch rows), scale (report cost and trial-list
 latency at 100,000 trials), quality (search quality at an equal epoch budget over
 seeds, two problems), numpy (NumPy vs Torch samples/s and the share of the BLAS peak).
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 Row = tuple[str, str, str, str, str, str]
-PARTS = ("overhead", "reports", "dashboard", "memory", "scale", "quality", "numpy")
+PARTS = ("overhead", "reports", "dashboard", "studypage", "memory", "scale", "quality", "numpy")
 
 
 def _fmt(value: float, digits: int = 1) -> str:
@@ -193,6 +194,33 @@ def dashboard(quick: bool, raw: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def studypage(quick: bool, raw: dict[str, Any]) -> list[Row]:
+    from benchmarks.dashboard_load import dashboard_load
+
+    trials = 5_000 if quick else 20_000
+    r = dashboard_load(trials, loads=2 if quick else 3)
+    raw["studypage"] = r
+    return [
+        (
+            f"study page drawn in Chromium, {trials:,} trials (ms)",
+            f"{r['load_median_ms']:,.0f} (points: {r['points_kb']:,.0f} kB, "
+            f"{r['points_request_ms']:.0f} ms)",
+            "-",
+            "-",
+            "< 2,000 ms",
+            _met(r["load_median_ms"] < 2000),
+        ),
+        (
+            f"trial table next page / sort by a parameter, {trials:,} trials (ms)",
+            f"{r['next_page_median_ms']:.0f} / {r['sort_ms']:.0f}",
+            "-",
+            "-",
+            "(reported)",
+            f"{r['lines']:,} lines in the parallel plot",
+        ),
+    ]
+
+
 def memory(quick: bool, raw: dict[str, Any]) -> list[Row]:
     from benchmarks.master_memory import master_memory
 
@@ -303,6 +331,7 @@ TITLES: dict[str, tuple[str, Callable[[bool, dict[str, Any]], list[Row]]]] = {
     "overhead": ("system overhead (trivial trials)", overhead),
     "reports": ("one master, 64 and 256 simulated workers", reports),
     "dashboard": ("dashboard queries while 256 workers report", dashboard),
+    "studypage": ("the study page of a large study in a browser", studypage),
     "memory": ("the master's memory with a large study", memory),
     "scale": ("report cost and trial list at scale", scale),
     "quality": ("search quality at an equal epoch budget", quality),

@@ -92,69 +92,6 @@ function plot(title, opts, data, parent) {
   return u;
 }
 
-function bandsPlugin(bands) {
-  // shaded border bands: values in them are "on the border" of the range
-  return {
-    hooks: {
-      drawClear: [(u) => {
-        const ctx = u.ctx;
-        ctx.save();
-        ctx.fillStyle = "rgba(247, 144, 9, 0.16)";
-        for (const [a, b] of bands) {
-          const x0 = u.valToPos(a, "x", true), x1 = u.valToPos(b, "x", true);
-          ctx.fillRect(Math.min(x0, x1), u.bbox.top, Math.abs(x1 - x0), u.bbox.height);
-        }
-        ctx.restore();
-      }],
-    },
-  };
-}
-
-function scaleOf(dist) {
-  const kind = Object.keys(dist)[0];
-  return { kind, log: kind === "log_uniform" || kind === "int_log_uniform", range: dist[kind] };
-}
-
-function borderBands(range, log, fraction = 0.1) {
-  const [lo, hi] = range;
-  if (log) {
-    const a = Math.log10(lo), b = Math.log10(hi), w = (b - a) * fraction;
-    return [[lo, 10 ** (a + w)], [10 ** (b - w), hi]];
-  }
-  const w = (hi - lo) * fraction;
-  return [[lo, lo + w], [hi - w, hi]];
-}
-
-function scatter(name, dist, trials, stages, metric, parent, maximize = true) {
-  const { log, range } = scaleOf(dist);
-  const points = trials.filter((t) => t.params && typeof t.params[name] === "number" && t.best_score !== null);
-  // Failed and diverged trials have no score: drawn at the worst score, hollow and red, so
-  // that a region where they cluster shows (issue 15).
-  const bad = trials.filter((t) => t.params && typeof t.params[name] === "number" && (t.state === "failed" || t.state === "diverged"));
-  const scores = points.map((t) => t.best_score);
-  const worst = scores.length ? (maximize ? Math.min(...scores) : Math.max(...scores)) : 0;
-  const xs = [...new Set([...points, ...bad].map((t) => t.params[name]))].sort((a, b) => a - b);
-  const series = [{}];
-  const data = [xs];
-  for (let s = 1; s <= stages.length; s++) {
-    const mine = new Map(points.filter((t) => t.stage === s).map((t) => [t.params[name], t.best_score]));
-    if (!mine.size) continue;
-    data.push(xs.map((x) => (mine.has(x) ? mine.get(x) : null)));
-    series.push({ label: `stage ${s}`, stroke: COLORS[(s - 1) % COLORS.length], paths: () => null, points: { show: true, size: 7, fill: COLORS[(s - 1) % COLORS.length] } });
-  }
-  if (bad.length) {
-    const at = new Set(bad.map((t) => t.params[name]));
-    data.push(xs.map((x) => (at.has(x) ? worst : null)));
-    series.push({ label: `failed or diverged (${bad.length}, at the worst score)`, stroke: "#d92d20", paths: () => null, points: { show: true, size: 10, width: 2, fill: "#ffffff" } });
-  }
-  plot(`${name} vs ${metric}`, {
-    scales: { x: { time: false, distr: log ? 3 : 1, range: () => range }, y: { auto: true } },
-    axes: [{ label: name + (log ? " (log)" : ""), values: tickValues }, { label: metric }],
-    series,
-    plugins: [bandsPlugin(borderBands(range, log))],
-  }, data, parent);
-}
-
 function stop() {
   if (timer) clearTimeout(timer);
   timer = null;
@@ -170,7 +107,7 @@ async function studiesView() {
   crumbs.replaceChildren();
   const studies = await get("/studies?limit=1000");
   view.replaceChildren(
-    el("h1", { text: "Studies" }),
+    el("h1", { text: studies.count > studies.data.length ? `Studies (the first ${studies.data.length} of ${studies.count})` : `Studies (${studies.count})` }),
     table([
       { name: "id", get: (s) => s.id },
       { name: "name", get: (s) => s.name, left: true },
@@ -181,57 +118,7 @@ async function studiesView() {
   );
 }
 
-async function studyView(id) {
-  const study = await get(`/studies/${id}`);
-  const page = await get(`/studies/${id}/trials?limit=1000`);
-  crumbs.replaceChildren(el("a", { href: `#/studies/${id}`, text: study.name }), el("a", { href: `#/checkpoints/${id}`, text: "checkpoints" }), el("a", { href: `#/compare/${id}`, text: "compare stages" }));
-  const space = study.spec.space;
-  const params = Object.keys(space);
-  const cards = el("div", { class: "cards" },
-    el("div", { class: "card" }, el("div", { class: "k", text: "state" }), el("div", { class: "v", id: "study-state", text: study.state })),
-    el("div", { class: "card" }, el("div", { class: "k", text: "trials finished" }), el("div", { class: "v", id: "study-progress", "data-value": `${study.finished_trials}/${study.total_trials}`, text: `${study.finished_trials}/${study.total_trials}` })),
-    el("div", { class: "card" }, el("div", { class: "k", text: `best ${study.metric}` }), el("div", { class: "v", id: "study-best", "data-value": study.best_score ?? "", text: fmtScore(study.best_score) })),
-  );
-  const ended = study.stop_reason ? el("p", { id: "study-stop-reason", class: "flag final", text: `ended by its stop rule: ${study.stop_reason}` }) : el("span");
-  const paused = study.state_reason ? el("pre", { id: "study-reason", class: "error", text: `paused by gridless: ${study.state_reason}\nfix the code, then POST /api/v1/studies/${id}/resume` }) : el("span");
-  const flags = el("div", { id: "flags" }, ...study.border_flags.map((f) => el("div", { class: "flag" + (f.final ? " final" : ""), text: (f.final ? "At the end: " : `After stage ${f.stage}: `) + f.message })));
-  const warnings = Object.entries(study.warning_counts);
-  const warnBox = el("p", { id: "warnings", class: warnings.length ? "warn" : "muted", text: warnings.length ? "warnings (trials): " + warnings.map(([k, v]) => `${k} (${v})`).join(", ") : "no warnings" });
-  const stageRows = study.stages.map((s) => ({ ...s, ranges: s.space }));
-  const stagesTable = table([
-    { name: "stage", get: (s) => s.index + 1 },
-    { name: "state", get: (s) => s.state, left: true },
-    { name: "trials", get: (s) => s.trials },
-    { name: "epochs", get: (s) => s.epochs },
-    ...params.map((p) => ({ name: p, left: true, get: (s) => (s.ranges[p] ? JSON.stringify(Object.values(s.ranges[p])[0].map((v) => (typeof v === "number" ? Number(v.toPrecision(3)) : v))) : "") })),
-  ], stageRows, { id: "stages" });
-  const decisions = el("ul", { id: "decisions" }, ...study.stages.flatMap((s) => (s.decisions.decisions || []).map((d) => el("li", { text: `stage ${s.index + 1} -> ${s.index + 2}: ${d.param}: ${d.why}` }))));
-  const scatterBox = el("div", { class: "plots", id: "scatter" });
-  const trialsTable = table([
-    { name: "rank", get: (t) => t.rank },
-    { name: "trial", get: (t) => t.number },
-    { name: "stage", get: (t) => t.stage },
-    { name: study.metric, get: (t) => t.best_score, fmt: fmtScore },
-    { name: "epoch", get: (t) => t.best_epoch },
-    { name: "state", get: (t) => t.origin ? `${t.state} (${t.origin})` : t.state, left: true },
-    ...params.map((p) => ({ name: p, get: (t) => (t.params ? t.params[p] : null) })),
-    { name: "warnings", left: true, get: (t) => (t.warnings || []).map((w) => w.code).join(", ") },
-  ], page.data, { onclick: (t) => (location.hash = `#/studies/${id}/trials/${t.number}`), sortable: true, id: "trials" });
-  view.replaceChildren(
-    el("h1", { text: `${study.name}` }), cards, ended, paused, flags, warnBox,
-    el("h2", { text: "Stages and ranges" }), stagesTable, decisions,
-    el("h2", { text: "Hyperparameters vs " + study.metric + " (shaded: border bands of the first stage's range)" }), scatterBox,
-    el("h2", { text: `Trials (${page.count})` }), trialsTable,
-    el("h2", { text: "Ensembles (validation chooses, test reports)" }), el("div", { id: "ensembles" }),
-  );
-  ensemblesPanel(id, study.ensembles_built);
-  const firstSpace = study.stages[0].space;
-  for (const p of params) {
-    const dist = firstSpace[p];
-    if (dist && !("choice" in dist)) scatter(p, dist, page.data, study.stages, study.metric, scatterBox, study.maximize);
-  }
-  refreshWhile(study.state === "running" || study.state === "paused", () => route());
-}
+// studyView (the study page) lives in analysis.js.
 
 async function ensemblesPanel(id, built) {
   const box = document.getElementById("ensembles");

@@ -115,6 +115,8 @@ def test_study_page_renders_every_plot_and_shows_the_apis_numbers(
     assert console_errors(browser) == []
     painted = browser.execute_script(PAINTED)
     assert [name for name, _ in painted] == [
+        "parallel coordinates",
+        "optimization history",
         "learning_rate vs val_accuracy",
         "reg vs val_accuracy",
         "hidden vs val_accuracy",
@@ -130,15 +132,16 @@ def test_study_page_renders_every_plot_and_shows_the_apis_numbers(
     rows = browser.find_elements(By.CSS_SELECTOR, "#trials tbody tr")
     assert len(rows) == len(trials)
     for row, trial in zip(rows, trials, strict=True):
-        cells = row.find_elements(By.TAG_NAME, "td")
-        assert int(cells[1].text) == trial["number"]
-        score = cells[3]
+        cells = {c.get_attribute("data-col"): c for c in row.find_elements(By.TAG_NAME, "td")}
+        assert int(cells["number"].text) == trial["number"]
+        score = cells["best_score"]
         if trial["best_score"] is None:
             assert score.text == "-"
         else:
             assert float(score.get_attribute("data-value")) == trial["best_score"]
             assert score.text == f"{trial['best_score']:.4f}"
-        assert float(cells[6].get_attribute("data-value")) == trial["params"]["learning_rate"]
+        learning_rate = cells["params.learning_rate"].get_attribute("data-value")
+        assert float(learning_rate) == trial["params"]["learning_rate"]
     stage_epochs = [
         int(r.find_elements(By.TAG_NAME, "td")[3].text)
         for r in browser.find_elements(By.CSS_SELECTOR, "#stages tbody tr")
@@ -149,19 +152,31 @@ def test_study_page_renders_every_plot_and_shows_the_apis_numbers(
 
 def test_trial_table_sorts_by_a_clicked_column(study: Master, browser: WebDriver) -> None:
     open_page(browser, f"{study.url}/ui/#/studies/1")
-    header = browser.find_element(By.XPATH, "//table[@id='trials']//th[text()='learning_rate']")
+    sorted_by = "return document.getElementById('trials').dataset.query"  # the server sorts
+
+    def header() -> Any:  # the table is drawn anew with each page the server sends
+        return browser.find_element(By.XPATH, "//table[@id='trials']//th[text()='learning_rate']")
 
     def column() -> list[float]:
         return [
-            float(r.find_elements(By.TAG_NAME, "td")[6].get_attribute("data-value"))
-            for r in browser.find_elements(By.CSS_SELECTOR, "#trials tbody tr")
+            float(c.get_attribute("data-value"))
+            for c in browser.find_elements(
+                By.CSS_SELECTOR, "#trials tbody td[data-col='params.learning_rate']"
+            )
         ]
 
-    header.click()
+    header().click()
+    deadline = time.monotonic() + 10
+    while not browser.execute_script(sorted_by).endswith("sort=params.learning_rate"):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
     assert column() == sorted(column())
-    header.click()
+    header().click()
+    while not browser.execute_script(sorted_by).endswith("sort=-params.learning_rate"):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
     assert column() == sorted(column(), reverse=True)
-    assert "sorted-desc" in header.get_attribute("class")
+    assert "sorted-desc" in header().get_attribute("class")
 
 
 def test_trial_page_renders_curves_and_first_layer_weights(
