@@ -37,8 +37,6 @@ from gridless.common.space import parse_space, sample_params
 
 __all__ = ["drive_study", "generate", "measure_page", "open_browser", "study_spec"]
 
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-
 
 def study_spec(trials: int, *, name: str = "load", stages: int = 2) -> dict[str, Any]:
     """A function study (its `train:` is never imported: simulated workers run it) of
@@ -148,33 +146,10 @@ def drive_study(url: str, *, workers: int = 8, seed: int = 0, trials: int | None
 @contextmanager
 def open_browser(downloads: Path | None = None, *, width: int = 1400) -> Iterator[Any]:
     """Headless Chromium through Selenium (as tests/browser/ drives it)."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+    from tests.chromium import chromium
 
     with tempfile.TemporaryDirectory(prefix="gridless-chromium-") as profile:
-        options = webdriver.ChromeOptions()
-        options.binary_location = CHROMIUM
-        for arg in (
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--window-size={width},1800",
-            f"--user-data-dir={profile}",
-        ):
-            options.add_argument(arg)
-        if downloads is not None:
-            options.add_experimental_option(
-                "prefs",
-                {
-                    "download.default_directory": str(downloads),
-                    "download.prompt_for_download": False,
-                },
-            )
-        driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+        driver = chromium(profile, width=width, downloads=downloads)
         try:
             yield driver
         finally:

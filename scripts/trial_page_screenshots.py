@@ -14,7 +14,6 @@ import argparse
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,21 +21,14 @@ import time
 from pathlib import Path
 
 import httpx
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
+from tests.chromium import chromium
+from tests.net import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 log = logging.getLogger("screenshots")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def gridless(*args: str) -> list[str]:
@@ -58,18 +50,7 @@ def run_study(run_dir: Path, workers: int, env: dict[str, str]) -> Path:
 
 
 def browser(width: int, height: int, profile: Path) -> WebDriver:
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--hide-scrollbars",
-        f"--window-size={width},{height}",
-        f"--user-data-dir={profile}",
-    ):
-        options.add_argument(arg)
-    return webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    return chromium(profile, width=width, height=height, extra=("--hide-scrollbars",))
 
 
 def open_page(driver: WebDriver, url: str) -> None:

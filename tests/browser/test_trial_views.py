@@ -18,8 +18,6 @@ from typing import Any
 
 import httpx
 import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -27,13 +25,12 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from gridless.common.checkpoints import trial_folder
 from gridless.common.spec import parse_spec
 from tests.browser.test_dashboard import (
-    CHROMEDRIVER,
-    CHROMIUM,
     MIN_PAINTED,
     PAINTED,
     console_errors,
     open_page,
 )
+from tests.chromium import chromium
 from tests.conftest import Master, run_with_ray, tiny_spec
 
 pytestmark = [pytest.mark.browser, pytest.mark.ray, pytest.mark.slow]
@@ -108,30 +105,8 @@ def downloads(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def browser(downloads: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
     """Headless Chromium, 800 px high: the checkpoint table runs past the window."""
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1400,800",
-        f"--user-data-dir={tmp_path_factory.mktemp('trial-views-profile')}",
-    ):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    options.add_experimental_option(
-        "prefs",
-        {"download.default_directory": str(downloads), "download.prompt_for_download": False},
-    )
-    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-    driver.execute_cdp_cmd(
-        "Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
-    )
+    profile = tmp_path_factory.mktemp("trial-views-profile")
+    driver = chromium(profile, height=800, downloads=downloads)
     yield driver
     driver.quit()
 
