@@ -11,7 +11,12 @@ simulated workers, SQLite and PostgreSQL 15, with the client's own ceiling), das
 (trial list and study detail p95 while 256 workers report), memory (the master's RSS
 with 100,000 trials and 1,000,000 epoch rows), scale (report cost and trial-list
 latency at 100,000 trials), quality (search quality at an equal epoch budget over
-seeds, two problems), numpy (NumPy vs Torch samples/s and the share of the BLAS peak).
+seeds, two problems), numpy (NumPy vs Torch samples/s and the share of the BLAS peak),
+search (issue 20: mean regret at 30 and 100 evaluations on HPOBench-MLP, HPOLib,
+NAS-Bench-201 and the multi-fidelity Hartmann functions against random search, TPE and
+ASHA; benchmarks/search_quality.py), shifted (issue 20: the digits study with the
+learning-rate range above and below the good region, over 10 seeds;
+benchmarks/shifted_range.py). search and shifted also print their own tables.
 Targets are goals, not assertions; the last column says whether each was met.
 """
 
@@ -26,7 +31,17 @@ from pathlib import Path
 from typing import Any
 
 Row = tuple[str, str, str, str, str, str]
-PARTS = ("overhead", "reports", "dashboard", "memory", "scale", "quality", "numpy")
+PARTS = (
+    "overhead",
+    "reports",
+    "dashboard",
+    "memory",
+    "scale",
+    "quality",
+    "numpy",
+    "search",
+    "shifted",
+)
 
 
 def _fmt(value: float, digits: int = 1) -> str:
@@ -299,6 +314,67 @@ def numpy(quick: bool, raw: dict[str, Any]) -> list[Row]:
     ]
 
 
+def search(quick: bool, raw: dict[str, Any]) -> list[Row]:
+    from benchmarks import search_quality as sq
+
+    found = sq.run(quick=quick)
+    raw["search"] = found
+    raw.setdefault("tables", {})["search quality: mean regret (issue 20)"] = sq.table(found)
+    budgets = found["budgets"]
+    counts: dict[str, int] = {}
+    for entry in found["problems"].values():
+        counts[entry["suite"]] = counts.get(entry["suite"], 0) + 1
+
+    def at(means: dict[int, float]) -> str:
+        return " / ".join(sq._fmt(means[b]) for b in budgets)
+
+    rows: list[Row] = []
+    for suite, means in sq.suite_means(found).items():
+        tabular = suite in sq.SUITES
+        ratios = ", ".join(
+            f"{sq.ratio(means['gridless'][b], means['TPE'][b]):.2f}x" for b in budgets
+        )
+        met = _met(sq.target_met(means, budgets))
+        rows.append(
+            (
+                f"mean regret @{' / @'.join(map(str, budgets))}, {sq.suite_label(suite)} "
+                f"({counts[suite]} problems, {found['repeats']} repeats)",
+                at(means["gridless"]),
+                f"ASHA {at(means['ASHA'])}" if "ASHA" in means else "-",
+                f"TPE {at(means['TPE'])}; random {at(means['random'])}",
+                "<= TPE at each budget" if tabular else "(reported)",
+                f"{ratios} of TPE: {met}" if tabular else f"{ratios} of TPE",
+            )
+        )
+    return rows
+
+
+def shifted(quick: bool, raw: dict[str, Any]) -> list[Row]:
+    from benchmarks import shifted_range
+
+    found = shifted_range.run_cases(3 if quick else 10)
+    raw["shifted"] = found
+    raw.setdefault("tables", {})["digits shifted ranges (issue 20)"] = shifted_range.table(found)
+    summary = shifted_range.summary(found)
+    wide = summary["wide"]["median"]
+    rows: list[Row] = []
+    for case, s in summary.items():
+        if case == "wide":
+            continue
+        ok = s["within"] == s["seeds"] and s["no_score"] == 0
+        rows.append(
+            (
+                f"best val acc, digits, lr range {case} the good region, {s['seeds']} seeds",
+                f"{s['median']:.4f} [{s['min']:.4f}, {s['max']:.4f}]",
+                "-",
+                "-",
+                f"every seed within 2 pt of {wide:.4f} (wide), none unscored",
+                f"{s['within']} of {s['seeds']} within, {s['no_score']} unscored: {_met(ok)}",
+            )
+        )
+    return rows
+
+
 TITLES: dict[str, tuple[str, Callable[[bool, dict[str, Any]], list[Row]]]] = {
     "overhead": ("system overhead (trivial trials)", overhead),
     "reports": ("one master, 64 and 256 simulated workers", reports),
@@ -307,6 +383,8 @@ TITLES: dict[str, tuple[str, Callable[[bool, dict[str, Any]], list[Row]]]] = {
     "scale": ("report cost and trial list at scale", scale),
     "quality": ("search quality at an equal epoch budget", quality),
     "numpy": ("NumPy vs Torch", numpy),
+    "search": ("search quality on tabular and multi-fidelity benchmarks (regret)", search),
+    "shifted": ("digits with the learning-rate range shifted, over seeds", shifted),
 }
 
 
@@ -355,6 +433,8 @@ def main() -> None:
         "ranges are [min, max] over seeds; ep = epochs trained" if "quality" in args.only else ""
     )
     print(f"\n({raw['seconds']:.0f} s{'; ' + note if note else ''})")
+    for title, text in raw.get("tables", {}).items():
+        print(f"\n{title}\n\n{text}")
     if args.json:
         args.json.write_text(json.dumps(raw, indent=2), encoding="utf-8")
 
