@@ -3,7 +3,8 @@
 The seed ("Hyperparameter ranges"): learning rate and regularization are searched on a
 log scale (`10 ** uniform(-6, 1)`), dropout on its own scale. Every distribution knows
 its *sampling scale* so that coarse-to-fine narrowing can work in it (log10 for the
-log distributions). Bounds are inclusive.
+log distributions). Bounds are inclusive. A numeric range may carry hard `limits` that
+no border extension crosses (issue 20): `{int_log_uniform: [16, 512], limits: [8, 4096]}`.
 """
 
 from __future__ import annotations
@@ -51,6 +52,22 @@ def _check_bounds(kind: str, low: Any, high: Any, *, log: bool, integer: bool) -
         )
 
 
+def _check_limits(
+    kind: str, low: float, high: float, limits: Any, *, log: bool, integer: bool
+) -> None:
+    if not isinstance(limits, tuple) or len(limits) != 2:
+        raise SpecError(f"{kind}: `limits` must be [low, high], but got {limits!r}")
+    try:
+        _check_bounds(kind, limits[0], limits[1], log=log, integer=integer)
+    except SpecError as exc:
+        raise SpecError(str(exc).replace(f"{kind}: ", f"{kind} limits: ", 1)) from None
+    if not limits[0] <= low <= high <= limits[1]:
+        raise SpecError(
+            f"{kind}: the range must lie inside its limits (`limits[0] <= low <= high <= "
+            f"limits[1]`), but got [{low!r}, {high!r}] and limits [{limits[0]!r}, {limits[1]!r}]"
+        )
+
+
 class Distribution:
     """Base of every distribution: JSON round-trip and sampling."""
 
@@ -71,16 +88,25 @@ class Distribution:
 
 @dataclass(frozen=True)
 class NumericDistribution(Distribution):
-    """A range `[low, high]`, inclusive; `to_scale` maps values to the sampling scale."""
+    """A range `[low, high]`, inclusive; `to_scale` maps values to the sampling scale.
+
+    `limits`, when set, are hard bounds around the range that narrowing and border
+    extensions never cross (a hidden size of 38,982 is no search result, issue 20).
+    """
 
     low: float
     high: float
+    limits: tuple[float, float] | None = None
 
     log: ClassVar[bool] = False
     integer: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         _check_bounds(self.kind, self.low, self.high, log=self.log, integer=self.integer)
+        if self.limits is not None:
+            _check_limits(
+                self.kind, self.low, self.high, self.limits, log=self.log, integer=self.integer
+            )
 
     def to_scale(self, value: float) -> float:
         """Map a value into the sampling scale (log10 for log distributions)."""
@@ -91,14 +117,18 @@ class NumericDistribution(Distribution):
         return float(10.0**scaled) if self.log else float(scaled)
 
     def with_bounds(self, low: float, high: float) -> NumericDistribution:
-        """The same kind of distribution over a new range."""
-        return type(self)(low, high)
+        """The same kind of distribution over a new range (the same limits)."""
+        return type(self)(low, high, self.limits)
 
     def contains(self, value: Any) -> bool:
         return isinstance(value, int | float) and self.low <= value <= self.high
 
     def to_json(self) -> dict[str, Any]:
-        return {self.kind: [self.low, self.high]}
+        # the kind comes first: readers take the first key as the kind
+        raw: dict[str, Any] = {self.kind: [self.low, self.high]}
+        if self.limits is not None:
+            raw["limits"] = list(self.limits)
+        return raw
 
 
 @dataclass(frozen=True)
@@ -137,7 +167,7 @@ class IntUniform(NumericDistribution):
 
     def with_bounds(self, low: float, high: float) -> NumericDistribution:
         lo, hi = math.floor(low + 1e-9), math.ceil(high - 1e-9)
-        return type(self)(lo, max(lo, hi))
+        return type(self)(lo, max(lo, hi), self.limits)
 
 
 @dataclass(frozen=True)
@@ -158,7 +188,7 @@ class IntLogUniform(NumericDistribution):
 
     def with_bounds(self, low: float, high: float) -> NumericDistribution:
         lo, hi = max(1, math.floor(low + 1e-9)), math.ceil(high - 1e-9)
-        return type(self)(lo, max(lo, hi))
+        return type(self)(lo, max(lo, hi), self.limits)
 
 
 @dataclass(frozen=True)
@@ -199,19 +229,23 @@ KINDS = (*_NUMERIC_KINDS, Choice.kind)
 
 
 def distribution_from_json(name: str, raw: Any) -> Distribution:
-    """Build one distribution from its spec form `{kind: args}`.
+    """Build one distribution from its spec form `{kind: args}`, for a numeric kind
+    optionally with `limits: [low, high]`.
 
     Raises:
         SpecError: naming the parameter, e.g. "space.lr: unknown distribution 'loguniform'".
     """
-    if not isinstance(raw, Mapping) or len(raw) != 1:
+    extra = {k: v for k, v in raw.items() if k == "limits"} if isinstance(raw, Mapping) else {}
+    if not isinstance(raw, Mapping) or len(raw) - len(extra) != 1:
         raise SpecError(
             f"space.{name}: must be a mapping with exactly one of {', '.join(KINDS)}, "
             f"but got {raw!r}"
         )
-    ((kind, args),) = raw.items()
+    ((kind, args),) = ((k, v) for k, v in raw.items() if k != "limits")
     try:
         if kind == Choice.kind:
+            if extra:
+                raise SpecError("choice: has no limits; limits bound a numeric range")
             if not isinstance(args, list | tuple):
                 raise SpecError(f"choice: expects a list of options, but got {args!r}")
             return Choice(tuple(args))
@@ -219,7 +253,12 @@ def distribution_from_json(name: str, raw: Any) -> Distribution:
             raise SpecError(f"unknown distribution {kind!r}; valid: {', '.join(KINDS)}")
         if not isinstance(args, list | tuple) or len(args) != 2:
             raise SpecError(f"{kind}: expects [low, high], but got {args!r}")
-        return _NUMERIC_KINDS[kind](args[0], args[1])
+        limits = extra.get("limits")
+        if limits is not None:
+            if not isinstance(limits, list | tuple) or len(limits) != 2:
+                raise SpecError(f"{kind}: `limits` must be [low, high], but got {limits!r}")
+            limits = (limits[0], limits[1])
+        return _NUMERIC_KINDS[kind](args[0], args[1], limits)
     except SpecError as exc:
         raise SpecError(f"space.{name}: {exc}") from None
 

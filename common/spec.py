@@ -64,7 +64,11 @@ class EarlyStoppingSpec(_Strict):
 
 
 class NarrowingSpec(_Strict):
-    """How a stage's ranges follow from the previous stage's top trials."""
+    """How a stage's ranges follow from the previous stage's top trials (README, "Stages
+    and narrowing"): `extend` moves a flagged edge by that fraction of the width; a flag
+    the scores or the evidence back walks `walk` widths (at least one), and a study may
+    add `max_extra_stages` stages while a walk has not arrived (issue 20). `lr_param`
+    names the parameter divergence speaks about (default `learning_rate`, else `lr`)."""
 
     top_fraction: float = Field(default=0.2, gt=0.0, le=1.0)
     min_top: int = Field(default=3, ge=1, le=10_000)
@@ -72,6 +76,9 @@ class NarrowingSpec(_Strict):
     min_width: float = Field(default=0.1, ge=0.0, le=1.0)
     border: float = Field(default=0.1, ge=0.0, lt=0.5)
     extend: float = Field(default=0.5, ge=0.0, le=10.0)
+    walk: float = Field(default=1.0, ge=1.0, le=10.0)
+    max_extra_stages: int = Field(default=3, ge=0, le=20)
+    lr_param: str | None = Field(default=None, min_length=1, max_length=64)
 
 
 class FailureSpec(_Strict):
@@ -276,6 +283,18 @@ class StudySpec(_Strict):
     def _valid_space(cls, raw: dict[str, Any]) -> dict[str, Any]:
         parse_space(raw)  # raises SpecError with the parameter's name
         return raw
+
+    @model_validator(mode="after")
+    def _lr_param_is_numeric(self) -> StudySpec:
+        name = self.narrowing.lr_param
+        if name is not None and not isinstance(
+            parse_space(self.space).get(name), NumericDistribution
+        ):
+            raise SpecError(
+                f"narrowing.lr_param: {name!r} must name a numeric parameter of the space "
+                f"({', '.join(sorted(self.space))})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _enqueued_fit_the_space(self) -> StudySpec:

@@ -3,10 +3,13 @@ from coarse to fine").
 
 When a stage's last trial finishes, the stage closes: its top trials (by validation
 score) narrow the ranges of the next stage, values on a border flag it and widen past it,
+divergence and babysitting move a range away from where it fails (master/evidence.py),
 and the next stage opens; after the last stage, the final flags are recorded and the
-study completes, the moment its last trial does. The protocol calls `advance` in the
-transaction that finishes a trial; the monitor's timer calls `advance_all`, for a study
-that was paused or resumed while its stage filled.
+study completes, the moment its last trial does. A stage whose flags walk (the range was
+wrong, or nothing scored: issue 20) is followed by one more stage of its own shape, up to
+`narrowing.max_extra_stages`, so a walk can arrive before the finer stages run. The
+protocol calls `advance` in the transaction that finishes a trial; the monitor's timer
+calls `advance_all`, for a study that was paused or resumed while its stage filled.
 """
 
 from __future__ import annotations
@@ -23,14 +26,10 @@ from gridless.common.db import StageRow, StudyRow, TrialRow, utcnow
 from gridless.common.errors import ConflictError
 from gridless.common.space import parse_space, space_to_json
 from gridless.common.states import StageState, StudyState, TrialState
+from gridless.master.evidence import TrialOutcome, learning_rate_flags, score_trends
 from gridless.master.liveness import release_worker
-from gridless.master.narrowing import (
-    NarrowingPolicy,
-    border_flags,
-    learning_rate_flags,
-    narrow_space,
-)
-from gridless.master.storage import count_warning_codes, ranked
+from gridless.master.narrowing import BorderFlag, NarrowingPolicy, border_flags, narrow_space
+from gridless.master.storage import ranked
 
 __all__ = [
     "OPEN_STATES",
@@ -117,8 +116,9 @@ def advance_all(s: Session) -> list[int]:
 
 
 def _close(s: Session, study: StudyRow, stage: StageRow) -> None:
-    """Record the stage's decisions; open the next stage with narrowed ranges, or
-    complete the study after its last."""
+    """Record the stage's decisions; open the next stage with narrowed ranges (after one
+    more stage of this one's shape when its flags walk), or complete the study after its
+    last."""
     stage.state = StageState.DONE.value
     nxt = s.scalar(
         select(StageRow).where(StageRow.study_id == study.id, StageRow.index == stage.index + 1)
@@ -127,60 +127,182 @@ def _close(s: Session, study: StudyRow, stage: StageRow) -> None:
     if nxt is not None and reason is not None:
         end_study(s, study, reason)
         return
+    plan = _plan(s, study, stage)
+    if plan.walks and _extra_stages_left(s, study) > 0:
+        nxt = _add_stage(s, study, stage, plan)
     if nxt is None:
-        policy = NarrowingPolicy.from_spec(study.spec.get("narrowing"))
+        policy = NarrowingPolicy.for_study(study.spec)
         best = s.scalars(ranked(study).where(TrialRow.best_score.is_not(None)).limit(1)).first()
         space = parse_space(stage.space)
-        flags = border_flags(space, best.params or {}, policy) if best is not None else []
-        stage.decisions = {"flags": [f.to_json() for f in flags], "decisions": []}
+        evidence = [f for f in plan.flags if f.evidence is not None]
+        named = {f.param for f in evidence}
+        found = border_flags(space, best.params or {}, policy) if best is not None else []
+        flags = [*evidence, *(f for f in found if f.param not in named)]
+        stage.decisions = {
+            "flags": [f.to_json() for f in flags],
+            "decisions": [],
+            "counts": plan.decisions["counts"],
+        }
         complete(study)
         log.info("study %s completed", study.name)
         return
-    _narrow(s, study, stage, nxt)
+    _open(s, study, stage, nxt, plan)
 
 
-def _narrow(s: Session, study: StudyRow, stage: StageRow, nxt: StageRow) -> None:
-    """Open `nxt` with the ranges `stage`'s top trials narrow to (border flags widen)."""
-    policy = NarrowingPolicy.from_spec(study.spec.get("narrowing"))
+class _Plan:
+    """What a closed stage decides for the next one."""
+
+    def __init__(
+        self, space: dict[str, Any], flags: list[BorderFlag], decisions: dict[str, Any]
+    ) -> None:
+        self.space, self.flags, self.decisions = space, flags, decisions
+
+    @property
+    def walks(self) -> bool:
+        """A flag moved a range by whole widths: the range was wrong (issue 20)."""
+        return any(f.walk for f in self.flags)
+
+
+def _plan(s: Session, study: StudyRow, stage: StageRow) -> _Plan:
+    """The next ranges from `stage`'s finished trials: the top scored ones (diverged
+    trials excluded) narrow them, border flags widen them, and divergence and babysitting,
+    counted per trial, move a range away from where its trials fail."""
+    policy = NarrowingPolicy.for_study(study.spec)
     space = parse_space(stage.space)
-    scored = (
-        s.scalar(
-            select(func.count())
-            .select_from(TrialRow)
-            .where(TrialRow.stage_id == stage.id, TrialRow.best_score.is_not(None))
+    rows = s.execute(
+        select(
+            TrialRow.number,
+            TrialRow.params,
+            TrialRow.best_score,
+            TrialRow.state,
+            TrialRow.warnings,
         )
-        or 0
+        .where(TrialRow.stage_id == stage.id)
+        .order_by(TrialRow.number)
+    ).all()
+    numbered = [
+        (number, TrialOutcome(params or {}, score, state, _codes(warnings)))
+        for number, params, score, state, warnings in rows
+    ]
+    outcomes = [o for _, o in numbered]
+    usable = [o for o in outcomes if o.usable]
+    sign = -1.0 if study.maximize else 1.0  # best first; ties keep trial-number order
+    ranked_usable = sorted(
+        ((n, o) for n, o in numbered if o.usable), key=lambda p: sign * float(p[1].score or 0)
     )
-    n_top = min(scored, max(policy.min_top, math.ceil(policy.top_fraction * scored)))
-    top = list(
-        s.scalars(
-            ranked(study)
-            .where(TrialRow.stage_id == stage.id, TrialRow.best_score.is_not(None))
-            .limit(n_top)
-        )
+    n_top = min(len(usable), max(policy.min_top, math.ceil(policy.top_fraction * len(usable))))
+    top = [o for _, o in ranked_usable[:n_top]]
+    evidence = learning_rate_flags(
+        space, outcomes, param=policy.lr_param, border=policy.border, maximize=study.maximize
     )
-    stage_warnings = list(
-        s.scalars(select(TrialRow.warnings).where(TrialRow.stage_id == stage.id))
+    trends = score_trends(
+        space,
+        [(o.params, float(o.score)) for o in usable if o.score is not None],
+        maximize=study.maximize,
     )
-    counts = count_warning_codes(stage_warnings)
-    evidence = learning_rate_flags(space, counts, len(stage_warnings))
     new_space, flags, decisions = narrow_space(
-        space, [t.params or {} for t in top], policy, evidence_flags=evidence
+        space, [o.params for o in top], policy, evidence_flags=evidence, trends=trends
     )
-    stage.decisions = {
+    counts = {
+        "trials": len(outcomes),
+        "scored": len(usable),
+        "diverged": sum(o.diverged for o in outcomes),
+        "failed": sum(o.state == TrialState.FAILED.value for o in outcomes),
+        "too_high": sum(o.too_high for o in outcomes),
+        "too_low": sum(o.too_low for o in outcomes),
+    }
+    record: dict[str, Any] = {
         "flags": [f.to_json() for f in flags],
         "decisions": [d.to_json() for d in decisions],
-        "top_trials": [t.number for t in top],
+        "top_trials": [n for n, _ in ranked_usable[:n_top]],
+        "counts": counts,
     }
-    nxt.space = space_to_json(new_space)
+    if not usable:
+        record["no_score"] = _no_score_why(counts, moved=any(f.walk for f in flags))
+    return _Plan(space_to_json(new_space), flags, record)
+
+
+def _codes(warnings: list[dict[str, Any]] | None) -> frozenset[str]:
+    return frozenset(str(w.get("code")) for w in warnings or [])
+
+
+def _no_score_why(counts: dict[str, int], *, moved: bool) -> str:
+    """Why a stage in which no trial scored moved its ranges, or did not."""
+    what = f"no trial of {counts['trials']} scored ({counts['diverged']} diverged, " + (
+        f"{counts['failed']} failed)"
+    )
+    if moved:
+        return f"{what}: the ranges moved away from the divergence"
+    return (
+        f"{what}: no evidence points a direction, so the ranges are kept (failures are the "
+        "circuit breaker's to judge: issue 15)"
+    )
+
+
+def _open(s: Session, study: StudyRow, stage: StageRow, nxt: StageRow, plan: _Plan) -> None:
+    """Open `nxt` with `plan`'s ranges, recording `stage`'s decisions."""
+    stage.decisions = plan.decisions
+    nxt.space = plan.space
     edited = study.spec.get("next_space")
     if edited:  # a person set the next stage's ranges (PATCH .../space): they win
         nxt.space = edited
         stage.decisions["edited"] = "the next stage's ranges were set by PATCH .../space"
         study.spec = {k: v for k, v in study.spec.items() if k != "next_space"}
     nxt.state = StageState.RUNNING.value
-    for flag in flags:
+    for flag in plan.flags:
         log.info("stage %d: %s", stage.index + 1, flag.message)
+
+
+def _narrow(s: Session, study: StudyRow, stage: StageRow, nxt: StageRow) -> None:
+    """Open `nxt` with the ranges `stage`'s top trials narrow to (border flags widen)."""
+    _open(s, study, stage, nxt, _plan(s, study, stage))
+
+
+def _extra_stages_left(s: Session, study: StudyRow) -> int:
+    """How many more stages a walk may add (`narrowing.max_extra_stages`, less those
+    added already)."""
+    policy = NarrowingPolicy.for_study(study.spec)
+    decided = s.scalars(select(StageRow.decisions).where(StageRow.study_id == study.id))
+    added = sum(1 for d in decided if d and d.get("added_stage"))
+    return policy.max_extra_stages - added
+
+
+def _add_stage(s: Session, study: StudyRow, stage: StageRow, plan: _Plan) -> StageRow:
+    """Insert a stage of `stage`'s shape right after it (later stages move up one), so a
+    walking range is searched again at this stage's cost before the finer stages run."""
+    later = s.scalars(
+        select(StageRow)
+        .where(StageRow.study_id == study.id, StageRow.index > stage.index)
+        .order_by(StageRow.index.desc())
+    )
+    for row in list(later):  # from the last, so (study, index) stays unique at each step
+        row.index += 1
+        s.flush()
+    added = StageRow(
+        study_id=study.id,
+        index=stage.index + 1,
+        trials=stage.trials,
+        epochs=stage.epochs,
+        space={},
+        state=StageState.WAITING.value,
+        decisions={},
+    )
+    s.add(added)
+    spec = dict(study.spec)
+    shapes = list(spec["stages"])
+    shapes.insert(stage.index + 1, {"trials": stage.trials, "epochs": stage.epochs})
+    spec["stages"] = shapes
+    study.spec = spec  # a new value, so the JSON column is written
+    s.flush()
+    walking = [f.message for f in plan.flags if f.walk]
+    plan.decisions["added_stage"] = {
+        "index": added.index,
+        "why": "the ranges walked: " + "; ".join(walking),
+    }
+    log.info(
+        "study %s: stage %d added after stage %d", study.name, added.index + 1, stage.index + 1
+    )
+    return added
 
 
 def extend(s: Session, study: StudyRow, added: list[tuple[int, int]]) -> list[StageRow]:

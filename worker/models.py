@@ -32,7 +32,7 @@ from gridless.worker.layers import (
     svm_loss,
 )
 
-__all__ = ["LOSSES", "ConvNet", "FullyConnectedNet", "NumpyModel"]
+__all__ = ["LOSSES", "ConvNet", "FullyConnectedNet", "NumpyModel", "dead_fraction"]
 
 LossFn = Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]
 LOSSES: dict[str, LossFn] = {"softmax": softmax_loss, "svm": svm_loss, "mse": mse_loss}
@@ -43,6 +43,17 @@ def get_loss(name: str) -> LossFn:
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; valid: {', '.join(sorted(LOSSES))}")
     return LOSSES[name]
+
+
+def dead_fraction(act: np.ndarray) -> float:
+    """Share of a ReLU layer's units that output 0 for every example of the batch: dead
+    units (the seed: with a learning rate set too high, "as much as 40% of your network
+    can be dead"). act: (N, H) for an affine layer; (N, F, H, W) counts filters.
+    """
+    alive = np.asarray(act > 0)
+    if alive.ndim > 2:
+        alive = np.asarray(alive.reshape(alive.shape[0], alive.shape[1], -1).any(axis=2))
+    return float(1.0 - alive.any(axis=0).mean())
 
 
 def _svm_active(scores: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -214,6 +225,7 @@ class FullyConnectedNet(NumpyModel):
                             "layer": float(i),
                             "act_mean": float(act.mean()),
                             "act_std": float(act.std()),
+                            "dead_fraction": dead_fraction(act),
                             "grad_std": float(dout.std()),
                         }
                     )
@@ -322,6 +334,7 @@ class ConvNet(NumpyModel):
                 "layer": 2.0,
                 "act_mean": float(c["act2"].mean()),
                 "act_std": float(c["act2"].std()),
+                "dead_fraction": dead_fraction(c["act2"]),
                 "grad_std": float(dout.std()),
             }
         ]
@@ -334,6 +347,7 @@ class ConvNet(NumpyModel):
                 "layer": 1.0,
                 "act_mean": float(c["act1"].mean()),
                 "act_std": float(c["act1"].std()),
+                "dead_fraction": dead_fraction(c["act1"]),
                 "grad_std": float(dout.std()),
             },
         )

@@ -59,6 +59,15 @@ def mean_update_ratios(norms: torch.Tensor) -> torch.Tensor:
     return torch.where(weights > 0, updates / weights, 0.0).mean(dim=0)
 
 
+def _dead(act: torch.Tensor) -> torch.Tensor:
+    """Share of units (features; filters of a conv map) that output 0 for every example
+    of the batch: dead ReLUs (worker/models.py `dead_fraction`, on the device)."""
+    alive = act > 0
+    if alive.dim() > 2:
+        alive = alive.flatten(2).any(dim=2)
+    return 1.0 - alive.any(dim=0).double().mean()
+
+
 class EpochStats:
     """One epoch's statistics on the device: step losses, the weight and update norms of
     every step, and the hidden layers of one forward and backward pass."""
@@ -70,14 +79,16 @@ class EpochStats:
         self._layers: list[dict[str, torch.Tensor]] = []
 
     def watch_layers(self, model: nn.Module) -> list[Any]:
-        """Hooks recording each ReLU's output mean and std and its gradient's std in the
-        next forward and backward pass; the caller removes the returned handles."""
+        """Hooks recording each ReLU's output mean, std and dead fraction and its
+        gradient's std in the next forward and backward pass; the caller removes the
+        returned handles."""
         self._layers = []
         handles = []
         for relu in (m for m in model.modules() if isinstance(m, nn.ReLU)):
 
             def hook(_m: nn.Module, _i: Any, out: torch.Tensor) -> None:
-                entry = {"act_mean": out.detach().mean(), "act_std": out.detach().std()}
+                act = out.detach()
+                entry = {"act_mean": act.mean(), "act_std": act.std(), "dead_fraction": _dead(act)}
                 self._layers.append(entry)
                 out.register_hook(lambda g: entry.__setitem__("grad_std", g.detach().std()))
 

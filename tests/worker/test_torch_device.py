@@ -103,7 +103,8 @@ def test_an_epoch_reads_its_statistics_a_few_times_not_every_step(
     assert reads <= steps / DIVERGENCE_CHECK_STEPS + 2, counts
     assert (len(losses), diverged) == (steps, False)
     assert set(ratios) == {name for name, _ in trainer.model.named_parameters()}
-    assert all(set(layer) == {"layer", "act_mean", "act_std", "grad_std"} for layer in layers)
+    keys = {"layer", "act_mean", "act_std", "dead_fraction", "grad_std"}
+    assert all(set(layer) == keys for layer in layers)
 
 
 def test_a_diverging_epoch_stops_at_the_next_check_and_reports_up_to_the_explosion() -> None:

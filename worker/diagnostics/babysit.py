@@ -24,6 +24,11 @@ VANISH_RATIO, EXPLODE_RATIO = 1e-3, 1e3
 VANISH_ABS, EXPLODE_ABS = 1e-6, 1e3
 OVERFIT_GAP = 0.15
 CHANCE_MARGIN = 0.05
+# Dead units (issue 20): a hidden layer where this share of the units output 0 for a
+# whole minibatch, or a loss that rose to this many times its first value before the
+# updates stalled, says the learning rate was too high, not too low.
+DEAD_FRACTION = 0.9
+SPIKE_FACTOR = 2.0
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,58 @@ def _activations(layers: Sequence[dict[str, Any]], epoch: int) -> list[TrialWarn
     return []
 
 
+def _dead_layers(layers: Sequence[dict[str, Any]]) -> list[tuple[int, float]]:
+    """(layer number, dead fraction) of every hidden layer whose units are (almost) all
+    dead. Without a `dead_fraction` statistic (a watched user model), a layer whose every
+    output is 0 (mean and std both 0) counts as all dead."""
+    dead = []
+    for number, layer in enumerate(layers, start=1):
+        fraction = layer.get("dead_fraction")
+        if fraction is None:
+            mean, std = layer.get("act_mean"), layer.get("act_std")
+            if mean is None or std is None or not (abs(mean) < 1e-12 and std < 1e-12):
+                continue
+            fraction = 1.0
+        if fraction is not None and math.isfinite(fraction) and fraction >= DEAD_FRACTION:
+            dead.append((int(layer.get("layer", number)), float(fraction)))
+    return dead
+
+
+def _spike(history: Sequence[EpochMetrics]) -> tuple[float, float] | None:
+    """(first, highest) loss when the loss rose to `SPIKE_FACTOR` times its first value
+    (the median of the first three) at some point of the trial so far, else None."""
+    losses = [
+        float(v)
+        for e in history
+        for v in e.stats.get("loss_history", [])
+        if v is not None and math.isfinite(v)
+    ]
+    if len(losses) < 2:
+        return None
+    first = float(np.median(losses[:3]))  # one lucky first minibatch is no baseline
+    peak = max(losses)
+    return (first, peak) if first > 0 and peak >= SPIKE_FACTOR * first else None
+
+
+def _dead_units(history: Sequence[EpochMetrics], epoch: int) -> TrialWarning | None:
+    """Dead ReLUs after large updates: the learning rate was too high (the seed). The
+    layer statistics of epoch 1 are taken before its first update, so dead units there
+    are the initialization's, unless the loss already spiked."""
+    m = history[-1]
+    dead = _dead_layers(m.stats.get("layers", []))
+    spike = _spike(history)
+    if not dead or (epoch == 1 and spike is None):
+        return None
+    where = ", ".join(f"layer {n}: {f:.0%}" for n, f in dead)
+    rose = f" after the loss rose to {spike[1]:.3g} (first {spike[0]:.3g})" if spike else ""
+    return TrialWarning(
+        "dead_units",
+        f"dead ReLUs ({where} of the units output 0 on a whole minibatch){rose}: "
+        "learning rate too high",
+        epoch,
+    )
+
+
 def _scores(m: EpochMetrics) -> tuple[str, float, float] | None:
     """(name, training score, validation score): the accuracies, or for regression the
     R² values in `metrics`; None when the epoch has neither."""
@@ -106,7 +163,13 @@ def epoch_warnings(
                 epoch,
             )
         )
+    dead = None if m.diverged else _dead_units(history, epoch)
+    if dead is not None:
+        found.append(dead)
     ratio = _weight_ratio(m.stats)
+    # a tiny ratio after the loss spiked, or with dead units, is a net the updates killed:
+    # its learning rate was too high, and "too low" would point the wrong way (issue 20)
+    stalled = dead is not None or _spike(history) is not None
     if ratio is not None and math.isfinite(ratio) and ratio > 0:
         if ratio > RATIO_HIGH:
             found.append(
@@ -116,7 +179,19 @@ def epoch_warnings(
                     epoch,
                 )
             )
-        elif ratio < RATIO_LOW:
+        elif ratio < RATIO_LOW and stalled and dead is None:
+            spike = _spike(history)
+            assert spike is not None
+            found.append(
+                TrialWarning(
+                    "dead_units",
+                    f"update:weight ratio {ratio:.1e} is far below ~1e-3 after the loss rose "
+                    f"to {spike[1]:.3g} (first {spike[0]:.3g}): the updates stalled a net "
+                    "they overshot; learning rate too high",
+                    epoch,
+                )
+            )
+        elif ratio < RATIO_LOW and not stalled:
             found.append(
                 TrialWarning(
                     "lr_too_low",
@@ -124,7 +199,8 @@ def epoch_warnings(
                     epoch,
                 )
             )
-    found.extend(_activations(m.stats.get("layers", []), epoch))
+    if dead is None:  # dead units explain a collapsed activation std better than the init
+        found.extend(_activations(m.stats.get("layers", []), epoch))
     losses = history[0].stats.get("loss_history") or []
     # the data loss before any update (reg off, as the seed says); else the first loss
     initial = history[0].stats.get("initial_data_loss", losses[0] if losses else None)

@@ -1,0 +1,278 @@
+"""What a stage's trials say about its ranges beyond their best scores (issue 20), as pure
+functions: divergence is evidence, and so are the babysitting warnings (the seed's
+"Babysitting the learning process").
+
+Each finished trial of a stage is one `TrialOutcome`. A trial counts once, whatever
+number of warnings it raised: it is *too high* when it diverged, or reported an
+update:weight ratio far above 1e-3 (`lr_too_high`) or dead ReLUs after large updates
+(`dead_units`); *too low* when it reported a ratio far below 1e-3 and nothing of the
+above. When most trials of a stage are too high (or too low), the learning-rate range is
+flagged, with the boundary above which (below which) they sit; the narrowing then moves
+the range away from that region. The scores speak too: `score_trends` says whether the
+scores rise toward a border, which turns a best value on that border into a walk.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from gridless.common.space import Distribution, NumericDistribution
+from gridless.master.narrowing import TREND_Z, BorderFlag
+
+__all__ = [
+    "TOO_HIGH_CODES",
+    "TREND_Z",
+    "TrialOutcome",
+    "boundary",
+    "learning_rate_flags",
+    "learning_rate_param",
+    "score_trends",
+]
+
+# The warning codes that say "learning rate too high" (worker/diagnostics/babysit.py).
+TOO_HIGH_CODES = frozenset({"diverged", "lr_too_high", "dead_units"})
+MIN_TREND_TRIALS = 5
+# The rest of a range is a sliver when it is under this share of the width.
+SLIVER = 0.25
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """One finished trial of a stage, as the narrowing sees it."""
+
+    params: Mapping[str, Any]
+    score: float | None  # its best score; None when no epoch scored
+    state: str  # a TrialState value
+    codes: frozenset[str] = field(default_factory=frozenset)  # its warning codes
+
+    @property
+    def diverged(self) -> bool:
+        return self.state == "diverged" or "diverged" in self.codes
+
+    @property
+    def dead(self) -> bool:
+        """Its ReLUs died (worker/diagnostics/babysit.py): its score is chance, not data."""
+        return "dead_units" in self.codes
+
+    @property
+    def too_high(self) -> bool:
+        """Diverged, or babysitting says its learning rate was too high."""
+        return self.diverged or bool(self.codes & TOO_HIGH_CODES)
+
+    @property
+    def too_low(self) -> bool:
+        """Babysitting says its learning rate was too low: an update:weight ratio far below
+        1e-3, or nothing learned (`not_learning`: the seed's "loss barely changing: the
+        learning rate is probably too low"), and nothing says too high (no divergence, no
+        dead units, no spike: worker/diagnostics/babysit.py)."""
+        return bool(self.codes & {"lr_too_low", "not_learning"}) and not self.too_high
+
+    @property
+    def usable(self) -> bool:
+        """It scored and did not diverge: its score can shape the next range."""
+        return self.score is not None and not self.diverged
+
+
+def learning_rate_param(space: Mapping[str, Distribution], named: str | None) -> str | None:
+    """The parameter divergence and the update:weight ratio speak about: `named` (the
+    spec's `narrowing.lr_param`), else `learning_rate`, else `lr`, when numeric."""
+    for name in (named,) if named else ("learning_rate", "lr"):
+        if isinstance(space.get(name), NumericDistribution):
+            return name
+    return None
+
+
+def boundary(values: Sequence[float], bad: Sequence[bool], *, bad_above: bool) -> float:
+    """The threshold that best separates `bad` from good values (a decision stump).
+
+    Args:
+        values: the trials' values in the sampling scale.
+        bad: per trial, whether it is in the region sought.
+        bad_above: the region lies above the threshold (too high) or below (too low).
+
+    Returns:
+        The threshold in scale, halfway between the two trials it falls between: the
+        split with the fewest trials on the wrong side; on a tie, the one that leaves the
+        bad region smallest. Every trial bad: the lowest (highest) value.
+    """
+    if not values:
+        raise ValueError("boundary: needs at least one trial")
+    order = sorted(zip(values, bad, strict=True), key=lambda p: p[0], reverse=not bad_above)
+    xs = [v for v, _ in order]
+    flags = [b for _, b in order]
+    # split k: the first k trials (by value toward the good side) are called good
+    best_k, best_err = 0, math.inf
+    for k in range(len(xs) + 1):
+        err = sum(flags[:k]) + sum(not b for b in flags[k:])
+        if err < best_err or (err == best_err and k > best_k):
+            best_k, best_err = k, err
+    if best_k == 0:
+        return xs[0]
+    if best_k == len(xs):
+        return xs[-1]
+    return (xs[best_k - 1] + xs[best_k]) / 2
+
+
+def learning_rate_flags(
+    space: Mapping[str, Distribution],
+    outcomes: Sequence[TrialOutcome],
+    *,
+    param: str | None = None,
+    majority: float = 0.5,
+    border: float = 0.1,
+    maximize: bool = True,
+) -> list[BorderFlag]:
+    """Flags from divergence and babysitting: when most of a stage's trials are too high
+    (diverged, `lr_too_high`, `dead_units`), the learning-rate range is too high; when
+    most are too low (an update:weight ratio far below ~1e-3, or not learning), too low.
+
+    Each trial counts once. The flag's `value` is the boundary of that region; the next
+    range leaves the region (`narrow_space`). The flag walks (the range moves by whole
+    widths, and the study may add a stage) when the evidence is strong (most trials
+    failed outright: diverged or died; every too-low trial is such a failure) and what
+    lies outside the region cannot hold the optimum: no trial trained there, or it is a
+    sliver (a quarter of the width, or `border` if more), or its best trial sits within
+    `border` of its far edge. A ratio warning on a trial that scored is weak evidence: it
+    flags and bounds the range, and walks it only with the best value on the border it
+    points to (`narrow_space`).
+    """
+    name = learning_rate_param(space, param)
+    if name is None or not outcomes:
+        return []
+    dist = space[name]
+    assert isinstance(dist, NumericDistribution)
+    if dist.low >= dist.high:
+        return []
+    trials = len(outcomes)
+    high = sum(o.too_high for o in outcomes)
+    low = sum(o.too_low for o in outcomes)
+    placed = [
+        (o, dist.to_scale(_clip(float(o.params[name]), dist)))
+        for o in outcomes
+        if name in o.params
+    ]
+    if not placed:
+        return []
+    lo, hi = dist.to_scale(dist.low), dist.to_scale(dist.high)
+    sliver = max(border, SLIVER) * (hi - lo)
+    if high >= majority * trials and high > low:
+        t = boundary([v for _, v in placed], [o.too_high for o, _ in placed], bad_above=True)
+        # trials that trained below the boundary (scored, neither diverged nor dead)
+        rest = [(o, v) for o, v in placed if v < t and o.usable and not o.dead]
+        strong = sum(o.diverged or o.dead for o in outcomes) >= majority * trials
+        walk = strong and (
+            not rest
+            or t - lo <= sliver
+            or _outer(rest, lo, t, maximize, toward_low=True, border=border)
+        )
+        evidence = f"{_too_high_counts(outcomes, high, trials)} (from {dist.from_scale(t):.3g} up)"
+        return [
+            BorderFlag(name, dist.from_scale(t), "lower", dist.low, dist.high, evidence, walk=walk)
+        ]
+    if low >= majority * trials and low > high:
+        t = boundary([v for _, v in placed], [o.too_low for o, _ in placed], bad_above=False)
+        rest = [(o, v) for o, v in placed if v > t and o.usable and not o.too_low]
+        walk = (
+            not rest
+            or hi - t <= sliver
+            or _outer(rest, t, hi, maximize, toward_low=False, border=border)
+        )
+        ratio = sum(o.too_low and "lr_too_low" in o.codes for o in outcomes)
+        parts = [
+            f"{ratio} with an update:weight ratio far below 1e-3" if ratio else "",
+            f"{low - ratio} not learning" if low - ratio else "",
+        ]
+        evidence = (
+            f"{low} of {trials} trials are too low ({', '.join(p for p in parts if p)}) "
+            f"(up to {dist.from_scale(t):.3g})"
+        )
+        return [
+            BorderFlag(name, dist.from_scale(t), "upper", dist.low, dist.high, evidence, walk=walk)
+        ]
+    return []
+
+
+def _outer(
+    rest: Sequence[tuple[TrialOutcome, float]],
+    lo: float,
+    hi: float,
+    maximize: bool,
+    *,
+    toward_low: bool,
+    border: float,
+) -> bool:
+    """Whether the best of the trials outside a flagged region sits on the far border of
+    what lies outside it ([lo, hi] in scale): the optimum lies beyond the old range."""
+    scored = [(o, v) for o, v in rest if o.score is not None]
+    if not scored or hi <= lo:
+        return False
+    sign = 1.0 if maximize else -1.0
+    _, best = max(scored, key=lambda p: sign * float(p[0].score or 0.0))
+    pos = (best - lo) / (hi - lo)
+    return pos <= border if toward_low else pos >= 1.0 - border
+
+
+def _too_high_counts(outcomes: Sequence[TrialOutcome], high: int, trials: int) -> str:
+    """ "6 of 6 trials diverged", or the causes, each trial once by its strongest."""
+    diverged = sum(o.diverged for o in outcomes)
+    dead = sum(o.dead and not o.diverged for o in outcomes)
+    ratio = high - diverged - dead
+    if diverged == high:
+        return f"{high} of {trials} trials diverged"
+    parts = [
+        f"{diverged} diverged" if diverged else "",
+        f"{dead} with dead units" if dead else "",
+        f"{ratio} with an update:weight ratio far above 1e-3" if ratio else "",
+    ]
+    return f"{high} of {trials} trials are too high ({', '.join(p for p in parts if p)})"
+
+
+def _clip(value: float, dist: NumericDistribution) -> float:
+    # an enqueued configuration may lie outside the range: place it on the nearest edge
+    return min(max(value, dist.low), dist.high)
+
+
+def _ranks(values: Sequence[float]) -> np.ndarray:
+    """Average ranks (ties share the mean of their positions), from 0."""
+    x = np.asarray(values, dtype=np.float64)
+    order = np.argsort(x, kind="stable")
+    ranks = np.empty(len(x))
+    ranks[order] = np.arange(len(x), dtype=np.float64)
+    for value in np.unique(x):
+        tied = x == value
+        if tied.sum() > 1:
+            ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
+def score_trends(
+    space: Mapping[str, Distribution],
+    scored: Sequence[tuple[Mapping[str, Any], float]],
+    *,
+    maximize: bool,
+) -> dict[str, float]:
+    """Per numeric parameter, how strongly the scores improve as its value grows:
+    Spearman's rho times sqrt(n - 1), about N(0, 1) when the scores ignore it. Above
+    `TREND_Z`, the scores rise toward the upper border; below -`TREND_Z`, toward the
+    lower one. Parameters with fewer than `MIN_TREND_TRIALS` scored values get 0."""
+    trends: dict[str, float] = {}
+    for name, dist in space.items():
+        if not isinstance(dist, NumericDistribution):
+            continue
+        pairs = [(float(p[name]), s) for p, s in scored if name in p and math.isfinite(s)]
+        if len(pairs) < MIN_TREND_TRIALS or dist.low >= dist.high:
+            trends[name] = 0.0
+            continue
+        x = _ranks([dist.to_scale(_clip(v, dist)) for v, _ in pairs])
+        y = _ranks([s if maximize else -s for _, s in pairs])
+        if x.std() == 0 or y.std() == 0:
+            trends[name] = 0.0
+            continue
+        rho = float(np.corrcoef(x, y)[0, 1])
+        trends[name] = rho * math.sqrt(len(pairs) - 1)
+    return trends
