@@ -16,8 +16,9 @@ problem's known optimum.
 - gridless: its default as a user gets it, through the public function API (`train:`,
   benchmarks/search_objectives.py): a real master over HTTP and SQLite, 2 Ray workers,
   random sampling, the default narrowing, border flags and median rule; coarse to fine
-  in three stages that spend the budget (`stages_for`). One study a budget, since a user
-  plans the stages for the budget they have.
+  in three stages that spend the budget (`stages_for`), `stop: {max_trials: ...}` at the
+  budget so that an added stage spends it too. One study a budget, since a user plans
+  the stages for the budget they have.
 - random, TPE: Optuna's RandomSampler and TPESampler (defaults, seeded) on the same
   objective and the same ranges, one trial an evaluation at full fidelity; the regret at
   30 is that of the first 30 trials of the 100.
@@ -73,6 +74,7 @@ def stages_for(problem: Problem, budget: int) -> list[dict[str, int]]:
 
 def study_spec(problem: Problem, budget: int, repeat: int) -> dict[str, Any]:
     """The gridless study a user writes for this problem (only defaults otherwise)."""
+    stages = stages_for(problem, budget)
     if isinstance(problem, HartmannProblem):
         train = "benchmarks.search_objectives:hartmann"
         fixed: dict[str, Any] = {"dims": problem.dims, "max_epochs": problem.max_epochs}
@@ -86,7 +88,10 @@ def study_spec(problem: Problem, budget: int, repeat: int) -> dict[str, Any]:
         "seed": repeat,
         "space": problem.space(),
         "fixed": fixed,
-        "stages": stages_for(problem, budget),
+        "stages": stages,
+        # The budget a user states: a stage that a border walk adds (issue 20's
+        # narrowing.max_extra_stages) spends it, never more.
+        "stop": {"max_trials": sum(s["trials"] for s in stages)},
     }
 
 
