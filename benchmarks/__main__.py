@@ -315,39 +315,14 @@ def numpy(quick: bool, raw: dict[str, Any]) -> list[Row]:
 
 
 def search(quick: bool, raw: dict[str, Any]) -> list[Row]:
-    from benchmarks import search_quality as sq
+    from benchmarks import search_quality
 
-    found = sq.run(quick=quick)
+    found = search_quality.run(quick=quick)
     raw["search"] = found
-    raw.setdefault("tables", {})["search quality: mean regret (issue 20)"] = sq.table(found)
-    budgets = found["budgets"]
-    counts: dict[str, int] = {}
-    for entry in found["problems"].values():
-        counts[entry["suite"]] = counts.get(entry["suite"], 0) + 1
-
-    def at(means: dict[int, float]) -> str:
-        return " / ".join(sq._fmt(means[b]) for b in budgets)
-
-    rows: list[Row] = []
-    for suite, means in sq.suite_means(found).items():
-        tabular = suite in sq.SUITES
-        ratios = ", ".join(
-            f"{sq.ratio(means['gridless'][b], means['TPE'][b]):.2f}x" for b in budgets
-        )
-        met = _met(sq.target_met(means, budgets))
-        rows.append(
-            (
-                f"mean regret @{' / @'.join(map(str, budgets))}, {sq.suite_label(suite)} "
-                f"({counts[suite]} problem{'s' if counts[suite] > 1 else ''}, "
-                f"{found['repeats']} repeats)",
-                at(means["gridless"]),
-                f"ASHA {at(means['ASHA'])}" if "ASHA" in means else "-",
-                f"TPE {at(means['TPE'])}; random {at(means['random'])}",
-                "<= TPE at each budget" if tabular else "(reported)",
-                f"{ratios} of TPE: {met}" if tabular else f"{ratios} of TPE",
-            )
-        )
-    return rows
+    raw.setdefault("tables", {})["search quality: mean regret (issue 20)"] = search_quality.table(
+        found
+    )
+    return search_quality.summary_rows(found)
 
 
 def shifted(quick: bool, raw: dict[str, Any]) -> list[Row]:
@@ -356,24 +331,7 @@ def shifted(quick: bool, raw: dict[str, Any]) -> list[Row]:
     found = shifted_range.run_cases(3 if quick else 10)
     raw["shifted"] = found
     raw.setdefault("tables", {})["digits shifted ranges (issue 20)"] = shifted_range.table(found)
-    summary = shifted_range.summary(found)
-    wide = summary["wide"]["median"]
-    rows: list[Row] = []
-    for case, s in summary.items():
-        if case == "wide":
-            continue
-        ok = s["within"] == s["seeds"] and s["no_score"] == 0
-        rows.append(
-            (
-                f"best val acc, digits, lr range {case} the good region, {s['seeds']} seeds",
-                f"{s['median']:.4f} [{s['min']:.4f}, {s['max']:.4f}]",
-                "-",
-                "-",
-                f"every seed within 2 pt of {wide:.4f} (wide), none unscored",
-                f"{s['within']} of {s['seeds']} within, {s['no_score']} unscored: {_met(ok)}",
-            )
-        )
-    return rows
+    return shifted_range.summary_rows(found)
 
 
 TITLES: dict[str, tuple[str, Callable[[bool, dict[str, Any]], list[Row]]]] = {

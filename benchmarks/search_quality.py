@@ -278,6 +278,37 @@ def table(raw: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def summary_rows(raw: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
+    """A row per suite for `python -m benchmarks`' table (measure, gridless, Ray Tune,
+    Optuna, target, result)."""
+    budgets = raw["budgets"]
+    counts: dict[str, int] = {}
+    for entry in raw["problems"].values():
+        counts[entry["suite"]] = counts.get(entry["suite"], 0) + 1
+
+    def at(means: dict[int, float]) -> str:
+        return " / ".join(_fmt(means[b]) for b in budgets)
+
+    rows = []
+    for suite, means in suite_means(raw).items():
+        tabular = suite in SUITES
+        ratios = ", ".join(fmt_ratio(means["gridless"][b], means["TPE"][b]) for b in budgets)
+        met = "met" if target_met(means, budgets) else "missed"
+        n = counts[suite]
+        rows.append(
+            (
+                f"mean regret @{' / @'.join(map(str, budgets))}, {suite_label(suite)} "
+                f"({n} problem{'s' if n > 1 else ''}, {raw['repeats']} repeats)",
+                at(means["gridless"]),
+                f"ASHA {at(means['ASHA'])}" if "ASHA" in means else "-",
+                f"TPE {at(means['TPE'])}; random {at(means['random'])}",
+                "<= TPE at each budget" if tabular else "(reported)",
+                f"{ratios} of TPE: {met}" if tabular else f"{ratios} of TPE",
+            )
+        )
+    return rows
+
+
 def problems_for(
     suites: Sequence[str], per_suite: int | None, *, mfh3: bool = False
 ) -> list[Problem]:

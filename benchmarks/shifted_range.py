@@ -176,6 +176,32 @@ def table(found: dict[str, list[dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
+def summary_rows(
+    found: dict[str, list[dict[str, Any]]],
+) -> list[tuple[str, str, str, str, str, str]]:
+    """A row per shifted case for `python -m benchmarks`' table (measure, gridless, Ray
+    Tune, Optuna, target, result)."""
+    summ = summary(found)
+    wide = summ["wide"]["median"]
+    rows = []
+    for case, s in summ.items():
+        if case == "wide":
+            continue
+        ok = s["within"] == s["seeds"] and s["no_score"] == 0
+        rows.append(
+            (
+                f"best val acc, digits, lr range {case} the good region, {s['seeds']} seeds",
+                f"{s['median']:.4f} [{s['min']:.4f}, {s['max']:.4f}]",
+                "-",
+                "-",
+                f"every seed within 2 pt of {wide:.4f} (wide), none unscored",
+                f"{s['within']} of {s['seeds']} within, {s['no_score']} unscored: "
+                + ("met" if ok else "missed"),
+            )
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 seeds")

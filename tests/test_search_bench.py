@@ -102,6 +102,9 @@ def test_shifted_range_counts_seeds_near_the_wide_median_and_unscored_ones() -> 
     assert len(rows) == 4
     assert rows[2].endswith("| (reference) |")
     assert rows[3].endswith("| missed |")
+    ((measure, cell, *_, result),) = shifted_range.summary_rows(found)
+    assert measure == "best val acc, digits, lr range above the good region, 3 seeds"
+    assert (cell, result) == ("0.5000 [0.0000, 0.9650]", "1 of 3 within, 1 unscored: missed")
 
 
 @pytest.mark.slow
@@ -145,3 +148,7 @@ def test_quick_tabular_run_gives_non_negative_regrets_from_the_known_optimum(
     means = search_quality.suite_means(raw)["nb201"]
     expect = [search_quality.fmt_ratio(means["gridless"][b], means["TPE"][b]) for b in (30, 100)]
     assert cells[5] == ", ".join(expect)
+    ((measure, *_, target, result),) = search_quality.summary_rows(raw)
+    assert measure == "mean regret @30 / @100, NAS-Bench-201 (1 problem, 2 repeats)"
+    assert target == "<= TPE at each budget"
+    assert result == f"{cells[5]} of TPE: {cells[6]}"
