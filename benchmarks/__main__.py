@@ -12,7 +12,12 @@ simulated workers, SQLite and PostgreSQL 15, with the client's own ceiling), das
 drawn in headless Chromium with 20,000 trials, and its table's next page), memory (the master's RSS
 with 100,000 trials and 1,000,000 epoch rows), scale (report cost and trial-list
 latency at 100,000 trials), quality (search quality at an equal epoch budget over
-seeds, two problems), numpy (NumPy vs Torch samples/s and the share of the BLAS peak).
+seeds, two problems), numpy (NumPy vs Torch samples/s and the share of the BLAS peak),
+search (issue 20: mean regret at 30 and 100 evaluations on HPOBench-MLP, HPOLib,
+NAS-Bench-201 and the multi-fidelity Hartmann functions against random search, TPE and
+ASHA; benchmarks/search_quality.py), shifted (issue 20: the digits study with the
+learning-rate range above and below the good region, over 10 seeds;
+benchmarks/shifted_range.py). search and shifted also print their own tables.
 Targets are goals, not assertions; the last column says whether each was met.
 """
 
@@ -27,7 +32,18 @@ from pathlib import Path
 from typing import Any
 
 Row = tuple[str, str, str, str, str, str]
-PARTS = ("overhead", "reports", "dashboard", "studypage", "memory", "scale", "quality", "numpy")
+PARTS = (
+    "overhead",
+    "reports",
+    "dashboard",
+    "studypage",
+    "memory",
+    "scale",
+    "quality",
+    "numpy",
+    "search",
+    "shifted",
+)
 
 
 def _fmt(value: float, digits: int = 1) -> str:
@@ -327,6 +343,26 @@ def numpy(quick: bool, raw: dict[str, Any]) -> list[Row]:
     ]
 
 
+def search(quick: bool, raw: dict[str, Any]) -> list[Row]:
+    from benchmarks import search_quality
+
+    found = search_quality.run(quick=quick)
+    raw["search"] = found
+    raw.setdefault("tables", {})["search quality: mean regret (issue 20)"] = search_quality.table(
+        found
+    )
+    return search_quality.summary_rows(found)
+
+
+def shifted(quick: bool, raw: dict[str, Any]) -> list[Row]:
+    from benchmarks import shifted_range
+
+    found = shifted_range.run_cases(3 if quick else 10)
+    raw["shifted"] = found
+    raw.setdefault("tables", {})["digits shifted ranges (issue 20)"] = shifted_range.table(found)
+    return shifted_range.summary_rows(found)
+
+
 TITLES: dict[str, tuple[str, Callable[[bool, dict[str, Any]], list[Row]]]] = {
     "overhead": ("system overhead (trivial trials)", overhead),
     "reports": ("one master, 64 and 256 simulated workers", reports),
@@ -336,6 +372,8 @@ TITLES: dict[str, tuple[str, Callable[[bool, dict[str, Any]], list[Row]]]] = {
     "scale": ("report cost and trial list at scale", scale),
     "quality": ("search quality at an equal epoch budget", quality),
     "numpy": ("NumPy vs Torch", numpy),
+    "search": ("search quality on tabular and multi-fidelity benchmarks (regret)", search),
+    "shifted": ("digits with the learning-rate range shifted, over seeds", shifted),
 }
 
 
@@ -384,6 +422,8 @@ def main() -> None:
         "ranges are [min, max] over seeds; ep = epochs trained" if "quality" in args.only else ""
     )
     print(f"\n({raw['seconds']:.0f} s{'; ' + note if note else ''})")
+    for title, text in raw.get("tables", {}).items():
+        print(f"\n{title}\n\n{text}")
     if args.json:
         args.json.write_text(json.dumps(raw, indent=2), encoding="utf-8")
 

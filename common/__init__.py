@@ -14,6 +14,7 @@ __all__ = [
     "errors",
     "exports",
     "jsonsafe",
+    "limits",
     "messages",
     "metric",
     "settings",

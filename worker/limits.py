@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -87,7 +88,7 @@ class TrialLimits:
             )
         if self.memory_mb is not None and rss_mb is not None and rss_mb > self.memory_mb:
             return (
-                f"memory limit: the trial's process held {rss_mb:.0f} MiB resident, past "
+                f"memory limit: the trial's process held {math.ceil(rss_mb)} MiB resident, past "
                 f"max_trial_memory_mb {self.memory_mb}"
             )
         return None

@@ -93,7 +93,7 @@ def trial_log(master: Master, trial_id: int) -> str:
             500,
             3.0,
             612.4,
-            "memory limit: the trial's process held 612 MiB resident, past "
+            "memory limit: the trial's process held 613 MiB resident, past "
             "max_trial_memory_mb 500",
         ),
         (None, 500, 3.0, None, None),  # memory not readable: not enforced
