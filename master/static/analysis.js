@@ -694,6 +694,7 @@ function historyPlot(page) {
     scales: { x: { time: false, range: (u, min, max) => { const m = Math.max(0.5, (max - min) * 0.01); return [min - m, max + m]; } }, y: { range: () => [lo - pad, hi + pad] } },
     axes: [{ label: "trial, in finish order" }, { label: study.metric }],
     series,
+    legend: { show: true, live: false },  // the series' names; no "--" values (issue 19)
     plugins: [stageLinesPlugin(bounds), markersPlugin()],
   }, data, page.historyBox);
   studyPlots.history = u;
@@ -770,6 +771,7 @@ function scatter(name, dist, points, study, parent) {
     scales: { x: { time: false, distr: log ? 3 : 1, range: () => [lo, hi] }, y: { range: yRange } },
     axes: [{ label: name + (log ? " (log)" : ""), ...(log ? logAxis(width) : { values: (u, splits) => splits.map(fmtValue) }) }, { label: study.metric }],
     series,
+    legend: { show: true, live: false },  // the series' names; no "--" values (issue 19)
     plugins: [bandsPlugin(borderBands(range, log)), markersPlugin()],
   }, data, parent);
 }

@@ -279,6 +279,26 @@ def test_history_plots_the_running_best_of_the_apis_scores(
     assert dict(browser.execute_script(PAINTED))["optimization history"] > MIN_PAINTED
 
 
+def test_study_plot_legends_name_their_series_without_empty_values(
+    studies: Master, browser: WebDriver
+) -> None:
+    """Issue 19: every plot's legend read "Value: --"; a scatter or the history has no
+    value at rest, so its legend names the series and shows no value cells."""
+    open_page(browser, f"{studies.url}/ui/#/studies/1")
+    legends = browser.execute_script(
+        """return [...document.querySelectorAll('#view .plot')].filter(p => p.querySelector('.u-legend')).map(p => ({
+          title: p.dataset.plot,
+          labels: [...p.querySelectorAll('.u-legend .u-label')].map(e => e.textContent),
+          values: [...p.querySelectorAll('.u-legend .u-value')].map(e => e.textContent)}));"""
+    )
+    assert {"optimization history", *(f"{p} vs val_accuracy" for p in ("learning_rate",))} <= {
+        legend["title"] for legend in legends
+    }
+    for legend in legends:
+        assert "stage 1" in legend["labels"], legend
+        assert legend["values"] == [], legend
+
+
 def test_importance_bars_show_the_apis_values_and_method(
     studies: Master, browser: WebDriver
 ) -> None:
