@@ -10,8 +10,8 @@ import typer
 import yaml
 
 from gridless.master.cli.client import ApiClient, TokenOption, UrlOption
-from gridless.master.cli.follow import follow_to_result
-from gridless.master.cli.remote import ColumnsOption, LaunchOption, TopOption, WatchOption
+from gridless.master.cli.follow import ColumnsOption, TopOption, follow_to_result
+from gridless.master.cli.remote import LaunchOption, WatchOption
 from gridless.master.cli.render import console, fail, parse_columns, stages_table
 
 __all__ = ["extend", "space"]

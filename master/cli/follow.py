@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -28,6 +29,8 @@ from gridless.master.schemas import StudyDetailPublic, TrialsPublic
 
 __all__ = [
     "POLL_S",
+    "ColumnsOption",
+    "TopOption",
     "failed_trials",
     "follow",
     "follow_to_result",
@@ -37,6 +40,13 @@ __all__ = [
 ]
 
 POLL_S = 0.5  # between two reads of a study's progress
+
+# The options of the commands that print the ranked result (run, resume, submit, extend).
+TopOption = Annotated[int, typer.Option(min=1, max=1000, help="rows of the final table")]
+ColumnsOption = Annotated[
+    str | None,
+    typer.Option(help="more metric columns for the table, comma-separated (val_loss,val_r2)"),
+]
 
 
 def is_over(study: StudyDetailPublic, *, ends_on_pause: bool = False) -> bool:

@@ -26,7 +26,7 @@ from gridless.master.cli.checks import (
     wire_spec,
 )
 from gridless.master.cli.client import ApiClient
-from gridless.master.cli.follow import follow, show_result
+from gridless.master.cli.follow import ColumnsOption, TopOption, follow, show_result
 from gridless.master.cli.render import console, err, fail, parse_columns
 
 __all__ = ["RUN_RECORD", "prepared_store", "resume", "run"]
@@ -86,11 +86,8 @@ def run(
         str | None,
         typer.Option(help="checkpoint store: a shared folder or s3://bucket/prefix [in RUN_DIR]"),
     ] = None,
-    top: Annotated[int, typer.Option(min=1, max=1000, help="rows of the final table")] = 10,
-    columns: Annotated[
-        str | None,
-        typer.Option(help="more metric columns for the table, comma-separated (val_loss,val_r2)"),
-    ] = None,
+    top: TopOption = 10,
+    columns: ColumnsOption = None,
     force: Annotated[
         bool, typer.Option("--force", help="start even if the preflight checks fail")
     ] = False,
@@ -178,11 +175,8 @@ def resume(
     ray_address: Annotated[
         str | None, typer.Option(help="join a Ray cluster (default: start a local Ray)")
     ] = None,
-    top: Annotated[int, typer.Option(min=1, max=1000, help="rows of the final table")] = 10,
-    columns: Annotated[
-        str | None,
-        typer.Option(help="more metric columns for the table, comma-separated (val_loss,val_r2)"),
-    ] = None,
+    top: TopOption = 10,
+    columns: ColumnsOption = None,
 ) -> None:
     """Continue an interrupted or paused run from its database and checkpoints: trials
     that were running resume from their latest checkpoint; finished ones are kept."""

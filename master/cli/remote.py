@@ -15,14 +15,18 @@ from rich.table import Table
 from gridless.common.errors import GridlessError
 from gridless.master.cli.checks import validate, wire_spec
 from gridless.master.cli.client import ApiClient, ApiError, TokenOption, UrlOption
-from gridless.master.cli.follow import failed_trials, follow_to_result, poll_study
+from gridless.master.cli.follow import (
+    ColumnsOption,
+    TopOption,
+    failed_trials,
+    follow_to_result,
+    poll_study,
+)
 from gridless.master.cli.render import console, fail, parse_columns, status_view
 from gridless.master.schemas import EnsembleJobPublic, StudyDetailPublic
 
 __all__ = [
-    "ColumnsOption",
     "LaunchOption",
-    "TopOption",
     "WatchOption",
     "checkpoints_app",
     "ensemble",
@@ -37,11 +41,6 @@ LaunchOption = Annotated[
     int, typer.Option("--workers", "-w", min=0, max=256, help="workers to launch [none]")
 ]
 WatchOption = Annotated[bool, typer.Option(help="follow the study until it ends")]
-TopOption = Annotated[int, typer.Option(min=1, max=1000, help="rows of the final table")]
-ColumnsOption = Annotated[
-    str | None,
-    typer.Option(help="more metric columns for the table, comma-separated (val_loss,val_r2)"),
-]
 
 
 workers_app = typer.Typer(help="Launch, kill and list the workers of a running master.")
