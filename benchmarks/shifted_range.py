@@ -78,7 +78,7 @@ def _outcome(service: Any, study_id: int) -> dict[str, Any]:
         "epochs": int(epochs),
         "stages": len(stages),
         "lr_ranges": [next(iter(st.space["learning_rate"].values())) for st in stages],
-        "flags": len(service.border_flags(study_id)),
+        "flags": len(service.raised_flags(study_id)),
         "trial_states": {str(k): int(v) for k, v in states.items()},
         "state": service.get_study(study_id).state,
     }
@@ -89,27 +89,17 @@ def run_cases(
 ) -> dict[str, list[dict[str, Any]]]:
     """{case: [outcome per seed]}, every study on one master with 2 Ray workers."""
     from benchmarks.peers import _Master, start_ray
-    from gridless.common.spec import parse_spec
 
     start_ray(WORKERS)
     with tempfile.TemporaryDirectory() as root, _Master(Path(root)) as master:
         service = master.app.state.service
-        ids = {
-            (case, seed): int(
-                service.create_study(parse_spec(study_spec(space, seed, budget, case))).id
-            )
+        keys = [(case, seed) for case in cases for seed in range(seeds)]
+        specs = [
+            study_spec(space, seed, budget, case)
             for case, space in cases.items()
             for seed in range(seeds)
-        }
-        master.app.state.workers.launch(WORKERS)
-        pending = set(ids.values())
-        deadline = time.monotonic() + 3600
-        while pending:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{len(pending)} digits studies did not finish in time")
-            time.sleep(0.5)
-            pending = {i for i in pending if service.progress(i).state == "running"}
-        master.app.state.workers.shutdown()
+        ]
+        ids = dict(zip(keys, master.run_all(specs, WORKERS, what="digits"), strict=True))
         return {
             case: [_outcome(service, ids[case, seed]) for seed in range(seeds)] for case in cases
         }

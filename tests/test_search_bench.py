@@ -14,6 +14,7 @@ from benchmarks import search_quality, shifted_range
 from benchmarks.__main__ import _parts
 from benchmarks.hartmann import HartmannProblem
 from benchmarks.suites import GridParam, TabularProblem, _means
+from tests.conftest import Master, tiny_spec
 
 
 def test_grid_values_snap_to_the_nearest_point_in_the_search_scale() -> None:
@@ -152,3 +153,22 @@ def test_quick_tabular_run_gives_non_negative_regrets_from_the_known_optimum(
     assert measure == "mean regret @30 / @100, NAS-Bench-201 (1 problem, 2 repeats)"
     assert target == "<= TPE at each budget"
     assert result == f"{cells[5]} of TPE: {cells[6]}"
+
+
+def test_shifted_range_reads_a_finished_studys_outcome(master: Master) -> None:
+    """The per-seed outcome the shifted table is built from, on a real (tiny) study."""
+    from gridless.worker.loop import run_worker
+
+    master.service.create_study(tiny_spec(early_stopping={"rule": "none"}))
+    run_worker(master.url, master.store_root, "t1")
+    outcome = shifted_range._outcome(master.service, 1)
+    detail = master.service.get_study(1)
+    assert outcome["state"] == detail.state == "completed"
+    assert outcome["stages"] == len(master.service.stages(1))
+    assert outcome["flags"] == len(master.service.raised_flags(1))
+    assert sum(outcome["trial_states"].values()) == outcome_trials(master)
+    assert outcome["epochs"] > 0
+
+
+def outcome_trials(master: Master) -> int:
+    return sum(st.trials for st in master.service.stages(1))
