@@ -78,19 +78,35 @@ class _Master:
         where["url"] = self.server.url
 
     def run(self, spec: dict[str, Any], workers: int = 2, timeout_s: float = 900) -> int:
+        (study_id,) = self.run_all([spec], workers, timeout_s=timeout_s, poll_s=0.05)
+        return study_id
+
+    def run_all(
+        self,
+        specs: list[dict[str, Any]],
+        workers: int = 2,
+        *,
+        timeout_s: float = 3600,
+        poll_s: float = 0.5,
+        what: str = "gridless",
+    ) -> list[int]:
+        """Create every study of `specs`, launch `workers`, and wait until none runs; the
+        studies' ids, in the order of `specs`."""
         from gridless.common.spec import parse_spec
 
         service = self.app.state.service
-        study = service.create_study(parse_spec(spec))
+        ids = [int(service.create_study(parse_spec(spec)).id) for spec in specs]
         manager = self.app.state.workers
         manager.launch(workers)
+        pending = set(ids)
         deadline = time.monotonic() + timeout_s
-        while service.progress(study.id).state == "running":
+        while pending:
             if time.monotonic() > deadline:
-                raise RuntimeError("the gridless study did not finish in time")
-            time.sleep(0.05)
+                raise RuntimeError(f"{len(pending)} {what} studies did not finish in time")
+            time.sleep(poll_s)
+            pending = {i for i in pending if service.progress(i).state == "running"}
         manager.shutdown()
-        return int(study.id)
+        return ids
 
     def __enter__(self) -> _Master:
         self.server.start()

@@ -110,27 +110,14 @@ def gridless_regrets(
 
     from benchmarks.peers import _Master, start_ray
     from gridless.common.db import EpochMetricRow, TrialRow, session_scope
-    from gridless.common.spec import parse_spec
 
     start_ray(WORKERS)
     out: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as root, _Master(Path(root)) as master:
         service = master.app.state.service
-        ids = {
-            (p.name, b, r): int(service.create_study(parse_spec(study_spec(p, b, r))).id)
-            for p in problems
-            for b in budgets
-            for r in range(repeats)
-        }
-        master.app.state.workers.launch(WORKERS)
-        pending = set(ids.values())
-        deadline = time.monotonic() + 3600
-        while pending:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{len(pending)} gridless studies did not finish in time")
-            time.sleep(0.5)
-            pending = {i for i in pending if service.progress(i).state == "running"}
-        master.app.state.workers.shutdown()
+        keys = [(p.name, b, r) for p in problems for b in budgets for r in range(repeats)]
+        specs = [study_spec(p, b, r) for p in problems for b in budgets for r in range(repeats)]
+        ids = dict(zip(keys, master.run_all(specs, WORKERS), strict=True))
         for p in problems:
             entry: dict[str, Any] = {"regret": {}, "used": {}, "no_score": 0}
             for b in budgets:
