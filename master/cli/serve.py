@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -88,7 +87,6 @@ def master(
     paths = (
         json.loads(record.read_text(encoding="utf-8"))["import_paths"] if record.is_file() else []
     )
-    sys.path[:0] = [p for p in paths if p not in sys.path]  # ensemble hooks run here
 
     def make_launcher() -> RayLauncher:
         import ray
