@@ -1,4 +1,4 @@
-"""The `gridless` command line: one typer app over modules by audience (issue 21).
+"""The `gridless` command line: one typer app over modules by audience.
 
 - `checks`: `check`, and the spec checks every command that starts a study makes first;
 - `local`: `run` and `resume`, a study on this machine's (or a joined) Ray, its master
