@@ -327,7 +327,7 @@ def _shrink(shapes: list[tuple[int, int]], room: int, least: int) -> list[int]:
     proportion, never under `least` trials (nor its own size), then one trial at a time
     from the stage with the most trials above its floor while they still do not fit."""
     planned = sum(t * e for t, e in shapes)
-    scale = room / planned if planned else 1.0
+    scale = min(1.0, room / planned) if planned else 1.0
     floors = [min(t, least) for t, _ in shapes]
     keep = [max(f, math.floor(t * scale)) for (t, _), f in zip(shapes, floors, strict=True)]
     while sum(k * e for k, (_, e) in zip(keep, shapes, strict=True)) > room:
