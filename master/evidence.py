@@ -325,6 +325,7 @@ def score_trends(
     *,
     objective: Metric,
     diverged: Sequence[Mapping[str, Any]] = (),
+    diverged_param: str | None = None,
 ) -> dict[str, Trend]:
     """Per numeric parameter, how the scores move as its value grows (in its sampling
     scale): Spearman's rank correlation with scipy's one-sided p-value, as a normal score
@@ -333,8 +334,10 @@ def score_trends(
     trials by value (a decline toward an edge inside its half: the optimum is inside).
 
     `diverged` are the parameters of trials that diverged: they count as tied below
-    every score (a diverged trial is the worst outcome there is). Failed trials (the
-    code raised) are no evidence about a range and are not passed. Fewer than
+    every score (a diverged trial is the worst outcome there is) in the trend of
+    `diverged_param` (the learning rate, which divergence speaks about), or of every
+    parameter when it is None. Failed trials (the code raised) are no evidence about a
+    range and are not passed. Fewer than
     `MIN_TREND_TRIALS` trials with a value: no trend (`n` says how many).
     """
     trends: dict[str, Trend] = {}
@@ -348,7 +351,8 @@ def score_trends(
             for p, s in scored
             if name in p and math.isfinite(s)
         ]
-        pairs += [(float(p[name]), floor) for p in diverged if name in p]
+        if diverged_param is None or name == diverged_param:
+            pairs += [(float(p[name]), floor) for p in diverged if name in p]
         if len(pairs) < MIN_TREND_TRIALS or dist.low >= dist.high:
             trends[name] = Trend(n=len(pairs))
             continue

@@ -230,7 +230,8 @@ def _plan(s: Session, study: StudyRow, stage: StageRow) -> _Plan:
         space,
         [(o.params, float(o.score)) for o in usable if o.score is not None],
         objective=study.objective,
-        diverged=[o.params for o in outcomes if o.diverged],
+        diverged=[o.params for o in outcomes if o.diverged] if name is not None else [],
+        diverged_param=name,
     )
     new_space, flags, decisions = narrow_space(
         space, [o.params for o in top], policy, evidence_flags=evidence, trends=trends
