@@ -37,6 +37,7 @@ __all__ = [
     "learning_rate_flags",
     "learning_rate_param",
     "nothing_learned",
+    "pooled_trends",
     "score_trends",
 ]
 
@@ -365,3 +366,42 @@ def score_trends(
         _, lower = _one_sided_z(x[: len(x) - half], y[: len(x) - half])
         trends[name] = Trend(z=z, rho=rho, n=len(pairs), upper_z=upper, lower_z=lower)
     return trends
+
+
+def pooled_trends(
+    space: Mapping[str, Distribution],
+    groups: Sequence[Sequence[tuple[Mapping[str, Any], float]]],
+    *,
+    objective: Metric,
+) -> dict[str, Trend]:
+    """Per numeric parameter, the trend over several stages' scored trials (the current
+    stage's first), each stage's own trend over its trials inside the current range,
+    combined by Stouffer's weighted z (weights sqrt(n)): stages train for different
+    epochs, so their scores are ranked within each stage, never across. For a small
+    stage, whose own trials are too few to test a trend."""
+    pooled: dict[str, Trend] = {}
+    for name, dist in space.items():
+        if not isinstance(dist, NumericDistribution) or dist.low >= dist.high:
+            continue
+        zs: list[tuple[float, float, int]] = []
+        for group in groups:
+            inside = [(p, s) for p, s in group if name in p and dist.contains(float(p[name]))]
+            if len(inside) < 3:
+                continue
+            x = [dist.to_scale(float(p[name])) for p, _ in inside]
+            y = [objective.sign * float(s) for _, s in inside if math.isfinite(s)]
+            if len(y) != len(x) or len(set(x)) < 2 or len(set(y)) < 2:
+                continue
+            result = stats.spearmanr(x, y, alternative="greater")
+            rho, p = float(result.statistic), float(result.pvalue)
+            if not (math.isfinite(rho) and math.isfinite(p)):
+                continue
+            zs.append((float(stats.norm.isf(min(max(p, 1e-15), 1 - 1e-15))), rho, len(x)))
+        n = sum(k for _, _, k in zs)
+        if not n:
+            pooled[name] = Trend()
+            continue
+        z = sum(math.sqrt(k) * zi for zi, _, k in zs) / math.sqrt(n)
+        rho = sum(k * r for _, r, k in zs) / n
+        pooled[name] = Trend(z=z, rho=rho, n=n)
+    return pooled

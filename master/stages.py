@@ -33,6 +33,7 @@ from gridless.master.evidence import (
     learning_rate_flags,
     learning_rate_param,
     nothing_learned,
+    pooled_trends,
     score_trends,
 )
 from gridless.master.liveness import release_worker
@@ -233,6 +234,12 @@ def _plan(s: Session, study: StudyRow, stage: StageRow) -> _Plan:
         diverged=[o.params for o in outcomes if o.diverged] if name is not None else [],
         diverged_param=name,
     )
+    small = [k for k, t in trends.items() if not t.tested]
+    if small:  # too few trials of its own: the earlier stages' inside its range help
+        earlier = _earlier_scored(s, study, stage)
+        current = [(o.params, float(o.score)) for o in usable if o.score is not None]
+        pooled = pooled_trends(space, [current, *earlier], objective=study.objective)
+        trends.update({k: pooled[k] for k in small if k in pooled and pooled[k].tested})
     new_space, flags, decisions = narrow_space(
         space, [o.params for o in top], policy, evidence_flags=evidence, trends=trends
     )
@@ -254,6 +261,26 @@ def _plan(s: Session, study: StudyRow, stage: StageRow) -> _Plan:
     if not usable:
         record["no_score"] = _no_score_why(counts, moved=any(f.walk for f in flags))
     return _Plan(space_to_json(new_space), flags, record)
+
+
+def _earlier_scored(
+    s: Session, study: StudyRow, stage: StageRow
+) -> list[list[tuple[dict[str, Any], float]]]:
+    """The scored trials of the study's earlier stages, one list a stage (re-runs on
+    more seeds excluded)."""
+    rows = s.execute(
+        select(TrialRow.stage_id, TrialRow.params, TrialRow.selection_score).where(
+            TrialRow.study_id == study.id,
+            TrialRow.stage_id != stage.id,
+            TrialRow.selection_score.is_not(None),
+            TrialRow.state != TrialState.DIVERGED.value,
+            TrialRow.origin.is_distinct_from(rescore.ORIGIN),
+        )
+    ).all()
+    groups: dict[int, list[tuple[dict[str, Any], float]]] = {}
+    for stage_id, params, score in rows:
+        groups.setdefault(stage_id, []).append((params or {}, float(score)))
+    return list(groups.values())
 
 
 def _codes(warnings: list[dict[str, Any]] | None) -> frozenset[str]:

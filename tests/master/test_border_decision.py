@@ -321,3 +321,28 @@ def test_later_stages_shrink_to_fit_the_budget(
     assert keep == expected
     fits = sum(k * e for k, (_, e) in zip(keep, shapes, strict=True)) <= room
     assert fits or keep == [min(t, 3) for t, _ in shapes]
+
+
+def test_a_small_stage_borrows_the_earlier_stages_trials_inside_its_range() -> None:
+    """Three trials are too few to test; the earlier stages' trials inside the range,
+    ranked within their own stage (their epochs differ), are not."""
+    from gridless.master.evidence import pooled_trends
+
+    space: dict[str, Distribution] = {"lr": LogUniform(1e-3, 1e-2), "width": IntLogUniform(16, 64)}
+    rng = np.random.default_rng(2)
+
+    def stage(n: int, offset: float) -> list[tuple[dict[str, float], float]]:
+        lrs = 10 ** rng.uniform(-3.5, -1.5, size=n)  # partly outside the range
+        widths = rng.integers(16, 65, size=n)
+        return [
+            ({"lr": float(lr), "width": int(w)}, offset + math.log10(lr) + rng.normal(0, 0.05))
+            for lr, w in zip(lrs, widths, strict=True)
+        ]
+
+    current, earlier = stage(3, 1.0), [stage(20, 0.0), stage(10, 0.5)]
+    assert not score_trends(space, current, objective=MAX)["lr"].tested
+    pooled = pooled_trends(space, [current, *earlier], objective=MAX)
+    assert pooled["lr"].tested
+    assert pooled["lr"].z >= TREND_Z
+    assert pooled["lr"].n < 3 + 20 + 10  # only the trials inside [1e-3, 1e-2]
+    assert abs(pooled["width"].z) < TREND_Z  # the scores ignore it
