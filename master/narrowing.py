@@ -146,7 +146,9 @@ def border_decision(
     if evidence == "too_low":
         if not upper_open:
             return EdgeMove("upper", "hold", "the upper edge is at its limit")
-        if down or falls_up:
+        # strong evidence (most trials failed outright) yields only to a significant
+        # trend over the whole stage, weak evidence also to a decline in the upper half
+        if down or (falls_up and not evidence_walks):
             where = "" if down else " within the upper half"
             falls = f"the scores fall toward the upper edge{where} ({trend.describe()})"
             return EdgeMove("upper", "hold", falls)
@@ -533,6 +535,13 @@ def _narrow_numeric(
         new_lo, new_hi = lo, hi
         why = "no scored trial: range kept"
     walk = max(policy.walk, 1.0) * width
+    user = policy.ranges.get(name)
+    if user is not None:
+        # a range that shrank to a sliver (raised past a too-low region) still walks
+        # half the width the user wrote, not a whole sliver's
+        written = _scale_of(dist, user[1]) - _scale_of(dist, user[0])
+        if math.isfinite(written):
+            walk = max(walk, 0.5 * written)
     extend = policy.extend * width
     how = move.move if move is not None else "hold"
     outward: set[str] = set()  # edges a flag moves outward
@@ -615,7 +624,6 @@ def _narrow_numeric(
     if stopped:
         notes.append(f"stopped at its limit {' and '.join(stopped)}")
         why += f" (stopped at its limits [{hard_lo:.3g}, {hard_hi:.3g}])"
-    user = policy.ranges.get(name)
     if user is not None and outward:
         past = ("lower" in outward and new.low < user[0]) or (
             "upper" in outward and new.high > user[1]

@@ -346,3 +346,22 @@ def test_a_small_stage_borrows_the_earlier_stages_trials_inside_its_range() -> N
     assert pooled["lr"].z >= TREND_Z
     assert pooled["lr"].n < 3 + 20 + 10  # only the trials inside [1e-3, 1e-2]
     assert abs(pooled["width"].z) < TREND_Z  # the scores ignore it
+
+
+def test_strong_too_low_evidence_walks_through_a_noisy_upper_half() -> None:
+    """Nothing learned anywhere (digits' plain SGD in [1e-6, 1e-3]): the scores are noise,
+    and noise in the upper half must not hold a walk that most trials' failure backs;
+    only a significant trend over the whole stage would."""
+    noisy = Trend(z=-0.05, rho=-0.01, n=30, upper_z=-2.0)
+    assert decide(0.5, noisy, evidence="too_low", evidence_walks=True) == ("upper", "walk")
+    assert decide(0.5, noisy, evidence="too_low") == ("upper", "hold")
+    assert decide(0.5, DOWN, evidence="too_low", evidence_walks=True) == ("upper", "hold")
+
+
+def test_a_walk_from_a_sliver_moves_half_the_users_width() -> None:
+    raw = {"lr": {"log_uniform": [1e-6, 1e-3]}}
+    policy = NarrowingPolicy.for_study({"train": "m:f", "space": raw})
+    sliver: dict[str, Distribution] = {"lr": LogUniform(9.5e-4, 1e-3)}
+    new, (flag,), _ = narrow_space(sliver, [{"lr": 1e-3}], policy, trends={"lr": UP})
+    assert flag.walk
+    assert math.log10(new["lr"].high) >= -3.0 + 1.5 - 1e-9  # type: ignore[attr-defined]
