@@ -257,13 +257,15 @@ def nothing_learned(
     objective: Metric,
     param: str | None,
     space: Mapping[str, Distribution],
+    study_worst: float | None = None,
 ) -> list[TrialOutcome]:
     """The outcomes, each trial that learned nothing given the `flat` code.
 
-    A trial learned nothing when its score is indistinguishable from the stage's worst:
-    within `FLAT_SHARE` of the study's spread (the best score of the study so far, at
-    any stage, against this stage's worst), so a macro-F1 model that sits at 0.18-0.23
-    while other trials reach 0.9 counts, whatever chance is. It says "too low" only
+    A trial learned nothing when its score is indistinguishable from the study's worst:
+    within `FLAT_SHARE` of the study's spread of scores (its best and worst so far, at
+    any stage, with this stage's), so a macro-F1 model that sits at 0.18-0.23 while
+    other trials reach 0.9 counts, whatever chance is, and a late stage whose trials all
+    sit near the best does not. It says "too low" only
     where such trials lie below those that learned (a decision stump over `param`
     separates them better that way round); lying above, it is no evidence of either
     direction here (divergence and the ratio warnings speak there). With fewer than
@@ -276,7 +278,7 @@ def nothing_learned(
     if not isinstance(dist, NumericDistribution) or dist.low >= dist.high:
         return list(outcomes)
     signed = [objective.sign * float(o.score or 0.0) for o in scored]
-    worst = min(signed)
+    worst = min([*signed, *([objective.sign * study_worst] if study_worst is not None else [])])
     best = max([*signed, *([objective.sign * study_best] if study_best is not None else [])])
     spread = best - worst
     if not spread > 0 or not math.isfinite(spread):

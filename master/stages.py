@@ -205,12 +205,17 @@ def _plan(s: Session, study: StudyRow, stage: StageRow) -> _Plan:
         for number, params, score, state, warnings in rows
     ]
     name = learning_rate_param(space, policy.lr_param)
-    study_best = s.scalar(
-        select(study.objective.best_of(TrialRow.best_score)).where(TrialRow.study_id == study.id)
-    )
+    study_best, study_worst = s.execute(
+        select(func.max(TrialRow.best_score), func.min(TrialRow.best_score)).where(
+            TrialRow.study_id == study.id
+        )
+    ).one()
+    if not study.objective.maximize:
+        study_best, study_worst = study_worst, study_best
     judged = nothing_learned(
         [o for _, o in numbered],
         study_best=study_best,
+        study_worst=study_worst,
         objective=study.objective,
         param=name,
         space=space,

@@ -365,3 +365,15 @@ def test_a_walk_from_a_sliver_moves_half_the_users_width() -> None:
     new, (flag,), _ = narrow_space(sliver, [{"lr": 1e-3}], policy, trends={"lr": UP})
     assert flag.walk
     assert math.log10(new["lr"].high) >= -3.0 + 1.5 - 1e-9  # type: ignore[attr-defined]
+
+
+def test_a_late_stage_near_the_best_learned_something() -> None:
+    """Six trials at 0.970-0.981 after a study whose worst was 0.07: tied near the best,
+    not a plateau of nothing learned."""
+    space: dict[str, Distribution] = {"lr": LogUniform(0.5, 1.0)}
+    scores = [0.9704, 0.9704, 0.9704, 0.9741, 0.9704, 0.9815]
+    outcomes = [TrialOutcome({"lr": 0.5 + 0.08 * i}, s, "completed") for i, s in enumerate(scores)]
+    judged = nothing_learned(
+        outcomes, study_best=0.9815, study_worst=0.07, objective=MAX, param="lr", space=space
+    )
+    assert not any("flat" in o.codes for o in judged)
