@@ -102,7 +102,8 @@ class NarrowingSpec(_Strict):
     """How a stage's ranges follow from the previous stage's top trials (README, "Stages
     and narrowing"): `extend` moves a flagged edge by that fraction of the width; a flag
     the scores or the evidence back walks `walk` widths (at least one), and a study may
-    add `max_extra_stages` stages while a walk has not arrived (issue 20). `lr_param`
+    add `max_extra_stages` stages while a walk has not arrived; added stages spend the
+    plan's epochs (its stages' trials x epochs), plus `extra_epochs` at most. `lr_param`
     names the parameter divergence speaks about (default `learning_rate`, else `lr`)."""
 
     top_fraction: float = Field(default=0.2, gt=0.0, le=1.0)
@@ -113,6 +114,7 @@ class NarrowingSpec(_Strict):
     extend: float = Field(default=0.5, ge=0.0, le=10.0)
     walk: float = Field(default=1.0, ge=1.0, le=10.0)
     max_extra_stages: int = Field(default=3, ge=0, le=20)
+    extra_epochs: int = Field(default=0, ge=0, le=100_000_000)
     lr_param: str | None = Field(default=None, min_length=1, max_length=64)
 
 

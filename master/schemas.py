@@ -84,6 +84,14 @@ class BorderFlagPublic(BaseModel):
     high: float
     evidence: str | None = None
     walk: bool = False
+    rho: float | None = None
+    trials: int = 0
+    on_border: bool = True
+    held: str | None = None
+    note: str | None = None
+    beyond_range: bool = Field(
+        default=False, description="the next range goes past the range the spec wrote"
+    )
     message: str
     stage: int
     final: bool

@@ -132,6 +132,8 @@ def flag_lines(flags: list[BorderFlagPublic]) -> list[RenderableType]:
             final.append(escape(flag.message))
         else:
             where = f"after stage {flag.stage}, range extended"
+            if flag.beyond_range:
+                where += " [bold]past your range[/]"
             lines.append(f"[yellow]border flag ({where}):[/] {escape(flag.message)}")
     if final:
         body = (

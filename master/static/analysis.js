@@ -249,7 +249,7 @@ function renderHead(page) {
   );
   const ended = study.stop_reason ? el("p", { id: "study-stop-reason", class: "flag final", text: `ended by its stop rule: ${study.stop_reason}` }) : null;
   const paused = study.state_reason ? el("pre", { id: "study-reason", class: "error", text: `paused by gridless: ${study.state_reason}\nfix the code, then POST /api/v1/studies/${id}/resume` }) : null;
-  const flags = el("div", { id: "flags" }, ...study.border_flags.map((f) => el("div", { class: "flag" + (f.final ? " final" : ""), text: (f.final ? "At the end: " : `After stage ${f.stage}: `) + f.message })));
+  const flags = el("div", { id: "flags" }, ...study.border_flags.map((f) => el("div", { class: "flag" + (f.final ? " final" : "") + (f.beyond_range ? " beyond" : ""), text: (f.final ? "At the end: " : `After stage ${f.stage}: `) + (f.beyond_range ? "past your range: " : "") + f.message })));
   const warnings = Object.entries(study.warning_counts);
   const warnBox = el("p", { id: "warnings", class: warnings.length ? "warn" : "muted", text: warnings.length ? "warnings (trials): " + warnings.map(([k, v]) => `${k} (${v})`).join(", ") : "no warnings" });
   const stagesTable = table([
