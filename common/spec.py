@@ -22,7 +22,12 @@ from pydantic import (
 from gridless.common.errors import SpecError
 from gridless.common.jsonsafe import check_strict_json
 from gridless.common.metric import Metric, parse_metric
-from gridless.common.space import Distribution, NumericDistribution, parse_space
+from gridless.common.space import (
+    Distribution,
+    NumericDistribution,
+    active_names,
+    parse_space,
+)
 
 __all__ = [
     "NOTIFY_EVENTS",
@@ -159,7 +164,8 @@ def check_configs(
     space: dict[str, Distribution], configs: list[dict[str, Any]], *, where: str
 ) -> None:
     """Each configuration gives every searched parameter a value of the right kind (a
-    value outside its range is allowed: a known-good point beyond the space).
+    value outside its range is allowed: a known-good point beyond the space), and a
+    conditional parameter a value exactly when its condition holds.
 
     Raises:
         SpecError: naming `where[i].param` and the rule it breaks.
@@ -171,9 +177,17 @@ def check_configs(
                 f"{where}[{i}].{unknown[0]}: not a parameter of the space "
                 f"({', '.join(sorted(space))})"
             )
-        missing = sorted(set(space) - set(config))
+        active = active_names(space, config)
+        missing = [name for name in active if name not in config]
         if missing:
             raise SpecError(f"{where}[{i}]: gives no value for {', '.join(missing)}")
+        for name in config:
+            if name not in active:
+                held = " and ".join(c.describe() for c in space[name].when)
+                raise SpecError(
+                    f"{where}[{i}].{name}: applies only when {held}; leave it out of "
+                    "this configuration"
+                )
         for name, value in config.items():
             dist = space[name]
             if isinstance(dist, NumericDistribution):
@@ -364,7 +378,16 @@ class StudySpec(_Strict):
     @classmethod
     def _valid_space(cls, raw: dict[str, Any]) -> dict[str, Any]:
         parse_space(raw)  # raises SpecError with the parameter's name
-        return raw
+        # the kind first, `limits:` and `when:` after it, whatever order the YAML had:
+        # readers (the dashboard) take the first key as the kind
+        extras = ("limits", "when")
+        return {
+            name: {
+                **{k: v for k, v in dist.items() if k not in extras},
+                **{k: v for k, v in dist.items() if k in extras},
+            }
+            for name, dist in raw.items()
+        }
 
     @model_validator(mode="after")
     def _lr_param_is_numeric(self) -> StudySpec:

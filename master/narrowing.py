@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gridless.common.limits import default_limits
-from gridless.common.space import Choice, Distribution, NumericDistribution
+from gridless.common.space import Choice, Distribution, NumericDistribution, prune_conditions
 from gridless.common.spec import NarrowingSpec
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "NarrowingPolicy",
     "RaisedFlag",
     "border_flags",
+    "conditional_values",
     "hard_limits",
     "narrow_space",
 ]
@@ -370,7 +371,14 @@ def narrow_space(
         and no evidence, the space is kept unchanged.
     """
     overridden = {f.param for f in evidence_flags}
-    best = border_flags(space, top_params[0], policy, trends=trends) if top_params else []
+    present = conditional_values(space, top_params, policy)
+    if top_params:
+        # a conditional parameter's best value is that of the best trial that has it
+        first = {**top_params[0], **{n: v[0] for n, v in present.items() if v}}
+        first = {n: v for n, v in first.items() if n not in present or present[n]}
+        best = border_flags(space, first, policy, trends=trends)
+    else:
+        best = []
     evidence = []
     for flag in evidence_flags:
         # the best value on the border the evidence points to: the scores agree, it walks
@@ -386,7 +394,13 @@ def narrow_space(
     for name, dist in space.items():
         values = [p[name] for p in top_params if name in p]
         mine = by_param.get(name, [])
-        if isinstance(dist, NumericDistribution) and (values or mine):
+        if name in present and not present[name] and not mine and top_params:
+            new_space[name] = dist
+            why = (
+                f"only {len(values)} of the top trials have this parameter (fewer than "
+                f"{policy.min_top}): range kept"
+            )
+        elif isinstance(dist, NumericDistribution) and (values or mine):
             new_space[name], why, moved = _narrow_numeric(name, dist, values, mine, policy)
             walked |= {(name, edge) for edge in moved}
         elif not top_params:
@@ -397,7 +411,7 @@ def narrow_space(
             why = "no top trial has this parameter: range kept"
         elif isinstance(dist, Choice):
             kept = tuple(o for o in dist.options if o in values)
-            new_space[name] = Choice(kept)
+            new_space[name] = replace(dist, options=kept)
             why = f"kept the options found among the top {len(values)} trials"
         else:  # pragma: no cover - every distribution is numeric or a choice
             new_space[name] = dist
@@ -406,4 +420,20 @@ def narrow_space(
     # an evidence flag's edge is the one it moves: too high ("lower") walks the lower
     # edge down, too low ("upper") the upper edge up
     flags = [replace(f, walk=f.walk and (f.param, f.edge) in walked) for f in flags]
-    return new_space, flags, decisions
+    return prune_conditions(new_space), flags, decisions
+
+
+def conditional_values(
+    space: Mapping[str, Distribution],
+    top_params: Sequence[Mapping[str, Any]],
+    policy: NarrowingPolicy,
+) -> dict[str, list[Any]]:
+    """For each conditional parameter (`when:`), its values among the top trials that
+    have it, best first; an empty list when fewer than `policy.min_top` have it, so that
+    too few present trials keep its range and raise no border flag."""
+    found = {}
+    for name, dist in space.items():
+        if dist.when:
+            values = [p[name] for p in top_params if name in p]
+            found[name] = values if len(values) >= policy.min_top else []
+    return found
