@@ -21,7 +21,7 @@ from pydantic import (
 
 from gridless.common.errors import SpecError
 from gridless.common.jsonsafe import check_strict_json
-from gridless.common.metric import Metric, parse_metric
+from gridless.common.metric import Metric, parse_metric, parse_objectives
 from gridless.common.space import (
     Distribution,
     NumericDistribution,
@@ -51,6 +51,10 @@ __all__ = [
 
 # A code target, "module:function" (train:, predict:, evaluate:).
 TARGET_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$"
+
+
+# `metric:`: a short name, {name, mode}, or a list of them (a multi-objective study).
+MetricSpec = str | dict[str, str] | list[str | dict[str, str]]
 
 
 class _Strict(BaseModel):
@@ -294,7 +298,7 @@ class StudySpec(_Strict):
     evaluate: str | None = Field(default=None, max_length=200, pattern=TARGET_PATTERN)
     dataset: str | dict[str, str] = "digits"
     # A short name (val_accuracy, val_loss, val_rmse, val_r2) or {name, mode}.
-    metric: str | dict[str, str] = "val_accuracy"
+    metric: MetricSpec = "val_accuracy"
     seed: int = Field(default=0, ge=0, le=2**63 - 1)
     space: dict[str, Any]
     fixed: dict[str, float | int | str | bool] = Field(default_factory=dict)
@@ -350,10 +354,10 @@ class StudySpec(_Strict):
             )
         return self
 
-    @field_validator("metric")
+    @field_validator("metric", mode="before")
     @classmethod
-    def _valid_metric(cls, raw: str | dict[str, str]) -> str | dict[str, str]:
-        parse_metric(raw)  # raises SpecError naming the rule
+    def _valid_metric(cls, raw: MetricSpec) -> MetricSpec:
+        parse_objectives(raw)  # raises SpecError naming the rule
         return raw
 
     @model_validator(mode="after")
@@ -435,6 +439,11 @@ class StudySpec(_Strict):
     def objective(self) -> Metric:
         """The metric the study optimizes, with its direction."""
         return parse_metric(self.metric)
+
+    @property
+    def objectives(self) -> tuple[Metric, ...]:
+        """Every objective, the primary one first (one for a single-metric study)."""
+        return parse_objectives(self.metric)
 
     @property
     def maximize(self) -> bool:
