@@ -24,6 +24,7 @@ from gridless.common.metric import Metric, parse_objectives
 from gridless.common.states import TrialState
 
 __all__ = [
+    "compared_trials",
     "front_of_stage",
     "non_dominated",
     "objective_values",
@@ -93,20 +94,38 @@ def _front(
     return [scored[i] for i in front]
 
 
+def compared_trials(s: Session, study: StudyRow) -> list[tuple[int, int, tuple[float, ...]]]:
+    """(id, number, objective values) of every finished trial with a value of every
+    objective, by number: what the front is chosen from (and what the dashboard plots)."""
+    objectives = study_objectives(study)
+    rows = s.execute(
+        select(TrialRow.id, TrialRow.number, TrialRow.best_score, TrialRow.best_metrics)
+        .where(
+            TrialRow.study_id == study.id,
+            TrialRow.state.in_(_FINISHED),
+            TrialRow.best_score.is_not(None),
+        )
+        .order_by(TrialRow.number)
+    ).all()
+    found = []
+    for row in rows:
+        values = objective_values(objectives, row.best_score, row.best_metrics)
+        if values is not None:
+            found.append((row.id, row.number, values))
+    return found
+
+
 def study_front(s: Session, study: StudyRow) -> list[tuple[TrialRow, tuple[float, ...]]]:
     """The study's finished trials on its Pareto front with their objective values, best
     first by the first objective; empty for a single-objective study."""
     objectives = study_objectives(study)
     if len(objectives) < 2:
         return []
-    rows = s.execute(
-        select(TrialRow.id, TrialRow.best_score, TrialRow.best_metrics).where(
-            TrialRow.study_id == study.id,
-            TrialRow.state.in_(_FINISHED),
-            TrialRow.best_score.is_not(None),
-        )
-    ).all()
-    front = _front(objectives, [(row.id, row.best_score, row.best_metrics) for row in rows])
+    compared = compared_trials(s, study)
+    front = [
+        (compared[i][0], compared[i][2])
+        for i in non_dominated([values for _, _, values in compared], [o.sign for o in objectives])
+    ]
     trials = {
         t.id: t for t in s.scalars(select(TrialRow).where(TrialRow.id.in_([i for i, _ in front])))
     }

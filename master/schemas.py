@@ -16,6 +16,7 @@ __all__ = [
     "FlagsPublic",
     "ImportancePublic",
     "ObjectivePublic",
+    "ParetoPointsPublic",
     "ParetoPublic",
     "ParetoTrialPublic",
     "SpaceEdit",
@@ -173,6 +174,13 @@ class ParetoTrialPublic(TrialSummaryPublic):
     )
 
 
+class ParetoPointsPublic(BaseModel):
+    """Finished trials in columns: their numbers and objective values (aligned arrays)."""
+
+    number: list[int]
+    values: list[list[float]] = Field(description="per trial, in `objectives` order")
+
+
 class ParetoPublic(BaseModel):
     """`GET /studies/{id}/pareto`: the finished trials no other finished trial beats on
     every objective, best first by the first objective."""
@@ -180,6 +188,10 @@ class ParetoPublic(BaseModel):
     objectives: list[ObjectivePublic]
     data: list[ParetoTrialPublic]
     count: int
+    compared: ParetoPointsPublic = Field(
+        description="every finished trial with a value of each objective, the front's "
+        "among them: what the front was chosen from"
+    )
 
 
 ParamValue = float | int | str | bool | None

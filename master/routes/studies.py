@@ -14,13 +14,14 @@ from gridless.common.spec import parse_spec
 from gridless.common.states import TrialState
 from gridless.master.deps import ServiceDep, StudyDep, StudyTrialDep
 from gridless.master.export import ExportFormat, export_lines, media_type
-from gridless.master.pareto import study_front, study_objectives
+from gridless.master.pareto import compared_trials, study_front, study_objectives
 from gridless.master.routes.trials import trial_detail, trial_log
 from gridless.master.schemas import (
     BorderFlagPublic,
     FlagsPublic,
     ImportancePublic,
     ObjectivePublic,
+    ParetoPointsPublic,
     ParetoPublic,
     ParetoTrialPublic,
     SpaceEdit,
@@ -266,6 +267,7 @@ def read_pareto(study: StudyDep, service: ServiceDep) -> ParetoPublic:
         )
     with session_scope(service.sessions) as s:
         front = study_front(s, study)
+        compared = compared_trials(s, study)
         metrics = service.last_metrics([row.id for row, _ in front])
         stages = service.stage_index(study.id)
         data = []
@@ -280,6 +282,10 @@ def read_pareto(study: StudyDep, service: ServiceDep) -> ParetoPublic:
         objectives=[ObjectivePublic(name=o.name, mode=o.mode) for o in objectives],
         data=data,
         count=len(data),
+        compared=ParetoPointsPublic(
+            number=[number for _, number, _ in compared],
+            values=[list(values) for _, _, values in compared],
+        ),
     )
 
 

@@ -161,6 +161,7 @@ async function studyView(id) {
   page.head = el("div", { id: "study-head" });
   page.parallelBox = el("div", { class: "plot parallel", "data-plot": "parallel coordinates", id: "parallel" });
   page.importanceBox = el("div", { id: "importance" });
+  page.paretoBox = (study.objectives || []).length > 1 ? el("div", { id: "pareto-box" }) : null;
   page.historyBox = el("div", { class: "history", id: "history" });
   page.scatterBox = el("div", { class: "plots", id: "scatter" });
   page.trialsHeading = el("h2");
@@ -172,6 +173,7 @@ async function studyView(id) {
   const clear = el("button", { id: "pc-clear", text: "clear brushes", onclick: () => { st.ranges = {}; rangesChanged(page); } });
   page.root = el("div", { class: "study-page" },
     el("h1", { text: study.name }), page.head,
+    ...(page.paretoBox ? [el("h2", { text: `Pareto front: ${study.objectives.map((o) => o.name).join(" vs ")}` }), page.paretoBox] : []),
     el("h2", { text: "Parallel coordinates" }),
     el("p", { class: "muted controls" }, colorBy, " ", clear, " drag along a parameter's axis to filter the trial table; click the axis to clear it"),
     page.parallelBox,
@@ -223,6 +225,7 @@ function renderStudy(page, study, points) {
   page.points = points;
   timed("study-head", () => renderHead(page));
   timed("parallel", () => drawParallel(page));
+  if (page.paretoBox) paretoPanel(page, page.paretoBox).catch((e) => console.warn(`pareto front: ${e.message || e}`));
   for (const u of page.uplots) { u.destroy(); const i = plots.indexOf(u); if (i >= 0) plots.splice(i, 1); }
   page.uplots = [];
   page.historyBox.replaceChildren();
