@@ -1,6 +1,8 @@
-"""The study page of a conditional space in headless Chromium: a parameter that exists only
-for one option of a choice gets its axis, and the trials without it pass through the
-axis's "absent" slot (never a point on its scale); the trial table leaves it blank."""
+"""The study page in headless Chromium for a conditional space (a parameter that exists
+only for one option of a choice gets its axis, and the trials without it pass through the
+axis's "absent" slot, never a point on its scale; the trial table leaves it blank) and for
+a 2-objective study (the Pareto panel: every finished trial a dot, the front highlighted,
+exactly the API's front)."""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from tests.browser.test_dashboard import (  # the browser fixtures, shared
     downloads,
     open_page,
 )
-from tests.browser.test_study_page import column, wait_for_table
+from tests.browser.test_study_page import column, wait_for, wait_for_table
 from tests.conftest import Master, run_with_ray
 
 pytestmark = [pytest.mark.browser, pytest.mark.ray]
@@ -52,14 +54,34 @@ CONDITIONAL = {
 }
 
 
+TWO_OBJECTIVE_FUNCTION = """
+def main(trial):
+    width, depth = trial.params["width"], trial.params["depth"]
+    trial.report(1, val_f1=width, latency_ms=5 + 50 * width + 10 * depth)
+"""
+
+TWO_OBJECTIVE = {
+    "name": "two-objective-page",
+    "train": "two_objective_page_fn:main",
+    "metric": [{"name": "val_f1", "mode": "max"}, {"name": "latency_ms", "mode": "min"}],
+    "seed": 8,
+    "space": {"width": {"uniform": [0.05, 1.0]}, "depth": {"int": [1, 4]}},
+    "stages": [{"trials": 12, "epochs": 1}],
+    "narrowing": {"max_extra_stages": 0},
+}
+
+
 @pytest.fixture(scope="module")
 def studies(tmp_path_factory: pytest.TempPathFactory, ray_session: object) -> Iterator[Master]:
-    """Study 1: a user function over a conditional space, run by real Ray workers."""
+    """Study 1: a user function over a conditional space; study 2: a user function with
+    two objectives; both run by real Ray workers."""
     folder = tmp_path_factory.mktemp("conditional-page-user")
     (folder / "conditional_page_fn.py").write_text(CONDITIONAL_FUNCTION)
+    (folder / "two_objective_page_fn.py").write_text(TWO_OBJECTIVE_FUNCTION)
     master = Master(tmp_path_factory.mktemp("conditional-page") / "run")
     master.server.start()
     run_with_ray(master, parse_spec(CONDITIONAL), workers=2, python_path=[str(folder)])
+    run_with_ray(master, parse_spec(TWO_OBJECTIVE), workers=2, python_path=[str(folder)])
     yield master
     master.server.stop()
 
@@ -116,3 +138,38 @@ def test_the_trial_table_leaves_an_absent_value_blank(studies: Master, browser: 
         else:
             assert 0.5 <= float(value) <= 0.99
             assert cell.text != ""
+
+
+def test_the_pareto_panel_highlights_the_api_front(studies: Master, browser: WebDriver) -> None:
+    front = api(studies, "/studies/2/pareto")
+    assert 1 <= front["count"] < 12
+    assert len(front["compared"]["number"]) == 12
+    browser.get_log("browser")
+    open_page(browser, f"{studies.url}/ui/#/studies/2")
+    panel = wait_for(
+        lambda: browser.find_elements(By.CSS_SELECTOR, "#pareto[data-front]"), "the Pareto panel"
+    )[0]
+    assert console_errors(browser) == []
+    assert int(panel.get_attribute("data-front")) == front["count"]
+    assert int(panel.get_attribute("data-points")) == 12
+    dots = panel.find_elements(By.CSS_SELECTOR, "circle.pareto-point")
+    highlighted = panel.find_elements(By.CSS_SELECTOR, "circle.pareto-front")
+    assert len(dots) == 12
+    assert sorted(int(d.get_attribute("data-number")) for d in highlighted) == sorted(
+        t["number"] for t in front["data"]
+    )
+    titles = [t.text for t in panel.find_elements(By.CSS_SELECTOR, "text.axis-title")]
+    assert titles == ["val_f1 (higher is better)", "latency_ms (lower is better)"]
+    # the x axis is the first objective: the front's dots left to right by val_f1
+    by_x = sorted(highlighted, key=lambda d: float(d.get_attribute("cx")))
+    f1 = {t["number"]: t["values"][0] for t in front["data"]}
+    ordered = [f1[int(d.get_attribute("data-number"))] for d in by_x]
+    assert ordered == sorted(ordered)
+    if front["count"] > 1:
+        assert panel.find_elements(By.CSS_SELECTOR, "polyline.pareto-line")
+    legend = panel.find_element(By.ID, "pareto-legend").text
+    assert legend.startswith(f"{front['count']} of 12 finished trials on the Pareto front")
+    # a single-objective study's page has no Pareto panel
+    open_page(browser, f"{studies.url}/ui/#/studies/1")
+    assert browser.find_elements(By.ID, "pareto-box") == []
+    assert console_errors(browser) == []
