@@ -182,7 +182,7 @@ def check_configs(
                 f"({', '.join(sorted(space))})"
             )
         active = active_names(space, config)
-        missing = [name for name in active if name not in config]
+        missing = sorted(name for name in active if name not in config)
         if missing:
             raise SpecError(f"{where}[{i}]: gives no value for {', '.join(missing)}")
         for name in config:
