@@ -21,8 +21,13 @@ from pydantic import (
 
 from gridless.common.errors import SpecError
 from gridless.common.jsonsafe import check_strict_json
-from gridless.common.metric import Metric, parse_metric
-from gridless.common.space import Distribution, NumericDistribution, parse_space
+from gridless.common.metric import Metric, parse_metric, parse_objectives
+from gridless.common.space import (
+    Distribution,
+    NumericDistribution,
+    active_names,
+    parse_space,
+)
 
 __all__ = [
     "NOTIFY_EVENTS",
@@ -46,6 +51,10 @@ __all__ = [
 
 # A code target, "module:function" (train:, predict:, evaluate:).
 TARGET_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$"
+
+
+# `metric:`: a short name, {name, mode}, or a list of them (a multi-objective study).
+MetricSpec = str | dict[str, str] | list[str | dict[str, str]]
 
 
 class _Strict(BaseModel):
@@ -161,7 +170,8 @@ def check_configs(
     space: dict[str, Distribution], configs: list[dict[str, Any]], *, where: str
 ) -> None:
     """Each configuration gives every searched parameter a value of the right kind (a
-    value outside its range is allowed: a known-good point beyond the space).
+    value outside its range is allowed: a known-good point beyond the space), and a
+    conditional parameter a value exactly when its condition holds.
 
     Raises:
         SpecError: naming `where[i].param` and the rule it breaks.
@@ -173,9 +183,17 @@ def check_configs(
                 f"{where}[{i}].{unknown[0]}: not a parameter of the space "
                 f"({', '.join(sorted(space))})"
             )
-        missing = sorted(set(space) - set(config))
+        active = active_names(space, config)
+        missing = sorted(name for name in active if name not in config)
         if missing:
             raise SpecError(f"{where}[{i}]: gives no value for {', '.join(missing)}")
+        for name in config:
+            if name not in active:
+                held = " and ".join(c.describe() for c in space[name].when)
+                raise SpecError(
+                    f"{where}[{i}].{name}: applies only when {held}; leave it out of "
+                    "this configuration"
+                )
         for name, value in config.items():
             dist = space[name]
             if isinstance(dist, NumericDistribution):
@@ -282,7 +300,7 @@ class StudySpec(_Strict):
     evaluate: str | None = Field(default=None, max_length=200, pattern=TARGET_PATTERN)
     dataset: str | dict[str, str] = "digits"
     # A short name (val_accuracy, val_loss, val_rmse, val_r2) or {name, mode}.
-    metric: str | dict[str, str] = "val_accuracy"
+    metric: MetricSpec = "val_accuracy"
     seed: int = Field(default=0, ge=0, le=2**63 - 1)
     space: dict[str, Any]
     fixed: dict[str, float | int | str | bool] = Field(default_factory=dict)
@@ -338,10 +356,10 @@ class StudySpec(_Strict):
             )
         return self
 
-    @field_validator("metric")
+    @field_validator("metric", mode="before")
     @classmethod
-    def _valid_metric(cls, raw: str | dict[str, str]) -> str | dict[str, str]:
-        parse_metric(raw)  # raises SpecError naming the rule
+    def _valid_metric(cls, raw: MetricSpec) -> MetricSpec:
+        parse_objectives(raw)  # raises SpecError naming the rule
         return raw
 
     @model_validator(mode="after")
@@ -366,7 +384,16 @@ class StudySpec(_Strict):
     @classmethod
     def _valid_space(cls, raw: dict[str, Any]) -> dict[str, Any]:
         parse_space(raw)  # raises SpecError with the parameter's name
-        return raw
+        # the kind first, `limits:` and `when:` after it, whatever order the YAML had:
+        # readers (the dashboard) take the first key as the kind
+        extras = ("limits", "when")
+        return {
+            name: {
+                **{k: v for k, v in dist.items() if k not in extras},
+                **{k: v for k, v in dist.items() if k in extras},
+            }
+            for name, dist in raw.items()
+        }
 
     @model_validator(mode="after")
     def _lr_param_is_numeric(self) -> StudySpec:
@@ -414,6 +441,11 @@ class StudySpec(_Strict):
     def objective(self) -> Metric:
         """The metric the study optimizes, with its direction."""
         return parse_metric(self.metric)
+
+    @property
+    def objectives(self) -> tuple[Metric, ...]:
+        """Every objective, the primary one first (one for a single-metric study)."""
+        return parse_objectives(self.metric)
 
     @property
     def maximize(self) -> bool:

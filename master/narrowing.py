@@ -19,7 +19,13 @@ from typing import Any
 
 from gridless.common.errors import SpecError
 from gridless.common.limits import default_limits
-from gridless.common.space import Choice, Distribution, NumericDistribution, parse_space
+from gridless.common.space import (
+    Choice,
+    Distribution,
+    NumericDistribution,
+    parse_space,
+    prune_conditions,
+)
 from gridless.common.spec import NarrowingSpec
 
 __all__ = [
@@ -35,6 +41,7 @@ __all__ = [
     "Trend",
     "border_decision",
     "border_flags",
+    "conditional_values",
     "hard_limits",
     "narrow_space",
 ]
@@ -665,14 +672,25 @@ def narrow_space(
         evidence, the space is kept unchanged.
     """
     by_param = {f.param: f for f in evidence_flags}
-    best = top_params[0] if top_params else None
+    present = conditional_values(space, top_params, policy)
+    best: dict[str, Any] | None = None
+    if top_params:
+        # a conditional parameter's best value is that of the best trial that has it
+        best = {**top_params[0], **{n: v[0] for n, v in present.items() if v}}
+        best = {n: v for n, v in best.items() if n not in present or present[n]}
     new_space: dict[str, Distribution] = {}
     decisions = []
     flags: list[BorderFlag] = []
     for name, dist in space.items():
         values = [p[name] for p in top_params if name in p]
         evidence = by_param.get(name)
-        if isinstance(dist, NumericDistribution) and (values or evidence is not None):
+        if name in present and not present[name] and evidence is None and top_params:
+            new_space[name] = dist
+            why = (
+                f"only {len(values)} of the top trials have this parameter (fewer than "
+                f"{policy.min_top}): range kept"
+            )
+        elif isinstance(dist, NumericDistribution) and (values or evidence is not None):
             move, flag = None, evidence
             if dist.high > dist.low:
                 trend = Trend.of((trends or {}).get(name, Trend()))
@@ -691,10 +709,26 @@ def narrow_space(
             why = "no top trial has this parameter: range kept"
         elif isinstance(dist, Choice):
             kept = tuple(o for o in dist.options if o in values)
-            new_space[name] = Choice(kept)
+            new_space[name] = replace(dist, options=kept)
             why = f"kept the options found among the top {len(values)} trials"
         else:  # pragma: no cover - every distribution is numeric or a choice
             new_space[name] = dist
             why = "range kept"
         decisions.append(Decision(name, dist.to_json(), new_space[name].to_json(), why))
-    return new_space, flags, decisions
+    return prune_conditions(new_space), flags, decisions
+
+
+def conditional_values(
+    space: Mapping[str, Distribution],
+    top_params: Sequence[Mapping[str, Any]],
+    policy: NarrowingPolicy,
+) -> dict[str, list[Any]]:
+    """For each conditional parameter (`when:`), its values among the top trials that
+    have it, best first; an empty list when fewer than `policy.min_top` have it, so that
+    too few present trials keep its range and raise no border flag."""
+    found = {}
+    for name, dist in space.items():
+        if dist.when:
+            values = [p[name] for p in top_params if name in p]
+            found[name] = values if len(values) >= policy.min_top else []
+    return found

@@ -15,6 +15,10 @@ __all__ = [
     "EpochMetricPublic",
     "FlagsPublic",
     "ImportancePublic",
+    "ObjectivePublic",
+    "ParetoPointsPublic",
+    "ParetoPublic",
+    "ParetoTrialPublic",
     "SpaceEdit",
     "StagePublic",
     "StagesAdd",
@@ -97,6 +101,13 @@ class BorderFlagPublic(BaseModel):
     final: bool
 
 
+class ObjectivePublic(BaseModel):
+    """One objective of a study: a reported metric and which way is better."""
+
+    name: str
+    mode: Literal["min", "max"]
+
+
 class StudyDetailPublic(StudyPublic):
     stages: list[StagePublic]
     finished_trials: int
@@ -107,6 +118,17 @@ class StudyDetailPublic(StudyPublic):
     ensembles_built: bool
     metric_names: list[str] = Field(
         default_factory=list, description="every metric name the trials reported"
+    )
+    objectives: list[ObjectivePublic] = Field(
+        default_factory=list,
+        description="the study's objectives, the primary (ranking) one first; two or more "
+        "for a multi-objective study",
+    )
+    pareto_front: list[int] | None = Field(
+        default=None,
+        description="a multi-objective study's Pareto front: trial numbers, best first by "
+        "the first objective (GET /studies/{id}/pareto has the trials); null for one "
+        "objective",
     )
 
 
@@ -150,6 +172,34 @@ class TrialSummaryPublic(TrialPublic):
 class TrialsPublic(BaseModel):
     data: list[TrialSummaryPublic]
     count: int
+
+
+class ParetoTrialPublic(TrialSummaryPublic):
+    """A trial on the Pareto front, with its value of each objective."""
+
+    values: list[float] = Field(
+        description="each objective's value at the trial's best epoch, in `objectives` order"
+    )
+
+
+class ParetoPointsPublic(BaseModel):
+    """Finished trials in columns: their numbers and objective values (aligned arrays)."""
+
+    number: list[int]
+    values: list[list[float]] = Field(description="per trial, in `objectives` order")
+
+
+class ParetoPublic(BaseModel):
+    """`GET /studies/{id}/pareto`: the finished trials no other finished trial beats on
+    every objective, best first by the first objective."""
+
+    objectives: list[ObjectivePublic]
+    data: list[ParetoTrialPublic]
+    count: int
+    compared: ParetoPointsPublic = Field(
+        description="every finished trial with a value of each objective, the front's "
+        "among them: what the front was chosen from"
+    )
 
 
 ParamValue = float | int | str | bool | None

@@ -27,7 +27,7 @@ from gridless.common.db import StageRow, StudyRow, TrialRow, utcnow
 from gridless.common.errors import ConflictError
 from gridless.common.space import parse_space, space_to_json
 from gridless.common.states import StageState, StudyState, TrialState
-from gridless.master import notify, rescore
+from gridless.master import notify, pareto, rescore
 from gridless.master.evidence import (
     TrialOutcome,
     learning_rate_flags,
@@ -228,7 +228,9 @@ def _plan(s: Session, study: StudyRow, stage: StageRow) -> _Plan:
         ((n, o) for n, o in numbered if o.usable), key=lambda p: -sign * float(p[1].score or 0)
     )
     n_top = min(len(usable), max(policy.min_top, math.ceil(policy.top_fraction * len(usable))))
-    top = [o for _, o in ranked_usable[:n_top]]
+    # a multi-objective study narrows around its stage's Pareto front (master/pareto.py)
+    picked = pareto.front_of_stage(s, study, stage, ranked_usable) or ranked_usable[:n_top]
+    top = [o for _, o in picked]
     evidence = learning_rate_flags(
         space, outcomes, param=policy.lr_param, border=policy.border, objective=study.objective
     )
@@ -260,7 +262,7 @@ def _plan(s: Session, study: StudyRow, stage: StageRow) -> _Plan:
     record: dict[str, Any] = {
         "flags": [f.to_json() for f in flags],
         "decisions": [d.to_json() for d in decisions],
-        "top_trials": [n for n, _ in ranked_usable[:n_top]],
+        "top_trials": [n for n, _ in picked],
         "counts": counts,
     }
     if not usable:

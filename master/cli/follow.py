@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from gridless.common.errors import GridlessError
 from gridless.common.states import StudyState
 from gridless.master.cli.client import ApiClient
+from gridless.master.cli.pareto_view import front_line, front_table, is_multi_objective
 from gridless.master.cli.render import (
     FAILED_SHOWN,
     console,
@@ -124,7 +125,12 @@ def show_result(
     checkpoint and what failed (with `resume`, how to go on after a pause); the study."""
     study = client.study(study_id)
     ranked = client.trials(study_id, limit=top)
-    console.print(trials_table(study, ranked, columns))
+    if is_multi_objective(study):  # the result is the front, not one score's ranking
+        table, front = front_table(client, study, columns)
+        console.print(table)
+        console.print(front_line(front, finished=study.finished_trials), highlight=False)
+    else:
+        console.print(trials_table(study, ranked, columns))
     for line in flag_lines(study.border_flags):
         console.print(line)
     warned = warning_line(study.warning_counts)

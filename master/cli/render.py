@@ -73,14 +73,19 @@ def _short(values: list[object]) -> str:
 
 
 def trials_table(
-    study: StudyPublic, page: TrialsPublic, columns: list[str] | None = None
+    study: StudyPublic,
+    page: TrialsPublic,
+    columns: list[str] | None = None,
+    *,
+    title: str | None = None,
 ) -> Table:
     """The ranked table: one row a trial of `page`, best first; `columns` adds other
     reported metrics (at each trial's best epoch)."""
     params = list(study.spec["space"])
-    extra = [c for c in columns or [] if c != study.metric]
+    extra = list(dict.fromkeys(c for c in columns or [] if c != study.metric))
     table = Table(
-        title=f"{study.name}: top {len(page.data)} of {page.count} trials by {study.metric}"
+        title=title
+        or f"{study.name}: top {len(page.data)} of {page.count} trials by {study.metric}"
     )
     for column in ("rank", "trial", "stage", study.metric, *extra, "epoch"):
         table.add_column(column, justify="right")
