@@ -142,6 +142,13 @@ def show_result(
         if chosen is not None:
             where = f"trial {best.number}, epoch {chosen.epoch}"
             console.print(f"best checkpoint ({where}): {escape(chosen.path)}")
+            if chosen.epoch != best.best_epoch:
+                console.print(
+                    f"[yellow]note:[/] trial {best.number}'s best epoch {best.best_epoch} has "
+                    "no checkpoint: pass checkpoint= to trial.report (or call trial.save) "
+                    "in that epoch",
+                    highlight=False,
+                )
     for line in failure_lines(study, failed_trials(client, study_id), resume=resume):
         console.print(line)
     return study
