@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import math
+import typing
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -428,14 +430,40 @@ class StudySpec(_Strict):
 
 
 def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
+    errors = exc.errors()
+    # a misspelt key also leaves the right one missing: the spelling is the cause
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     where = ".".join(str(part) for part in err["loc"]) or "spec"
     ctx_error = (err.get("ctx") or {}).get("error")
     if isinstance(ctx_error, SpecError):
         return str(ctx_error)
     if err["type"] == "extra_forbidden":
-        return f"{where}: unknown key; check its spelling against the documented spec"
+        known = _known_keys(err["loc"][:-1])
+        close = difflib.get_close_matches(str(err["loc"][-1]), known, n=1, cutoff=0.6)
+        if not close:
+            return f"{where}: unknown key; check its spelling against the documented spec"
+        return f"{where}: unknown key; did you mean {close[0]!r}? (the keys here: {', '.join(known)})"
     return f"{where}: {err['msg']}"
+
+
+def _known_keys(loc: tuple[int | str, ...]) -> list[str]:
+    """The keys the spec allows at `loc` (a path of field names), or [] where unknown."""
+    model: type[BaseModel] = StudySpec
+    for part in loc:
+        if isinstance(part, int):
+            continue  # an item of a list of models (stages.0)
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return []
+        nested = [
+            t
+            for t in (field.annotation, *typing.get_args(field.annotation))
+            if isinstance(t, type) and issubclass(t, BaseModel)
+        ]
+        if not nested:
+            return []
+        model = nested[0]
+    return sorted(model.model_fields)
 
 
 def parse_spec(raw: Any) -> StudySpec:
