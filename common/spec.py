@@ -243,6 +243,8 @@ class WarmSnapshot(_Strict):
     metric: str = Field(max_length=64)
     maximize: bool
     ranges: dict[str, Any]
+    name: str | None = Field(default=None, max_length=64)  # the old study's, to show
+    run: str | None = Field(default=None, max_length=4096)  # the run directory it came from
     trials: list[dict[str, Any]] = Field(default_factory=list, max_length=100_000)
 
 
@@ -392,9 +394,18 @@ class StudySpec(_Strict):
         check_configs(space, self.enqueue, where="enqueue")
         return self
 
+    def stage_one_space(self) -> dict[str, Any]:
+        """The ranges stage 1 samples: a snapshot warm start's old ranges (unless `ranges:
+        spec`), else the spec's own (a `study: ID` warm start's are the master's to read)."""
+        warm = self.warm_start
+        if warm is not None and warm.snapshot is not None and warm.ranges == "old":
+            return dict(warm.snapshot.ranges)
+        return self.space
+
     def outside_range(self) -> list[str]:
-        """The enqueued values that lie outside their range (allowed, worth a warning)."""
-        space = parse_space(self.space)
+        """The enqueued values that lie outside stage 1's ranges (allowed, worth a
+        warning)."""
+        space = parse_space(self.stage_one_space())
         return [
             f"enqueue[{i}].{name} = {value!r} lies outside {space[name].to_json()}"
             for i, config in enumerate(self.enqueue)

@@ -124,6 +124,8 @@ def with_snapshot(spec: StudySpec, spec_path: Path) -> StudySpec:
                 "maximize": old.maximize,
                 "ranges": spaces[-1] if spaces else old.spec["space"],
                 "trials": trials,
+                "name": old.name,
+                "run": str(folder),
             }
     finally:
         engine.dispose()

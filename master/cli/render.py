@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 import typer
 from rich.console import Console, Group, RenderableType
@@ -33,6 +34,7 @@ __all__ = [
     "status_view",
     "stop_line",
     "trials_table",
+    "warm_line",
     "warning_line",
 ]
 
@@ -148,6 +150,24 @@ def warning_line(counts: dict[str, int]) -> str | None:
     return "babysitting warnings (trials): " + ", ".join(f"{c} ({n})" for c, n in counts.items())
 
 
+def warm_line(warm: dict[str, Any]) -> str:
+    """Where a warm-started study came from: a study of this database (linked) or of
+    another run (its snapshot, copied)."""
+    ranges = "its ranges" if warm.get("ranges", "old") == "old" else "the spec's ranges"
+    snap = warm.get("snapshot")
+    if isinstance(snap, dict):
+        name = snap.get("name") or "(unnamed)"
+        where = f" of run {snap['run']}" if snap.get("run") else " of another run"
+        return (
+            f"warm-started from study {name}{where} ({ranges} for stage 1; "
+            f"{len(snap.get('trials') or [])} of its trials inform TPE, copied)"
+        )
+    return (
+        f"warm-started from study {warm.get('study')} ({ranges} for stage 1; its trials "
+        "inform TPE, linked, not copied)"
+    )
+
+
 def stop_line(study: StudyPublic) -> str | None:
     """Why a `stop:` rule ended the study, if one did."""
     if study.stop_reason is None:
@@ -198,11 +218,7 @@ def status_view(study: StudyDetailPublic, ranked: TrialsPublic, failed: TrialsPu
         lines.append(stopped)
     warm = study.spec.get("warm_start")
     if warm:
-        ranges = "its ranges" if warm["ranges"] == "old" else "the spec's ranges"
-        lines.append(
-            f"warm-started from study {warm['study']} ({ranges} for stage 1; its trials "
-            "inform TPE, linked, not copied)"
-        )
+        lines.append(escape(warm_line(warm)))
     for st in study.stages:
         for d in st.decisions.get("decisions", []):
             old, new = next(iter(d["old"].values())), next(iter(d["new"].values()))
