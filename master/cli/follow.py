@@ -21,6 +21,7 @@ from gridless.master.cli.render import (
     console,
     failure_lines,
     flag_lines,
+    show,
     stop_line,
     trials_table,
     warning_line,
@@ -124,7 +125,7 @@ def show_result(
     checkpoint and what failed (with `resume`, how to go on after a pause); the study."""
     study = client.study(study_id)
     ranked = client.trials(study_id, limit=top)
-    console.print(trials_table(study, ranked, columns))
+    show(trials_table(study, ranked, columns))
     for line in flag_lines(study.border_flags):
         console.print(line)
     warned = warning_line(study.warning_counts)

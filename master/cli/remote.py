@@ -22,7 +22,7 @@ from gridless.master.cli.follow import (
     follow_to_result,
     poll_study,
 )
-from gridless.master.cli.render import console, fail, parse_columns, status_view
+from gridless.master.cli.render import console, fail, parse_columns, show, status_view
 from gridless.master.schemas import EnsembleJobPublic, StudyDetailPublic
 
 __all__ = [
@@ -224,7 +224,7 @@ def status(
 
     with ApiClient(url, token) as client:
         if not watch:
-            console.print(_status_view(client, client.study(study_id)))
+            show(_status_view(client, client.study(study_id)))
             return
         with Live(console=console, refresh_per_second=1) as live:
             for study in poll_study(client, study_id, every_s=2):

@@ -11,6 +11,7 @@ from typing import Any
 import typer
 from rich.console import Console, Group, RenderableType
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.panel import Panel
 from rich.table import Table
 
@@ -30,6 +31,7 @@ __all__ = [
     "failure_lines",
     "flag_lines",
     "parse_columns",
+    "show",
     "stages_table",
     "status_view",
     "stop_line",
@@ -38,10 +40,24 @@ __all__ = [
     "warning_line",
 ]
 
-# Piped output (CI logs, `| tee`) gets a table wide enough not to truncate columns.
+# Piped output (CI logs, `| tee`) wraps its text at 140 columns; its tables are printed
+# at their natural width (`show`), however wide, so that no number is cut to an ellipsis.
 _WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 140
 console = Console(width=_WIDTH)
 err = Console(stderr=True, width=_WIDTH)
+
+
+def show(renderable: RenderableType) -> None:
+    """Print on stdout; piped, a table as wide as its cells (never cropped)."""
+    console.print(renderable, crop=console.is_terminal)
+
+
+def _natural_width(table: Table) -> Table:
+    """Piped output: the table's width is what its cells need, so none is truncated."""
+    if not console.is_terminal:
+        wide = console.options.update_width(100_000)
+        table.width = Measurement.get(console, wide, table).maximum
+    return table
 
 FAILED_SHOWN = 5  # the newest failed trials a summary lists
 
@@ -90,6 +106,9 @@ def trials_table(
     for param in params:
         table.add_column(param, justify="right")
     table.add_column("warnings")
+    errors = any(t.error and t.state == "failed" for t in page.data)
+    if errors:
+        table.add_column("error")
     for rank, t in enumerate(page.data, start=1):
         values = []
         for param in params:
@@ -106,8 +125,15 @@ def trials_table(
             f"{t.state} ({t.origin})" if t.origin else t.state,
             *values,
             ", ".join(w.get("code", "?") for w in t.warnings or []),
+            *([escape(_first_line(t.error)) if t.state == "failed" else ""] if errors else []),
         )
-    return table
+    return _natural_width(table)
+
+
+def _first_line(error: str | None) -> str:
+    """A failed trial's error as a table shows it: its first line (the exception)."""
+    lines = (error or "").strip().splitlines()
+    return lines[0][:200] if lines else "no error message"
 
 
 def stages_table(study: StudyDetailPublic, title: str) -> Table:
@@ -121,7 +147,7 @@ def stages_table(study: StudyDetailPublic, title: str) -> Table:
             or "(after the previous stage)"
         )
         table.add_row(str(st.index + 1), st.state, str(st.trials), str(st.epochs), ranges)
-    return table
+    return _natural_width(table)
 
 
 def flag_lines(flags: list[BorderFlagPublic]) -> list[RenderableType]:

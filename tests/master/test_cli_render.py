@@ -1,0 +1,83 @@
+"""What the CLI prints of a real study (a master over HTTP, trials of a user function run
+by the worker loop in this process): piped output keeps every digit, failed trials say
+why, a `train:` study's spec carries no built-in defaults."""
+
+from __future__ import annotations
+
+import io
+import textwrap
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from gridless.common.spec import parse_spec
+from gridless.master.cli import render
+from gridless.master.cli.client import ApiClient
+from gridless.worker.loop import run_worker
+from tests.conftest import Master
+
+WIDE = '''
+def main(trial):
+    if trial.number == 1:
+        raise RuntimeError("out of memory on the second trial")
+    score = sum(float(v) for v in trial.params.values()) / 100
+    trial.report(1, val_loss=1.0, val_score=0.123456 + score)
+'''
+
+
+@pytest.fixture
+def wide_study(master: Master, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> int:
+    folder = tmp_path / "user"
+    folder.mkdir()
+    (folder / "wide_user.py").write_text(textwrap.dedent(WIDE))
+    monkeypatch.syspath_prepend(str(folder))
+    space = {f"parameter_{i}": {"uniform": [1000.0, 2000.0]} for i in range(10)}
+    spec = parse_spec(
+        {
+            "name": "wide",
+            "train": "wide_user:main",
+            "metric": {"name": "val_score", "mode": "max"},
+            "space": space,
+            "stages": [{"trials": 3, "epochs": 1}],
+        }
+    )
+    study = master.service.create_study(spec)
+    run_worker(master.url, master.store_root, "t1", max_trials=3)
+    return int(study.id)
+
+
+def piped(monkeypatch: pytest.MonkeyPatch) -> io.StringIO:
+    """stdout as a pipe sees it: not a terminal, 80 columns."""
+    out = io.StringIO()
+    monkeypatch.setattr(render, "console", Console(file=out, width=80))
+    return out
+
+
+def test_a_piped_ranked_table_truncates_no_number_and_shows_errors(
+    master: Master, wide_study: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = piped(monkeypatch)
+    with ApiClient(master.url) as client:
+        study = client.study(wide_study)
+        page = client.trials(wide_study, limit=10)
+        render.show(render.trials_table(study, page))
+    text = out.getvalue()
+    assert "…" not in text
+    for trial in page.data:
+        for value in (trial.params or {}).values():
+            assert f"{value:.3g}" in text
+        if trial.best_score is not None:
+            assert f"{trial.best_score:.4f}" in text
+    assert "┃ error" in text
+    assert "RuntimeError: out of memory on the second trial" in text
+
+
+def test_a_train_study_shows_no_builtin_model_or_dataset(
+    master: Master, wide_study: int
+) -> None:
+    with ApiClient(master.url) as client:
+        spec = client.study(wide_study).spec
+    assert spec["train"] == "wide_user:main"
+    assert "model" not in spec
+    assert "dataset" not in spec
