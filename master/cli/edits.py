@@ -10,7 +10,12 @@ import typer
 import yaml
 
 from gridless.master.cli.client import ApiClient, TokenOption, UrlOption
-from gridless.master.cli.follow import ColumnsOption, TopOption, follow_to_result
+from gridless.master.cli.follow import (
+    ColumnsOption,
+    TopOption,
+    follow_to_result,
+    no_worker_hint,
+)
 from gridless.master.cli.remote import LaunchOption, WatchOption
 from gridless.master.cli.render import console, fail, parse_columns, show, stages_table
 
@@ -58,6 +63,8 @@ def extend(
         if workers:
             started = client.launch_workers(workers).started
             console.print("started workers " + ", ".join(started))
+        elif (hint := no_worker_hint(client, url)) is not None:
+            console.print(hint, highlight=False)
         if not watch:
             console.print(f"follow it with: gridless status {study_id} --watch")
             return

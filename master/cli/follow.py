@@ -36,6 +36,7 @@ __all__ = [
     "follow",
     "follow_to_result",
     "is_over",
+    "no_worker_hint",
     "poll_study",
     "show_result",
 ]
@@ -106,6 +107,19 @@ def follow(client: ApiClient, study_id: int, *, own_workers: bool = False) -> No
             )
             if own_workers and study.state == StudyState.RUNNING and not client.workers().running:
                 raise GridlessError("every worker ended before the study finished")
+
+
+def no_worker_hint(client: ApiClient, url: str) -> str | None:
+    """What to do when no worker serves the master (none launched, none alive): the
+    study would wait for one forever. None when some worker is there."""
+    answer = client.workers()
+    if answer.running or any(w.state in ("idle", "busy") for w in answer.data):
+        return None
+    return (
+        "[yellow]no workers[/] are connected to this master, so the study waits: launch "
+        f"some with [bold]--workers N[/] or [bold]gridless workers add N --url {url}[/], or "
+        "start them on your cluster (deploy/launch.sh); Ctrl-C stops watching, not the study"
+    )
 
 
 def failed_trials(client: ApiClient, study_id: int) -> TrialsPublic:

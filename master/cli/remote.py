@@ -20,6 +20,7 @@ from gridless.master.cli.follow import (
     TopOption,
     failed_trials,
     follow_to_result,
+    no_worker_hint,
     poll_study,
 )
 from gridless.master.cli.render import console, fail, parse_columns, show, status_view
@@ -282,6 +283,8 @@ def submit(
                 client.stop_study(study.id)
                 raise fail(f"{exc}; study {study.id} was stopped") from None
             console.print("started workers " + ", ".join(started))
+        elif (hint := no_worker_hint(client, url)) is not None:
+            console.print(hint, highlight=False)
         if not watch:
             console.print(f"follow it with: gridless status {study.id} --watch")
             return
