@@ -134,6 +134,7 @@ def show_result(
     top: int,
     columns: list[str],
     resume: str | None = None,
+    new_run: str | None = None,
 ) -> StudyDetailPublic:
     """The ranked table, border flags, warnings, stop reason, the best trial's best
     checkpoint and what failed (with `resume`, how to go on after a pause); the study."""
@@ -164,7 +165,8 @@ def show_result(
                     "in that epoch",
                     highlight=False,
                 )
-    for line in failure_lines(study, failed_trials(client, study_id), resume=resume):
+    failed = failed_trials(client, study_id)
+    for line in failure_lines(study, failed, resume=resume, new_run=new_run):
         console.print(line)
     return study
 

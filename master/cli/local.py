@@ -279,6 +279,7 @@ def _drive(
             top=top,
             columns=parse_columns(columns),
             resume=f"[bold]gridless resume {target}[/]",
+            new_run=f"fix {record['spec']}, then [bold]gridless run {record['spec']}[/]",
         )
     console.print(
         f"dashboard and API afterwards: [bold]gridless master {target}"

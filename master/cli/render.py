@@ -201,17 +201,34 @@ def stop_line(study: StudyPublic) -> str | None:
     return f"[bold]ended by its stop rule[/]: {escape(study.stop_reason)}"
 
 
+# A pause whose fix is in the spec: resuming keeps the study's own spec, so only a new
+# study (run) takes the fix.
+SPEC_FIXES = ("the study's metric", "in the spec's metric")
+
+
 def failure_lines(
-    study: StudyPublic, failed: TrialsPublic, *, resume: str | None = None
+    study: StudyPublic,
+    failed: TrialsPublic,
+    *,
+    resume: str | None = None,
+    new_run: str | None = None,
 ) -> list[str]:
-    """What failed, in plain sight (issue 15): the breaker's reason and how to go on, then
-    the newest `failed` trials with the first line of their error, and how many more."""
+    """What failed, in plain sight: the breaker's reason and how to go on (`resume`, or
+    `new_run` when the fix is in the spec, which a resumed study keeps), then the newest
+    `failed` trials with the first line of their error, and how many more."""
     lines = []
     if study.state_reason is not None:
-        hint = resume or f"POST /api/v1/studies/{study.id}/resume on its master"
-        lines.append(
-            f"[bold red]study paused[/]: {escape(study.state_reason)}\nafter a fix: {hint}"
-        )
+        reason = study.state_reason
+        if any(fix in reason for fix in SPEC_FIXES):
+            again = new_run or "submit the fixed spec as a new study"
+            hint = (
+                f"the fix is in the spec (its metric): {again}; a resumed study keeps "
+                "the spec it started with"
+            )
+        else:
+            resumed = resume or f"POST /api/v1/studies/{study.id}/resume on its master"
+            hint = f"after a fix: {resumed}"
+        lines.append(f"[bold red]study paused[/]: {escape(reason)}\n{hint}")
     if failed.count:
         lines.append(f"[bold red]failed trials[/] ({failed.count}), newest first:")
         for t in failed.data:

@@ -81,3 +81,39 @@ def test_a_train_study_shows_no_builtin_model_or_dataset(
     assert spec["train"] == "wide_user:main"
     assert "model" not in spec
     assert "dataset" not in spec
+
+
+WRONG_METRIC = '''
+def main(trial):
+    for epoch in trial.epochs():
+        trial.report(epoch, accuracy=0.5)
+'''
+
+
+def test_a_pause_for_a_wrong_metric_name_advises_a_new_run_not_resume(
+    master: Master, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "user"
+    folder.mkdir()
+    (folder / "wrong_user.py").write_text(textwrap.dedent(WRONG_METRIC))
+    monkeypatch.syspath_prepend(str(folder))
+    spec = parse_spec(
+        {
+            "name": "wrong",
+            "train": "wrong_user:main",
+            "metric": {"name": "val_f1", "mode": "max"},
+            "space": {"lr": {"log_uniform": [1e-4, 0.1]}},
+            "stages": [{"trials": 6, "epochs": 1}],
+        }
+    )
+    study_id = int(master.service.create_study(spec).id)
+    run_worker(master.url, master.store_root, "t1", max_trials=5)  # the breaker: first 5
+    with ApiClient(master.url) as client:
+        study = client.study(study_id)
+        failed = client.trials(study_id, limit=5, state="failed")
+    assert study.state_reason is not None  # the breaker paused it
+    lines = render.failure_lines(
+        study, failed, resume="gridless resume RUN", new_run="gridless run SPEC"
+    )
+    assert "the fix is in the spec (its metric): gridless run SPEC" in lines[0]
+    assert "gridless resume RUN" not in lines[0]
