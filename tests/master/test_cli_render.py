@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
+from typer.testing import CliRunner
 
 from gridless.common.spec import parse_spec
-from gridless.master.cli import render
+from gridless.master.cli import app, render
 from gridless.master.cli.client import ApiClient
 from gridless.worker.loop import run_worker
 from tests.conftest import Master
@@ -117,3 +118,31 @@ def test_a_pause_for_a_wrong_metric_name_advises_a_new_run_not_resume(
     )
     assert "the fix is in the spec (its metric): gridless run SPEC" in lines[0]
     assert "gridless resume RUN" not in lines[0]
+
+
+CHOICE = '''
+def main(trial):
+    for epoch in trial.epochs():
+        trial.report(epoch, val_loss=1.0 / epoch, val_f1=0.5)
+'''
+
+
+def test_check_says_which_point_of_the_space_it_runs(tmp_path: Path) -> None:
+    (tmp_path / "choice_user.py").write_text(textwrap.dedent(CHOICE))
+    (tmp_path / "study.yaml").write_text(
+        textwrap.dedent(
+            """\
+            name: choice
+            train: choice_user:main
+            metric: {name: val_f1, mode: max}
+            space:
+              lr: {log_uniform: [1.0e-4, 1.0e-2]}
+              optimizer: {choice: [adamw, sgd]}
+            stages:
+              - {trials: 2, epochs: 2}
+            """
+        )
+    )
+    result = CliRunner().invoke(app, ["check", str(tmp_path / "study.yaml")])
+    flat = " ".join(result.output.split())
+    assert "each range's middle, each choice's first option): lr=0.001, optimizer=adamw" in flat
