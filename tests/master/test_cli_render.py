@@ -146,3 +146,10 @@ def test_check_says_which_point_of_the_space_it_runs(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["check", str(tmp_path / "study.yaml")])
     flat = " ".join(result.output.split())
     assert "each range's middle, each choice's first option): lr=0.001, optimizer=adamw" in flat
+
+
+def test_help_wraps_at_the_terminal_not_mid_sentence() -> None:
+    shown = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"}, terminal_width=200)
+    assert shown.exit_code == 0
+    line = next(line for line in shown.output.splitlines() if "│ run " in line)
+    assert "progress bar, ranked table. With --resume, continue the newest run" in line
