@@ -453,7 +453,9 @@ def _first_error(exc: ValidationError) -> str:
         close = difflib.get_close_matches(str(err["loc"][-1]), known, n=1, cutoff=0.6)
         if not close:
             return f"{where}: unknown key; check its spelling against the documented spec"
-        return f"{where}: unknown key; did you mean {close[0]!r}? (the keys here: {', '.join(known)})"
+        return (
+            f"{where}: unknown key; did you mean {close[0]!r}? (the keys here: {', '.join(known)})"
+        )
     return f"{where}: {err['msg']}"
 
 

@@ -285,7 +285,10 @@ class Trial:
         warnings = self._warnings(epoch, numbers, stats, diverged=diverged is not None)
         warnings.extend(_undefined_metric(numbers, self._backend.metric, epoch, diverged))
         report = _Report(
-            epoch, {k: (v if math.isfinite(v) else None) for k, v in numbers.items()}, stats, warnings
+            epoch,
+            {k: (v if math.isfinite(v) else None) for k, v in numbers.items()},
+            stats,
+            warnings,
         )
         if diverged is not None:
             self._pending = None
@@ -517,7 +520,9 @@ class LocalBackend:
         """The newest epoch's checkpoint in the folder (its epoch becomes `first_epoch`
         minus one), or None."""
         newest: tuple[int, Path] | None = None
-        for path in self.folder.iterdir() if self.folder is not None and self.folder.is_dir() else ():
+        for path in (
+            self.folder.iterdir() if self.folder is not None and self.folder.is_dir() else ()
+        ):
             epoch = _epoch_of_name(path.name)
             if epoch is not None and (newest is None or epoch > newest[0]):
                 newest = (epoch, path)
@@ -557,9 +562,9 @@ def _divergence(numbers: Mapping[str, float], metric: str | None, epoch: int) ->
     for name, value in losses.items():
         if not math.isfinite(value):
             return f"{name} is {value} at epoch {epoch}: the trial diverged"
-    value = numbers.get(metric) if metric is not None else None
-    if value is not None and not math.isfinite(value) and not losses:
-        return f"{metric} is {value} at epoch {epoch}: the trial diverged"
+    objective = numbers.get(metric) if metric is not None else None
+    if objective is not None and not math.isfinite(objective) and not losses:
+        return f"{metric} is {objective} at epoch {epoch}: the trial diverged"
     return None
 
 

@@ -26,6 +26,7 @@ from gridless.master.cli.render import err
 
 __all__ = ["app", "main"]
 
+
 def _one_line(doc: str | None) -> str | None:
     """A docstring's first paragraph as one line (None for none)."""
     if not doc:

@@ -59,6 +59,7 @@ def _natural_width(table: Table) -> Table:
         table.width = Measurement.get(console, wide, table).maximum
     return table
 
+
 FAILED_SHOWN = 5  # the newest failed trials a summary lists
 
 

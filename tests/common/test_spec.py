@@ -265,7 +265,10 @@ def test_an_enqueued_value_outside_its_range_is_allowed_and_named() -> None:
 @pytest.mark.parametrize(
     ("change", "close"),
     [
-        ({"early_stoping": {"rule": "none"}}, "early_stoping: unknown key; did you mean 'early_stopping'?"),
+        (
+            {"early_stoping": {"rule": "none"}},
+            "early_stoping: unknown key; did you mean 'early_stopping'?",
+        ),
         ({"stop": {"targt": 0.9}}, "stop.targt: unknown key; did you mean 'target'?"),
     ],
 )

@@ -19,7 +19,6 @@ import pytest
 from sqlalchemy import select
 
 import gridless
-
 from gridless.common.checkpoints import parse_name
 from gridless.common.db import EpochMetricRow, TrialRow
 from gridless.common.spec import parse_spec

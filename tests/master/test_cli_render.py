@@ -18,13 +18,13 @@ from gridless.master.cli.client import ApiClient
 from gridless.worker.loop import run_worker
 from tests.conftest import Master
 
-WIDE = '''
+WIDE = """
 def main(trial):
     if trial.number == 1:
         raise RuntimeError("out of memory on the second trial")
     score = sum(float(v) for v in trial.params.values()) / 100
     trial.report(1, val_loss=1.0, val_score=0.123456 + score)
-'''
+"""
 
 
 @pytest.fixture
@@ -74,9 +74,7 @@ def test_a_piped_ranked_table_truncates_no_number_and_shows_errors(
     assert "RuntimeError: out of memory on the second trial" in text
 
 
-def test_a_train_study_shows_no_builtin_model_or_dataset(
-    master: Master, wide_study: int
-) -> None:
+def test_a_train_study_shows_no_builtin_model_or_dataset(master: Master, wide_study: int) -> None:
     with ApiClient(master.url) as client:
         spec = client.study(wide_study).spec
     assert spec["train"] == "wide_user:main"
@@ -84,11 +82,11 @@ def test_a_train_study_shows_no_builtin_model_or_dataset(
     assert "dataset" not in spec
 
 
-WRONG_METRIC = '''
+WRONG_METRIC = """
 def main(trial):
     for epoch in trial.epochs():
         trial.report(epoch, accuracy=0.5)
-'''
+"""
 
 
 def test_a_pause_for_a_wrong_metric_name_advises_a_new_run_not_resume(
@@ -120,11 +118,11 @@ def test_a_pause_for_a_wrong_metric_name_advises_a_new_run_not_resume(
     assert "gridless resume RUN" not in lines[0]
 
 
-CHOICE = '''
+CHOICE = """
 def main(trial):
     for epoch in trial.epochs():
         trial.report(epoch, val_loss=1.0 / epoch, val_f1=0.5)
-'''
+"""
 
 
 def test_check_says_which_point_of_the_space_it_runs(tmp_path: Path) -> None:

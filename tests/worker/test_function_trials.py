@@ -289,7 +289,10 @@ def test_the_epoch_that_reaches_the_target_keeps_its_checkpoint_in_one_message(
     monkeypatch.setattr(MasterClient, "report", report)
     monkeypatch.setattr(MasterClient, "reports", reports)
     study_id = study_of(
-        master, f"{functions}:{function}", trials=1, stages=[{"trials": 1, "epochs": 5}],
+        master,
+        f"{functions}:{function}",
+        trials=1,
+        stages=[{"trials": 1, "epochs": 5}],
         **F1_TARGET,
     )
     (trial,) = trials_of(master, study_id)
@@ -308,8 +311,12 @@ def test_the_epoch_that_reaches_the_target_keeps_its_checkpoint_in_one_message(
 
 def test_a_best_epoch_without_a_checkpoint_is_said(master: Master, functions: str) -> None:
     study_id = study_of(
-        master, f"{functions}:saves_odd_epochs", trials=1, stages=[{"trials": 1, "epochs": 6}],
-        metric={"name": "val_f1", "mode": "max"}, stop={"target": 1.15},
+        master,
+        f"{functions}:saves_odd_epochs",
+        trials=1,
+        stages=[{"trials": 1, "epochs": 6}],
+        metric={"name": "val_f1", "mode": "max"},
+        stop={"target": 1.15},
     )
     (trial,) = trials_of(master, study_id)
     assert (trial["state"], trial["best_epoch"]) == ("stopped", 4)
@@ -318,9 +325,7 @@ def test_a_best_epoch_without_a_checkpoint_is_said(master: Master, functions: st
     assert "pass checkpoint= to trial.report" in note["message"]
 
 
-def test_a_nan_metric_of_finite_losses_is_no_divergence(
-    master: Master, functions: str
-) -> None:
+def test_a_nan_metric_of_finite_losses_is_no_divergence(master: Master, functions: str) -> None:
     study_id = study_of(
         master, f"{functions}:undefined_f1", trials=2, metric={"name": "val_f1", "mode": "max"}
     )

@@ -175,7 +175,7 @@ def test_report_writes_its_checkpoint_in_the_same_call(tmp_path: Path) -> None:
 
 def test_a_bad_checkpoint_in_report_records_nothing_of_the_epoch() -> None:
     trial = gridless.Trial(max_epochs=2)
-    with pytest.raises(TypeError, match="an .npz holds arrays and numbers"):
+    with pytest.raises(TypeError, match=r"an \.npz holds arrays and numbers"):
         trial.report(1, checkpoint={"model": object()}, val_loss=0.5)
     assert trial.reported == {}
 
