@@ -316,8 +316,8 @@ class Trial:
         Raises:
             TrialStopped: when the report this checkpoint completes ends the trial.
         """
+        suffix, writer = state_writer(state, self._meta(self._epoch))
         if self._epoch in self._reported:
-            suffix, writer = state_writer(state, self._meta(self._epoch))
             written = self._write(self._epoch, suffix, writer)
             unsent = self._unsent
             if unsent is not None and unsent.epoch == self._epoch:
@@ -326,7 +326,6 @@ class Trial:
             elif written is not None:
                 self._backend.attach(self._epoch, written)
             return written.path if written is not None else None
-        suffix, writer = state_writer(state, self._meta(self._epoch))
         # Not reported yet: keep a copy, since the caller goes on changing its tensors.
         snapshot = io.BytesIO()
         writer(snapshot)
