@@ -13,7 +13,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from gridless.common.spec import parse_spec
-from gridless.master.cli import app, render
+from gridless.master.cli import app, follow, render
 from gridless.master.cli.client import ApiClient
 from gridless.worker.loop import run_worker
 from tests.conftest import Master
@@ -151,3 +151,41 @@ def test_help_wraps_at_the_terminal_not_mid_sentence() -> None:
     assert shown.exit_code == 0
     line = next(line for line in shown.output.splitlines() if "│ run " in line)
     assert "progress bar, ranked table. With --resume, continue the newest run" in line
+
+
+ODD_SAVES = """
+def main(trial):
+    for epoch in trial.epochs():
+        trial.report(epoch, val_loss=1.0 / epoch, val_f1=0.3 * epoch)
+        if epoch % 2:
+            trial.save({"epoch": epoch})
+"""
+
+
+def test_the_result_notes_a_best_epoch_without_its_checkpoint(
+    master: Master, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "user"
+    folder.mkdir()
+    (folder / "odd_user.py").write_text(textwrap.dedent(ODD_SAVES))
+    monkeypatch.syspath_prepend(str(folder))
+    spec = parse_spec(
+        {
+            "name": "odd",
+            "train": "odd_user:main",
+            "metric": {"name": "val_f1", "mode": "max"},
+            "space": {"lr": {"log_uniform": [1e-4, 0.1]}},
+            "stages": [{"trials": 1, "epochs": 4}],
+        }
+    )
+    study_id = int(master.service.create_study(spec).id)
+    run_worker(master.url, master.store_root, "t1", max_trials=1)
+    out = piped(monkeypatch)
+    monkeypatch.setattr(follow, "console", render.console)
+    with ApiClient(master.url) as client:
+        follow.show_result(client, study_id, top=5, columns=[])
+    flat = " ".join(out.getvalue().split())
+    assert "best checkpoint (trial 0, epoch 3)" in flat
+    assert (
+        "note: trial 0's best epoch 4 has no checkpoint: pass checkpoint= to trial.report" in flat
+    )
