@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import math
+import typing
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -261,6 +263,8 @@ class WarmSnapshot(_Strict):
     metric: str = Field(max_length=64)
     maximize: bool
     ranges: dict[str, Any]
+    name: str | None = Field(default=None, max_length=64)  # the old study's, to show
+    run: str | None = Field(default=None, max_length=4096)  # the run directory it came from
     trials: list[dict[str, Any]] = Field(default_factory=list, max_length=100_000)
 
 
@@ -419,9 +423,18 @@ class StudySpec(_Strict):
         check_configs(space, self.enqueue, where="enqueue")
         return self
 
+    def stage_one_space(self) -> dict[str, Any]:
+        """The ranges stage 1 samples: a snapshot warm start's old ranges (unless `ranges:
+        spec`), else the spec's own (a `study: ID` warm start's are the master's to read)."""
+        warm = self.warm_start
+        if warm is not None and warm.snapshot is not None and warm.ranges == "old":
+            return dict(warm.snapshot.ranges)
+        return self.space
+
     def outside_range(self) -> list[str]:
-        """The enqueued values that lie outside their range (allowed, worth a warning)."""
-        space = parse_space(self.space)
+        """The enqueued values that lie outside stage 1's ranges (allowed, worth a
+        warning)."""
+        space = parse_space(self.stage_one_space())
         return [
             f"enqueue[{i}].{name} = {value!r} lies outside {space[name].to_json()}"
             for i, config in enumerate(self.enqueue)
@@ -462,14 +475,42 @@ class StudySpec(_Strict):
 
 
 def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
+    errors = exc.errors()
+    # a misspelt key also leaves the right one missing: the spelling is the cause
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     where = ".".join(str(part) for part in err["loc"]) or "spec"
     ctx_error = (err.get("ctx") or {}).get("error")
     if isinstance(ctx_error, SpecError):
         return str(ctx_error)
     if err["type"] == "extra_forbidden":
-        return f"{where}: unknown key; check its spelling against the documented spec"
+        known = _known_keys(err["loc"][:-1])
+        close = difflib.get_close_matches(str(err["loc"][-1]), known, n=1, cutoff=0.6)
+        if not close:
+            return f"{where}: unknown key; check its spelling against the documented spec"
+        return (
+            f"{where}: unknown key; did you mean {close[0]!r}? (the keys here: {', '.join(known)})"
+        )
     return f"{where}: {err['msg']}"
+
+
+def _known_keys(loc: tuple[int | str, ...]) -> list[str]:
+    """The keys the spec allows at `loc` (a path of field names), or [] where unknown."""
+    model: type[BaseModel] = StudySpec
+    for part in loc:
+        if isinstance(part, int):
+            continue  # an item of a list of models (stages.0)
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return []
+        nested = [
+            t
+            for t in (field.annotation, *typing.get_args(field.annotation))
+            if isinstance(t, type) and issubclass(t, BaseModel)
+        ]
+        if not nested:
+            return []
+        model = nested[0]
+    return sorted(model.model_fields)
 
 
 def parse_spec(raw: Any) -> StudySpec:

@@ -73,8 +73,17 @@ class StudyPublic(_Public):
         """Reads are open: a webhook URL's path (its secret, for Slack's) is not shown."""
         notify = spec.get("notify")
         if isinstance(notify, dict) and isinstance(notify.get("url"), str):
-            return {**spec, "notify": {**notify, "url": redact_url(notify["url"])}}
+            spec = {**spec, "notify": {**notify, "url": redact_url(notify["url"])}}
+        return _without_builtin_defaults(spec)
+
+
+def _without_builtin_defaults(spec: dict[str, Any]) -> dict[str, Any]:
+    """A `train:` study trains the user's function: the built-in model and dataset the
+    stored spec carries as defaults are not its own, so they are not shown."""
+    if not spec.get("train"):
         return spec
+    hidden = {"model": "numpy.mlp", "dataset": "digits"}
+    return {k: v for k, v in spec.items() if k not in hidden or v != hidden[k]}
 
 
 class BorderFlagPublic(BaseModel):
