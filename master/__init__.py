@@ -19,7 +19,7 @@ _HOMES = {
     "TrialResult": "gridless.master.python_api",
     "connect": "gridless.master.python_api",
     "load_best": "gridless.master.python_api",
-    "run": "gridless.master.python_api",
+    "run": "gridless.master.python_run",
 }
 
 __all__ = sorted(_HOMES)

@@ -84,7 +84,7 @@ def test_every_trials_every_epoch_reaches_mlflow_and_tensorboard(
             history = client.get_metric_history(run.info.run_id, name)
             logged = sorted((m.step, m.value) for m in history)
             wanted = sorted((e, m[name]) for e, m in by_epoch.items() if name in m)
-            assert logged == pytest.approx(wanted), (number, name)
+            assert logged == wanted, (number, name)  # doubles, as the master stored them
 
     for number, by_epoch in epochs.items():
         events = EventAccumulator(str(tmp_path / "tb" / "tracked" / f"trial-{number:04d}"))
@@ -92,7 +92,9 @@ def test_every_trials_every_epoch_reaches_mlflow_and_tensorboard(
         for name in {name for metrics in by_epoch.values() for name in metrics}:
             logged = sorted((e.step, e.value) for e in events.Scalars(name))
             wanted = sorted((e, m[name]) for e, m in by_epoch.items() if name in m)
-            assert logged == pytest.approx(wanted, rel=1e-6), (number, name)  # float32
+            assert [step for step, _ in logged] == [step for step, _ in wanted], (number, name)
+            values = [value for _, value in logged]  # TensorBoard keeps float32
+            assert values == pytest.approx([v for _, v in wanted], rel=1e-6, abs=1e-7)
 
 
 def test_a_spec_without_trackers_writes_no_tracker_files(ray_session: Any, tmp_path: Path) -> None:

@@ -67,6 +67,7 @@ def test_trials_frame_has_a_row_a_trial_with_param_and_metric_columns(
     finished: tuple[Master, gridless.Study],
 ) -> None:
     import pandas  # optional for users, in the dev extra
+
     _, study = finished
     frame = study.trials_frame()
     assert isinstance(frame, pandas.DataFrame)
