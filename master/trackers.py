@@ -75,9 +75,12 @@ def run_folder(database_url: str) -> Path:
 
 @dataclass(frozen=True)
 class _Study:
+    """A study as the hub needs it; `trackers` as the stored spec has them (the hub
+    parses them once, on its own thread)."""
+
     id: int
     name: str
-    trackers: tuple[TrackerSpec, ...]
+    trackers: tuple[dict[str, Any], ...]
 
 
 @dataclass
@@ -91,11 +94,6 @@ class _Event:
     epoch: int | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     state: str | None = None
-
-
-def _trackers_of(study: StudyRow) -> tuple[TrackerSpec, ...]:
-    raw = (study.spec or {}).get("trackers") or []
-    return tuple(TrackerSpec.model_validate(t) for t in raw)
 
 
 def _hub(s: Session | None, study: StudyRow) -> TrackerHub | None:
@@ -116,7 +114,7 @@ def _after_commit(s: Session, action: Callable[[], None]) -> None:
 def _event(s: Session, study: StudyRow, trial: TrialRow, **what: Any) -> _Event:
     stage = cached_get(s, StageRow, trial.stage_id) if trial.stage_id is not None else None
     return _Event(
-        study=_Study(int(study.id), study.name, _trackers_of(study)),
+        study=_Study(int(study.id), study.name, tuple((study.spec or {})["trackers"])),
         trial=int(trial.number),
         stage=int(stage.index) + 1 if stage is not None else None,
         params=dict(trial.params or {}),
@@ -268,6 +266,7 @@ class TrackerHub:
         self.base = base
         self._queue: queue.SimpleQueue[_Event | threading.Event | None] = queue.SimpleQueue()
         self._sinks: dict[tuple[int, str], Any] = {}
+        self._specs: dict[int, list[TrackerSpec]] = {}
         self._broken: set[tuple[int, str]] = set()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -320,7 +319,15 @@ class TrackerHub:
             by_trial.setdefault((e.study.id, e.trial), []).append(e)
         for group in by_trial.values():
             study = group[0].study
-            for spec in study.trackers:
+            specs = self._specs.get(study.id)
+            if specs is None:
+                try:
+                    specs = [TrackerSpec.model_validate(raw) for raw in study.trackers]
+                except ValueError as exc:  # the library went away since the spec was checked
+                    log.warning("trackers of study %s: %s", study.name, exc)
+                    specs = []
+                self._specs[study.id] = specs
+            for spec in specs:
                 key = (study.id, spec.kind)
                 if key in self._broken:
                     continue

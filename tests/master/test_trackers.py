@@ -112,3 +112,37 @@ def test_relative_tracker_paths_start_in_the_run_directory(tmp_path: Path) -> No
     assert run_folder(f"sqlite:///{tmp_path / 'run' / 'gridless.db'}") == tmp_path / "run"
     assert run_folder("postgresql+psycopg://u@h/db") == Path.cwd()
     assert run_folder("sqlite://") == Path.cwd()
+
+
+def test_a_failing_tracker_costs_its_own_logs_not_the_study_nor_the_other(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the log dir would go", encoding="utf-8")
+    m = Master(tmp_path / "run", launcher="thread")
+    m.server.start()
+    spec = {
+        **TINY_SPEC,
+        "stages": [{"trials": 2, "epochs": 2}],
+        "trackers": ["mlflow", {"tensorboard": {"log_dir": str(blocked)}}],
+    }
+    try:
+        with ApiClient(m.url) as api:
+            api.create_study(spec)
+            api.launch_workers(1)
+        with gridless.connect(m.url) as client:
+            study = client.study("tiny").wait(timeout=300)
+            assert study.state == "completed"
+        m.app.state.workers.shutdown()
+        assert m.app.state.trackers.flush(timeout_s=120)
+    finally:
+        m.server.stop()
+    assert "trackers: tensorboard of study tiny stopped logging" in caplog.text
+    mlflow = MlflowClient(tracking_uri=(tmp_path / "run" / "mlruns").as_uri())
+    experiment = mlflow.get_experiment_by_name("tiny")
+    assert experiment is not None
+    runs = mlflow.search_runs([experiment.experiment_id], "tags.`gridless.trial` != ''")
+    assert len(runs) == 2
+    for run in runs:
+        steps = [h.step for h in mlflow.get_metric_history(run.info.run_id, "val_accuracy")]
+        assert sorted(steps) == [1, 2]
