@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import math
 import typing
 from pathlib import Path
@@ -43,6 +44,7 @@ __all__ = [
     "StageSpec",
     "StopSpec",
     "StudySpec",
+    "TrackerSpec",
     "WarmSnapshot",
     "WarmStartSpec",
     "check_configs",
@@ -255,6 +257,55 @@ class NotifySpec(_Strict):
         return on
 
 
+TrackerKind = Literal["mlflow", "tensorboard"]
+# The module each tracker writes with, and what to install for it.
+TRACKER_LIBRARIES: dict[str, tuple[str, str]] = {
+    "mlflow": ("mlflow", "pip install mlflow (or mlflow-skinny)"),
+    "tensorboard": ("tensorboardX", "pip install tensorboardX tensorboard"),
+}
+
+
+class TrackerSpec(_Strict):
+    """Where the master also logs each trial's params and epoch metrics: one MLflow run a
+    trial (`tracking_uri`, default `file:mlruns` in the run directory; `experiment`,
+    default the study's name) or one TensorBoard log dir a trial under `log_dir` (default
+    `tensorboard` in the run directory). In a spec: `trackers: [mlflow, tensorboard]`, or
+    `{mlflow: {tracking_uri: ...}}` for options; master/trackers.py writes them."""
+
+    kind: TrackerKind
+    tracking_uri: str | None = Field(default=None, min_length=1, max_length=2048)
+    experiment: str | None = Field(default=None, min_length=1, max_length=256)
+    log_dir: str | None = Field(default=None, min_length=1, max_length=4096)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, raw: object) -> object:
+        """`mlflow` -> {kind: mlflow}; `{mlflow: {options}}` -> {kind: mlflow, options}."""
+        if isinstance(raw, str):
+            return {"kind": raw}
+        if isinstance(raw, dict) and len(raw) == 1 and "kind" not in raw:
+            ((kind, options),) = raw.items()
+            if options is None or isinstance(options, dict):
+                return {"kind": kind, **(options or {})}
+        return raw
+
+    @model_validator(mode="after")
+    def _options_and_library(self) -> TrackerSpec:
+        own = {"mlflow": {"tracking_uri", "experiment"}, "tensorboard": {"log_dir"}}[self.kind]
+        for key in ("tracking_uri", "experiment", "log_dir"):
+            if getattr(self, key) is not None and key not in own:
+                raise SpecError(
+                    f"trackers: {key} is an option of {self._other()}, not {self.kind}"
+                )
+        module, install = TRACKER_LIBRARIES[self.kind]
+        if importlib.util.find_spec(module) is None:
+            raise SpecError(f"trackers: {self.kind} needs `{install}` where the master runs")
+        return self
+
+    def _other(self) -> str:
+        return "tensorboard" if self.kind == "mlflow" else "mlflow"
+
+
 class WarmSnapshot(_Strict):
     """A finished study of another run, as `gridless run`/`submit` read it from that run's
     database for `warm_start: {run: PATH}`: what a warm start needs, copied."""
@@ -323,6 +374,8 @@ class StudySpec(_Strict):
     stop: StopSpec = Field(default_factory=StopSpec)
     warm_start: WarmStartSpec | None = None
     notify: NotifySpec | None = None
+    # MLflow and TensorBoard logging of every trial (master/trackers.py), each kind once.
+    trackers: list[TrackerSpec] = Field(default_factory=list, max_length=2)
     # Known-good configurations the first stage runs first (issue 18), each a value for
     # every searched parameter; a value outside its range is allowed (`outside_range`).
     enqueue: list[dict[str, float | int | str | bool]] = Field(
@@ -441,6 +494,14 @@ class StudySpec(_Strict):
             for name, value in config.items()
             if not space[name].contains(value)
         ]
+
+    @field_validator("trackers")
+    @classmethod
+    def _each_tracker_once(cls, trackers: list[TrackerSpec]) -> list[TrackerSpec]:
+        kinds = [t.kind for t in trackers]
+        if len(set(kinds)) != len(kinds):
+            raise SpecError(f"trackers: each tracker once, but got {', '.join(kinds)}")
+        return trackers
 
     @field_validator("fixed")
     @classmethod

@@ -12,6 +12,14 @@ from gridless.common.exports import lazy_getattr
 _HOMES = {
     "create_app": "gridless.master.app",  # a master inside another program (tests, benchmarks)
     "main": "gridless.master.cli",  # the `gridless` console script (gridless/__main__.py)
+    # gridless from Python (gridless/__init__.py): launch a study, read its result
+    "Best": "gridless.master.python_api",
+    "Client": "gridless.master.python_api",
+    "Study": "gridless.master.python_api",
+    "TrialResult": "gridless.master.python_api",
+    "connect": "gridless.master.python_api",
+    "load_best": "gridless.master.python_api",
+    "run": "gridless.master.python_run",
 }
 
 __all__ = sorted(_HOMES)

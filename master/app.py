@@ -30,6 +30,7 @@ from gridless.master.protocol import TrialProtocol
 from gridless.master.routes import checkpoints, dashboard, ensembles, studies, trials, workers
 from gridless.master.security import TokenMiddleware
 from gridless.master.services import StudyService
+from gridless.master.trackers import TrackerHub, run_folder
 from gridless.master.worker_manager import Monitor, WorkerManager
 
 __all__ = ["create_app"]
@@ -84,7 +85,9 @@ def create_app(
     engine = engine or make_engine(database_url)
     notifier = Notifier()
     sessions = make_session_factory(engine)
-    sessions.configure(info={"notifier": notifier})  # for the hooks of master.notify
+    trackers = TrackerHub(run_folder(database_url))  # MLflow/TensorBoard of specs that ask
+    # for the hooks of master.notify and master.trackers
+    sessions.configure(info={"notifier": notifier, "trackers": trackers})
     context = MasterContext(
         sessions=sessions,
         store=open_store(store_root),
@@ -106,6 +109,7 @@ def create_app(
             monitor.stop()
             protocol.close()  # what is queued commits before the process ends
             notifier.close()  # and its notifications are tried (for 5 s at most)
+            trackers.close()  # and the trackers' logs written
 
     app = FastAPI(
         title="gridless master",
@@ -124,6 +128,7 @@ def create_app(
     app.state.monitor = monitor
     app.state.store = context.store
     app.state.notifier = notifier
+    app.state.trackers = trackers
     if token:
         app.add_middleware(TokenMiddleware, token=token)
     # Added last, so it runs first: hosts, origins, sizes and load before anything else.

@@ -22,7 +22,7 @@ from gridless.common.db import CheckpointRow, EpochMetricRow, StudyRow, TrialRow
 from gridless.common.errors import ConflictError, NotFoundError, SpecError
 from gridless.common.messages import EpochReport, FinishRequest, ReportAck, StartRequest
 from gridless.common.states import StudyState, TrialState
-from gridless.master import notify, stages
+from gridless.master import notify, stages, trackers
 from gridless.master.breaker import trip_if_failing
 from gridless.master.context import cached_get
 from gridless.master.early_stopping import should_stop
@@ -110,6 +110,7 @@ def record_report(
     trial.last_epoch = max(trial.last_epoch, report.epoch)
     trial.state = TrialState.RUNNING.value
     _merge_warnings(trial, report)
+    trackers.trial_reported(study, trial, report.epoch, named)
     if report.diverged:
         _end(s, study, trial, TrialState.DIVERGED.value, None)
     elif score is not None and study.objective.better(score, trial.best_score):
@@ -153,6 +154,7 @@ def finish_trial(s: Session, trial_id: int, request: FinishRequest) -> ReportAck
     if request.state == TrialState.FAILED.value:
         trial.state, trial.error, trial.finished_at = request.state, error, utcnow()
         notify.trial_failed(trial)
+        trackers.trial_ended(study, trial)
         release_worker(s, trial)
         s.flush()
         reason = trip_if_failing(s, study, trial, environment=request.environment)
@@ -190,6 +192,7 @@ def _note_unsaved_best(s: Session, trial: TrialRow) -> None:
 def _end(s: Session, study: StudyRow, trial: TrialRow, state: str, error: str | None) -> None:
     """The trial is over: free its worker, and close its stage if it was the last."""
     trial.state, trial.error, trial.finished_at = state, error, utcnow()
+    trackers.trial_ended(study, trial)
     release_worker(s, trial)
     s.flush()
     stages.advance(s, study)
@@ -200,6 +203,7 @@ def _must_stop(s: Session, study: StudyRow, trial: TrialRow) -> bool:
         trial.state = TrialState.STOPPED.value
         trial.error = "the study was stopped"
         trial.finished_at = utcnow()
+        trackers.trial_ended(study, trial)
     return TrialState(trial.state).is_finished()
 
 

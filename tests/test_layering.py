@@ -51,6 +51,8 @@ MASTER_FROM_WORKER: dict[str, set[str]] = {
     "gridless.worker.diagnostics.smoke": {"smoke_check"},
     "gridless.worker.function_runner": {"load_train_function"},
     "gridless.worker.trainer": {"check_params", "custom_factory"},
+    # master/python_api.py: load_best returns what trial.restore() does
+    "gridless.worker.trial": {"load_state"},
 }
 
 _DOTTED = re.compile(r"gridless\.(common|worker|master)(\.\w+)*")

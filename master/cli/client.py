@@ -16,6 +16,7 @@ from gridless.master.schemas import (
     CheckpointMetaPublic,
     EnsembleJobPublic,
     ParetoPublic,
+    StudiesPublic,
     StudyCheckpointsPublic,
     StudyDetailPublic,
     StudyPublic,
@@ -124,6 +125,10 @@ class ApiClient:
         """`POST /studies`: a spec (the YAML file's content) as a new study."""
         return self._call(StudyPublic, "POST", "/studies", json=spec)
 
+    def studies(self, *, limit: int = 1000) -> StudiesPublic:
+        """`GET /studies`: the master's studies, oldest first."""
+        return self._call(StudiesPublic, "GET", "/studies", params={"limit": limit})
+
     def study(self, study_id: int) -> StudyDetailPublic:
         """A study with its stages, progress, best score, border flags and warning counts."""
         return self._call(StudyDetailPublic, "GET", f"/studies/{study_id}")
@@ -144,10 +149,16 @@ class ApiClient:
         return self._call(StudyDetailPublic, "PATCH", f"/studies/{study_id}/space", json=body)
 
     def trials(
-        self, study_id: int, *, limit: int, state: str | None = None, sort: str | None = None
+        self,
+        study_id: int,
+        *,
+        limit: int,
+        state: str | None = None,
+        sort: str | None = None,
+        offset: int = 0,
     ) -> TrialsPublic:
         """A page of a study's trials: ranked best first unless `state` or `sort` is set."""
-        params: dict[str, str | int] = {"limit": limit}
+        params: dict[str, str | int] = {"limit": limit, "offset": offset}
         params.update({k: v for k, v in (("state", state), ("sort", sort)) if v is not None})
         return self._call(TrialsPublic, "GET", f"/studies/{study_id}/trials", params=params)
 

@@ -29,7 +29,7 @@ from gridless.master.cli.client import ApiClient
 from gridless.master.cli.follow import ColumnsOption, TopOption, follow, show_result
 from gridless.master.cli.render import console, err, fail, parse_columns
 
-__all__ = ["RUN_RECORD", "prepared_store", "resume", "run"]
+__all__ = ["RUN_RECORD", "fit_workers", "prepared_store", "resume", "run", "start_ray"]
 
 # What `gridless resume` needs to know about a run: the spec's own path, the folders the
 # workers import the user's code from, and the store.
@@ -273,8 +273,8 @@ def _drive(
         try:
             if spec is not None:
                 study_id = client.create_study(spec).id
-            _start_ray(ray_api, app_.state.protocol.active_resources()[0], workers, ray)
-            count = _fit_workers(manager, workers, *app_.state.protocol.active_resources())
+            start_ray(ray_api, app_.state.protocol.active_resources()[0], workers, ray)
+            count = fit_workers(manager, workers, *app_.state.protocol.active_resources())
             client.launch_workers(count)
             follow(client, study_id, own_workers=True)
         except KeyboardInterrupt:
@@ -305,7 +305,7 @@ def _drive(
         raise typer.Exit(1)
 
 
-def _start_ray(
+def start_ray(
     ray_api: Any, cpu: float, workers: int | None, ray: tuple[str | None, int | None, int | None]
 ) -> None:
     """Join the Ray cluster at the given address, or start a local Ray with room for
@@ -335,7 +335,7 @@ def _with_resources(raw: dict[str, Any], cpu: float | None, gpu: float | None) -
     return {**raw, "resources": wanted}
 
 
-def _fit_workers(manager: Any, workers: int | None, cpu: float, gpu: float) -> int:
+def fit_workers(manager: Any, workers: int | None, cpu: float, gpu: float) -> int:
     """How many workers to start: what the free resources hold (auto), or `workers`
     capped to it, with a message; fails at once when no node can run even one."""
     room = manager.launcher.capacity(cpu=cpu, gpu=gpu)

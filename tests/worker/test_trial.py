@@ -15,7 +15,19 @@ from gridless.worker.trial import load_state, state_writer
 
 def test_the_public_surface_is_exactly_this() -> None:
     """What users import (STYLE.md: a test lists the public names, like httpx's)."""
-    assert sorted(gridless.__all__) == ["Metric", "Trial", "TrialStopped", "load_state"]
+    assert sorted(gridless.__all__) == [
+        "Best",
+        "Client",
+        "Metric",
+        "Study",
+        "Trial",
+        "TrialResult",
+        "TrialStopped",
+        "connect",
+        "load_best",
+        "load_state",
+        "run",
+    ]
     for name in gridless.__all__:
         assert getattr(gridless, name).__module__.startswith("gridless.")
 
