@@ -238,7 +238,9 @@ def test_stages_flags_and_warnings(api: httpx.Client) -> None:
     ]
     lr = next(d for d in stages[0]["decisions"]["decisions"] if d["param"] == "learning_rate")
     assert lr["old"] == {"log_uniform": [0.01, 1.0]}
-    assert lr["why"] == "on the upper border: extended above it"
+    assert lr["why"] == (
+        "on the upper border, too few scored trials (3) to test a trend: extended above it"
+    )
     assert stages[1]["space"]["learning_rate"]["log_uniform"][1] == pytest.approx(10.0)
     flags = api.get("/studies/1/flags").json()
     assert (
