@@ -131,8 +131,6 @@ def claim_latency(
         "space": SPACE,
         "early_stopping": {"rule": "none"},
         "sampler": sampler_name,
-        "in_sampler_p50_ms": _percentile(inside, 0.5) if inside else 0.0,
-        "in_sampler_p99_ms": _percentile(inside, 0.99) if inside else 0.0,
         "stages": [{"trials": trials + claims + workers, "epochs": 1}],
     }
     with tempfile.TemporaryDirectory() as tmp:

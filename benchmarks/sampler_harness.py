@@ -317,9 +317,7 @@ def main() -> None:
             means = [statistics.fmean(by_b[b]) for b in budgets]
             ratio = (
                 ", ".join(
-                    f"{m / statistics.fmean(tpe[b]):.2f}x"
-                    if statistics.fmean(tpe[b]) > 0
-                    else "-"
+                    f"{m / statistics.fmean(tpe[b]):.2f}x" if statistics.fmean(tpe[b]) > 0 else "-"
                     for m, b in zip(means, budgets, strict=True)
                 )
                 if tpe

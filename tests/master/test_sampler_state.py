@@ -142,7 +142,8 @@ def test_a_stage_2_suggestion_learns_from_stage_1(local: Local) -> None:
     assert job.stage == 2
     assert job.params is not None  # no start-up again: stage 1's trials are in the model
     state = local.state()
-    assert state.view is not None and state.view.key.startswith("1:")
+    assert state.view is not None
+    assert state.view.key.startswith("1:")
     told = state.view.study.get_trials(deepcopy=False)
     assert state.view.observed >= N_STARTUP
     # every stage-1 trial told lies inside the narrowed ranges (clipped onto their edges)
@@ -158,7 +159,8 @@ def test_suggestions_stay_inside_the_narrowed_ranges(local: Local) -> None:
         box = parse_space(job.space)
         assert job.stage == 2
         assert all(box[k].contains(v) for k, v in params.items())
-    assert box is not None and box != parse_space(SPACE)  # it did narrow
+    assert box is not None
+    assert box != parse_space(SPACE)
 
 
 def test_the_model_is_built_once_per_stage_not_per_claim(local: Local) -> None:
@@ -175,7 +177,8 @@ def test_a_running_trial_is_told_as_pending(local: Local) -> None:
     first = local.claim("w1")
     local.start(first, "w1")
     second = local.claim("w2")  # while `first` still runs
-    assert first.params is not None and second.params is not None
+    assert first.params is not None
+    assert second.params is not None
     view = local.state().view
     assert view is not None
     running = view.study.get_trials(deepcopy=False, states=(_running(),))
