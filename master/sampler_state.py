@@ -174,6 +174,7 @@ class StudySampler:
         self._target: _Target | None = None
         self.startup_key: str | None = None  # the target's view is in TPE's start-up
         self.startup_left = 0  # observations it lacks to leave it
+        self.offered = 0  # finished trials offered so far (warm start's included)
         # the claim path's own bookkeeping (the writer thread only)
         self.open_numbers: set[int] = set()  # trials not finished when last seen
         self.seen_running: set[int] = set()
@@ -191,7 +192,9 @@ class StudySampler:
 
     def offer(self, events: Iterable[_Event]) -> None:
         with self._mutex:
-            self._inbox.extend(events)
+            for event in events:
+                self._inbox.append(event)
+                self.offered += isinstance(event, Observation)
 
     def aim(self, target: _Target) -> None:
         """Claims now want suggestions for `target`."""
@@ -216,6 +219,8 @@ class StudySampler:
                 arrived = sum(isinstance(e, Observation) for e in self._inbox)
                 if arrived < self.startup_left:
                     return None  # still in start-up with what arrived since
+            elif self.offered < _startup(target):
+                return None  # fewer finished trials in all than its start-up needs
         raise SuggestionPending(f"study {self.study_id}: the model is preparing a suggestion")
 
     def needs_work(self) -> bool:
@@ -597,6 +602,7 @@ class ModelSampler:
                     state.seen_running.add(number)
                     events.append(_Running(number, dict(params)))
         state.warm = _warm_points(s, study)
+        state.offered += len(state.warm)
         state.offer(events)
 
     def sync(self, s: Session, state: StudySampler) -> None:
@@ -616,7 +622,8 @@ class ModelSampler:
             watched = TrialRow.number.in_(sorted(state.open_numbers))
             newer += s.execute(select(*columns).where(mine, watched)).all()
         events: list[_Event] = []
-        for number, params, best, st, epochs in newer:
+        rows = {row[0]: row for row in newer}  # a trial may be in both
+        for number, params, best, st, epochs in rows.values():
             state.max_number = max(state.max_number, number)
             if st in _FINISHED:
                 state.open_numbers.discard(number)
