@@ -251,7 +251,7 @@ def gridless_regret(problem: HarnessProblem, budget: int, repeat: int, sampler: 
     if not scored:
         return math.nan
     pick = max if problem.mode == "max" else min
-    best = pick(scored, key=lambda ps: float(ps[1]))  # type: ignore[arg-type]
+    best = pick(scored, key=lambda ps: float(ps[1]))
     return problem.regret(problem.value(best[0]))
 
 
@@ -311,7 +311,7 @@ def main() -> None:
     at = " / ".join(f"@{b}" for b in budgets)
     print(f"| suite | method | mean regret {at} | / TPE |")
     print("|---|---|---|---|")
-    for suite, methods in by_suite.items():
+    for label, methods in by_suite.items():
         tpe = methods.get("TPE")
         for method, by_b in methods.items():
             means = [statistics.fmean(by_b[b]) for b in budgets]
@@ -323,7 +323,7 @@ def main() -> None:
                 if tpe
                 else "-"
             )
-            print(f"| {suite} | {method} | {' / '.join(f'{m:.4g}' for m in means)} | {ratio} |")
+            print(f"| {label} | {method} | {' / '.join(f'{m:.4g}' for m in means)} | {ratio} |")
     print(f"\n({args.repeats} repeats, {time.perf_counter() - t0:.0f} s)")
 
 
