@@ -1,4 +1,4 @@
-"""Bounded integers for everything a client sends (issue 22).
+"""Bounded integers for everything a client sends.
 
 JSON and query strings carry integers of any size, and Python reads them as such; a
 database column does not hold them (SQLite raises OverflowError past 64 bits, and an

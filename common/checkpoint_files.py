@@ -1,4 +1,4 @@
-"""The checkpoint file format, in one place (issue 21): what a checkpoint file holds and how
+"""The checkpoint file format, in one place: what a checkpoint file holds and how
 its digest is taken.
 
 An `.npz` holds plain arrays and the JSON metadata as the uint8 array `__meta__`, written

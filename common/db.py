@@ -151,7 +151,7 @@ class TrialRow(Base):
     last_epoch: Mapped[int] = mapped_column(Integer, default=0)
     best_score: Mapped[float | None] = mapped_column(Float)
     # What ranks the trial (`ranked`): its best score, or, once its configuration was
-    # re-scored on more seeds (master/rescore.py, issue 20), the mean over those seeds.
+    # re-scored on more seeds (master/rescore.py), the mean over those seeds.
     selection_score: Mapped[float | None] = mapped_column(Float, default=_best_score_default)
     best_epoch: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
@@ -199,7 +199,7 @@ class EpochMetricRow(Base):
     val_loss: Mapped[float | None] = mapped_column(Float)
     val_accuracy: Mapped[float | None] = mapped_column(Float)
     seconds: Mapped[float] = mapped_column(Float)
-    # Every number the trial reported for this epoch, by name (issue 14; NULL before 0004,
+    # Every number the trial reported for this epoch, by name (NULL before 0004,
     # whose rows hold only the four columns above), and the study's objective among them.
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     score: Mapped[float | None] = mapped_column(Float)
@@ -255,7 +255,7 @@ class EnsembleRow(Base):
 
 
 class EnsembleJobRow(Base):
-    """A request to build a study's ensembles, run as a job on a worker (issue 21).
+    """A request to build a study's ensembles, run as a job on a worker.
 
     `state` is a `JobState`; a done job names the report it saved (`ensemble_id`), a failed
     one says why (`error`); `host` and `pid` say where it ran.
@@ -278,7 +278,7 @@ class EnsembleJobRow(Base):
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # SQLAlchemy, not the sqlite3 module, begins transactions (see _sqlite_begin): so a
-    # SAVEPOINT is nested in a transaction, as the master's writer needs (issue 17).
+    # SAVEPOINT is nested in a transaction, as the master's writer needs.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")

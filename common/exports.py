@@ -1,4 +1,4 @@
-"""Lazy public names of a package (issue 21): `worker` and `master` export names defined
+"""Lazy public names of a package: `worker` and `master` export names defined
 in their modules, imported on first use so that importing the package stays cheap."""
 
 from __future__ import annotations

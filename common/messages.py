@@ -77,7 +77,7 @@ class Assignment(_Message):
     # skips truncated or corrupt ones (it sets resume_from/resume_epoch from its choice).
     resume_candidates: list[ResumePoint] = Field(default_factory=list)
     best_score: float | None = None  # the trial's best so far (a resumed trial has one)
-    # Per-trial limits (issue 20): past either, the worker ends the attempt and records it
+    # Per-trial limits: past either, the worker ends the attempt and records it
     # stopped (worker/limits.py): wall-clock seconds, resident memory in MiB.
     max_trial_seconds: float | None = Field(default=None, gt=0)
     max_trial_memory_mb: int | None = Field(default=None, ge=1)
@@ -116,7 +116,7 @@ class EpochReport(_Message):
     train_accuracy: float | None = Field(default=None, ge=0, le=1)
     val_loss: float | None = None
     val_accuracy: float | None = Field(default=None, ge=0, le=1)
-    # Any named numbers (issue 14): the user's metrics, e.g. {"val_r2": -0.12}; a non-finite
+    # Any named numbers: the user's metrics, e.g. {"val_r2": -0.12}; a non-finite
     # value travels as null and the worker marks the epoch diverged.
     metrics: dict[str, float | None] = Field(default_factory=dict, max_length=64)
     seconds: float = Field(default=0.0, ge=0)
@@ -172,5 +172,5 @@ class FinishRequest(_Message):
     state: Literal["completed", "diverged", "failed", "stopped"]
     error: str | None = Field(default=None, max_length=4000)
     # The failure is the environment's, not the trial's (the training code does not import
-    # on this worker): the master pauses the study at once (issue 15).
+    # on this worker): the master pauses the study at once.
     environment: bool = False

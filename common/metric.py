@@ -1,8 +1,14 @@
-"""The metric a study optimizes: a name the trials report and a direction (issue 14).
+"""The metric a study optimizes: a name the trials report and a direction.
 
 `metric: val_accuracy` and `metric: val_loss` are the short forms of the built-in models;
 any other metric is named with its direction, `metric: {name: val_r2, mode: max}`. No range
 is imposed on a user's metric beyond finiteness: an R² may be negative, an RMSE large.
+
+A list of metrics makes a multi-objective study, `metric: [{name: val_f1, mode: max},
+{name: latency_ms, mode: min}]`: its result is the Pareto front (master/pareto.py). The
+first objective is the study's *primary* metric: it ranks trials, picks each trial's best
+epoch and checkpoint, and drives TPE and the stop rules; the others are read at that
+epoch.
 """
 
 from __future__ import annotations
@@ -25,7 +31,11 @@ __all__ = [
     "check_metric_name",
     "merged_metrics",
     "parse_metric",
+    "parse_objectives",
 ]
+
+# At most this many objectives: a front in more dimensions holds nearly every trial.
+MAX_OBJECTIVES = 4
 
 # The numbers the built-in trainers report in fields (and columns) of their own.
 BUILTIN_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
@@ -148,12 +158,41 @@ def merged_metrics(owner: object, extra: Mapping[str, Any] | None) -> dict[str, 
     return {**{k: v for k, v in builtin.items() if v is not None}, **(extra or {})}
 
 
+def parse_objectives(raw: Any) -> tuple[Metric, ...]:
+    """A spec's `metric:` as its objectives: one for a name or `{name, mode}`, several
+    (distinct names, at most `MAX_OBJECTIVES`) for a list of them.
+
+    Raises:
+        SpecError: naming the list entry (`metric[1].mode: ...`) and the rule.
+    """
+    if not isinstance(raw, list):
+        return (parse_metric(raw),)
+    if not 2 <= len(raw) <= MAX_OBJECTIVES:
+        raise SpecError(
+            f"metric: a list names 2 to {MAX_OBJECTIVES} objectives, each {{name, mode}} "
+            f"(one objective needs no list), but got {len(raw)}"
+        )
+    objectives = []
+    for i, item in enumerate(raw):
+        try:
+            objectives.append(parse_metric(item))
+        except SpecError as exc:
+            raise SpecError(str(exc).replace("metric", f"metric[{i}]", 1)) from None
+    names = [m.name for m in objectives]
+    if len(set(names)) != len(names):
+        raise SpecError(f"metric: each objective once, but got {names!r}")
+    return tuple(objectives)
+
+
 def parse_metric(raw: Any) -> Metric:
-    """A spec's `metric:` as a Metric: a known short name, or `{name, mode}`.
+    """A spec's `metric:` as a Metric: a known short name, or `{name, mode}`; for a list
+    of objectives, the first (the primary one: `parse_objectives` reads them all).
 
     Raises:
         SpecError: for an unknown short name (asking for its mode), a bad name or mode.
     """
+    if isinstance(raw, list):
+        return parse_objectives(raw)[0]
     if isinstance(raw, str):
         check_metric_name(raw)
         if raw not in KNOWN_DIRECTIONS:

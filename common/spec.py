@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import math
+import typing
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -21,8 +23,13 @@ from pydantic import (
 
 from gridless.common.errors import SpecError
 from gridless.common.jsonsafe import check_strict_json
-from gridless.common.metric import Metric, parse_metric
-from gridless.common.space import Distribution, NumericDistribution, parse_space
+from gridless.common.metric import Metric, parse_metric, parse_objectives
+from gridless.common.space import (
+    Distribution,
+    NumericDistribution,
+    active_names,
+    parse_space,
+)
 
 __all__ = [
     "NOTIFY_EVENTS",
@@ -46,6 +53,10 @@ __all__ = [
 
 # A code target, "module:function" (train:, predict:, evaluate:).
 TARGET_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$"
+
+
+# `metric:`: a short name, {name, mode}, or a list of them (a multi-objective study).
+MetricSpec = str | dict[str, str] | list[str | dict[str, str]]
 
 
 class _Strict(BaseModel):
@@ -102,7 +113,8 @@ class NarrowingSpec(_Strict):
     """How a stage's ranges follow from the previous stage's top trials (README, "Stages
     and narrowing"): `extend` moves a flagged edge by that fraction of the width; a flag
     the scores or the evidence back walks `walk` widths (at least one), and a study may
-    add `max_extra_stages` stages while a walk has not arrived (issue 20). `lr_param`
+    add `max_extra_stages` stages while a walk has not arrived; added stages spend the
+    plan's epochs (its stages' trials x epochs), plus `extra_epochs` at most. `lr_param`
     names the parameter divergence speaks about (default `learning_rate`, else `lr`)."""
 
     top_fraction: float = Field(default=0.2, gt=0.0, le=1.0)
@@ -113,6 +125,7 @@ class NarrowingSpec(_Strict):
     extend: float = Field(default=0.5, ge=0.0, le=10.0)
     walk: float = Field(default=1.0, ge=1.0, le=10.0)
     max_extra_stages: int = Field(default=3, ge=0, le=20)
+    extra_epochs: int = Field(default=0, ge=0, le=100_000_000)
     lr_param: str | None = Field(default=None, min_length=1, max_length=64)
 
 
@@ -159,7 +172,8 @@ def check_configs(
     space: dict[str, Distribution], configs: list[dict[str, Any]], *, where: str
 ) -> None:
     """Each configuration gives every searched parameter a value of the right kind (a
-    value outside its range is allowed: a known-good point beyond the space).
+    value outside its range is allowed: a known-good point beyond the space), and a
+    conditional parameter a value exactly when its condition holds.
 
     Raises:
         SpecError: naming `where[i].param` and the rule it breaks.
@@ -171,9 +185,17 @@ def check_configs(
                 f"{where}[{i}].{unknown[0]}: not a parameter of the space "
                 f"({', '.join(sorted(space))})"
             )
-        missing = sorted(set(space) - set(config))
+        active = active_names(space, config)
+        missing = sorted(name for name in active if name not in config)
         if missing:
             raise SpecError(f"{where}[{i}]: gives no value for {', '.join(missing)}")
+        for name in config:
+            if name not in active:
+                held = " and ".join(c.describe() for c in space[name].when)
+                raise SpecError(
+                    f"{where}[{i}].{name}: applies only when {held}; leave it out of "
+                    "this configuration"
+                )
         for name, value in config.items():
             dist = space[name]
             if isinstance(dist, NumericDistribution):
@@ -241,6 +263,8 @@ class WarmSnapshot(_Strict):
     metric: str = Field(max_length=64)
     maximize: bool
     ranges: dict[str, Any]
+    name: str | None = Field(default=None, max_length=64)  # the old study's, to show
+    run: str | None = Field(default=None, max_length=4096)  # the run directory it came from
     trials: list[dict[str, Any]] = Field(default_factory=list, max_length=100_000)
 
 
@@ -280,7 +304,7 @@ class StudySpec(_Strict):
     evaluate: str | None = Field(default=None, max_length=200, pattern=TARGET_PATTERN)
     dataset: str | dict[str, str] = "digits"
     # A short name (val_accuracy, val_loss, val_rmse, val_r2) or {name, mode}.
-    metric: str | dict[str, str] = "val_accuracy"
+    metric: MetricSpec = "val_accuracy"
     seed: int = Field(default=0, ge=0, le=2**63 - 1)
     space: dict[str, Any]
     fixed: dict[str, float | int | str | bool] = Field(default_factory=dict)
@@ -338,10 +362,10 @@ class StudySpec(_Strict):
             )
         return self
 
-    @field_validator("metric")
+    @field_validator("metric", mode="before")
     @classmethod
-    def _valid_metric(cls, raw: str | dict[str, str]) -> str | dict[str, str]:
-        parse_metric(raw)  # raises SpecError naming the rule
+    def _valid_metric(cls, raw: MetricSpec) -> MetricSpec:
+        parse_objectives(raw)  # raises SpecError naming the rule
         return raw
 
     @model_validator(mode="after")
@@ -366,7 +390,16 @@ class StudySpec(_Strict):
     @classmethod
     def _valid_space(cls, raw: dict[str, Any]) -> dict[str, Any]:
         parse_space(raw)  # raises SpecError with the parameter's name
-        return raw
+        # the kind first, `limits:` and `when:` after it, whatever order the YAML had:
+        # readers (the dashboard) take the first key as the kind
+        extras = ("limits", "when")
+        return {
+            name: {
+                **{k: v for k, v in dist.items() if k not in extras},
+                **{k: v for k, v in dist.items() if k in extras},
+            }
+            for name, dist in raw.items()
+        }
 
     @model_validator(mode="after")
     def _lr_param_is_numeric(self) -> StudySpec:
@@ -392,9 +425,18 @@ class StudySpec(_Strict):
         check_configs(space, self.enqueue, where="enqueue")
         return self
 
+    def stage_one_space(self) -> dict[str, Any]:
+        """The ranges stage 1 samples: a snapshot warm start's old ranges (unless `ranges:
+        spec`), else the spec's own (a `study: ID` warm start's are the master's to read)."""
+        warm = self.warm_start
+        if warm is not None and warm.snapshot is not None and warm.ranges == "old":
+            return dict(warm.snapshot.ranges)
+        return self.space
+
     def outside_range(self) -> list[str]:
-        """The enqueued values that lie outside their range (allowed, worth a warning)."""
-        space = parse_space(self.space)
+        """The enqueued values that lie outside stage 1's ranges (allowed, worth a
+        warning)."""
+        space = parse_space(self.stage_one_space())
         return [
             f"enqueue[{i}].{name} = {value!r} lies outside {space[name].to_json()}"
             for i, config in enumerate(self.enqueue)
@@ -416,6 +458,11 @@ class StudySpec(_Strict):
         return parse_metric(self.metric)
 
     @property
+    def objectives(self) -> tuple[Metric, ...]:
+        """Every objective, the primary one first (one for a single-metric study)."""
+        return parse_objectives(self.metric)
+
+    @property
     def maximize(self) -> bool:
         """Whether larger values of the metric are better."""
         return self.objective.maximize
@@ -430,14 +477,42 @@ class StudySpec(_Strict):
 
 
 def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
+    errors = exc.errors()
+    # a misspelt key also leaves the right one missing: the spelling is the cause
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     where = ".".join(str(part) for part in err["loc"]) or "spec"
     ctx_error = (err.get("ctx") or {}).get("error")
     if isinstance(ctx_error, SpecError):
         return str(ctx_error)
     if err["type"] == "extra_forbidden":
-        return f"{where}: unknown key; check its spelling against the documented spec"
+        known = _known_keys(err["loc"][:-1])
+        close = difflib.get_close_matches(str(err["loc"][-1]), known, n=1, cutoff=0.6)
+        if not close:
+            return f"{where}: unknown key; check its spelling against the documented spec"
+        return (
+            f"{where}: unknown key; did you mean {close[0]!r}? (the keys here: {', '.join(known)})"
+        )
     return f"{where}: {err['msg']}"
+
+
+def _known_keys(loc: tuple[int | str, ...]) -> list[str]:
+    """The keys the spec allows at `loc` (a path of field names), or [] where unknown."""
+    model: type[BaseModel] = StudySpec
+    for part in loc:
+        if isinstance(part, int):
+            continue  # an item of a list of models (stages.0)
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return []
+        nested = [
+            t
+            for t in (field.annotation, *typing.get_args(field.annotation))
+            if isinstance(t, type) and issubclass(t, BaseModel)
+        ]
+        if not nested:
+            return []
+        model = nested[0]
+    return sorted(model.model_fields)
 
 
 def parse_spec(raw: Any) -> StudySpec:

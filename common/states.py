@@ -51,7 +51,7 @@ class StudyState(enum.StrEnum):
 
 
 class JobState(enum.StrEnum):
-    """A job the master runs on a worker (issue 21: an ensemble build): queued until a
+    """A job the master runs on a worker (an ensemble build): queued until a
     worker slot is free, then running; done or failed never change again."""
 
     QUEUED = "queued"

@@ -19,6 +19,8 @@ it. The repository's `common`, `worker` and `master` packages are installed as
 
 from __future__ import annotations
 
+# First: in a checkout, this maps gridless.common, .worker and .master to the top folders.
+from gridless import _layout  # noqa: F401
 from gridless.common.metric import Metric
 from gridless.worker.trial import Trial, TrialStopped, load_state
 

@@ -1,4 +1,4 @@
-"""The seed's checks before a study, for your own Torch code (issue 15).
+"""The seed's checks before a study, for your own Torch code.
 
     import gridless.checks
 

@@ -1,4 +1,4 @@
-"""The analysis reads of issue 19: every trial as plot columns, each trial's last-epoch
+"""The analysis reads: every trial as plot columns, each trial's last-epoch
 metrics, and the SQL aggregations the study detail needs (warning counts, metric names)
 so that it stays fast with 100,000 trials. Parameter importance is `master.importance`.
 """

@@ -1,4 +1,4 @@
-"""The circuit breaker (issue 15): a study whose trials keep failing pauses with the
+"""The circuit breaker: a study whose trials keep failing pauses with the
 reason, instead of burning its budget or ending "completed" with nothing learned.
 
 It trips when the first `first` trials (counted from the last resume) all failed, when

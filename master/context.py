@@ -51,7 +51,7 @@ def cached_get(s: Session, model: type[M], key: Any) -> M | None:
 
     The session's identity map holds rows weakly: a trial or worker row no request
     references any more is dropped and loaded again by the next report of the same
-    transaction. The writer runs many reports in one session (issue 17), so it keeps them.
+    transaction. The writer runs many reports in one session, so it keeps them.
     """
     cache: dict[tuple[type[Any], Any], Any] = s.info.setdefault("rows", {})
     row = cache.get((model, key))

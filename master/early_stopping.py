@@ -48,6 +48,10 @@ def should_stop(
     rule = {**DEFAULT_EARLY_STOPPING, **(study.spec.get("early_stopping") or {})}
     if rule["rule"] == "none" or epoch >= trial.epochs or trial.origin == "rescore":
         return None
+    if isinstance(study.spec.get("metric"), list):
+        # a multi-objective study: a trial behind on one objective may still belong on
+        # the Pareto front, so none is stopped early (as Optuna prunes none)
+        return None
     if rule["rule"] == "asha":
         return _asha(s, study, trial, epoch, score, rule)
     return _median(s, study, trial, epoch, score, rule)

@@ -1,4 +1,4 @@
-"""Ensemble builds as jobs on workers (issue 21).
+"""Ensemble builds as jobs on workers.
 
 `POST .../ensembles` checks what it can at once (the study completed, the hooks named,
 a scored trial with a checkpoint), stores a queued job and answers; a thread of the

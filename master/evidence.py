@@ -1,6 +1,7 @@
-"""What a stage's trials say about its ranges beyond their best scores (issue 20), as pure
+"""What a stage's trials say about its ranges beyond their best scores, as pure
 functions: divergence is evidence, and so are the babysitting warnings (the seed's
-"Babysitting the learning process").
+"Babysitting the learning process"), and so is a trial that learned nothing, judged
+against the study's own spread of scores (`nothing_learned`), not against chance.
 
 Each finished trial of a stage is one `TrialOutcome`. A trial counts once, whatever
 number of warnings it raised: it is *too high* when it diverged, or reported an
@@ -8,8 +9,10 @@ update:weight ratio far above 1e-3 (`lr_too_high`) or dead ReLUs after large upd
 (`dead_units`); *too low* when it reported a ratio far below 1e-3 and nothing of the
 above. When most trials of a stage are too high (or too low), the learning-rate range is
 flagged, with the boundary above which (below which) they sit; the narrowing then moves
-the range away from that region. The scores speak too: `score_trends` says whether the
-scores rise toward a border, which turns a best value on that border into a walk.
+the range away from that region. The scores speak first: `score_trends` says whether
+the scores rise toward a border (Spearman's rank correlation with its p-value; diverged
+trials count as the worst scores), and `narrowing.border_decision` never moves a range
+against it.
 """
 
 from __future__ import annotations
@@ -19,19 +22,22 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
+from scipy import stats
 
 from gridless.common.metric import Metric
 from gridless.common.space import Distribution, NumericDistribution
-from gridless.master.narrowing import TREND_Z, BorderFlag
+from gridless.master.narrowing import MIN_TREND_TRIALS, TREND_Z, BorderFlag, Trend
 
 __all__ = [
+    "FLAT_SHARE",
     "TOO_HIGH_CODES",
     "TREND_Z",
     "TrialOutcome",
     "boundary",
     "learning_rate_flags",
     "learning_rate_param",
+    "nothing_learned",
+    "pooled_trends",
     "score_trends",
 ]
 
@@ -39,7 +45,11 @@ MAXIMIZED = Metric.of("score", maximize=True)  # the default objective: larger i
 
 # The warning codes that say "learning rate too high" (worker/diagnostics/babysit.py).
 TOO_HIGH_CODES = frozenset({"diverged", "lr_too_high", "dead_units"})
-MIN_TREND_TRIALS = 5
+# A trial learned nothing when its score lies within this share of the study's spread of
+# scores (its best score so far, any stage, against this stage's worst) from the worst.
+FLAT_SHARE = 0.1
+# The code `nothing_learned` gives such a trial (beside the babysitting warnings' codes).
+FLAT = "flat"
 # The rest of a range is a sliver when it is under this share of the width.
 SLIVER = 0.25
 
@@ -71,9 +81,10 @@ class TrialOutcome:
     def too_low(self) -> bool:
         """Babysitting says its learning rate was too low: an update:weight ratio far below
         1e-3, or nothing learned (`not_learning`: the seed's "loss barely changing: the
-        learning rate is probably too low"), and nothing says too high (no divergence, no
-        dead units, no spike: worker/diagnostics/babysit.py)."""
-        return bool(self.codes & {"lr_too_low", "not_learning"}) and not self.too_high
+        learning rate is probably too low"), or a score no better than the study's worst
+        (`nothing_learned`), and nothing says too high (no divergence, no dead units, no
+        spike: worker/diagnostics/babysit.py)."""
+        return bool(self.codes & {"lr_too_low", "not_learning", FLAT}) and not self.too_high
 
     @property
     def usable(self) -> bool:
@@ -239,17 +250,76 @@ def _clip(value: float, dist: NumericDistribution) -> float:
     return min(max(value, dist.low), dist.high)
 
 
-def _ranks(values: Sequence[float]) -> np.ndarray:
-    """Average ranks (ties share the mean of their positions), from 0."""
-    x = np.asarray(values, dtype=np.float64)
-    order = np.argsort(x, kind="stable")
-    ranks = np.empty(len(x))
-    ranks[order] = np.arange(len(x), dtype=np.float64)
-    for value in np.unique(x):
-        tied = x == value
-        if tied.sum() > 1:
-            ranks[tied] = ranks[tied].mean()
-    return ranks
+def nothing_learned(
+    outcomes: Sequence[TrialOutcome],
+    *,
+    study_best: float | None,
+    objective: Metric,
+    param: str | None,
+    space: Mapping[str, Distribution],
+    study_worst: float | None = None,
+) -> list[TrialOutcome]:
+    """The outcomes, each trial that learned nothing given the `flat` code.
+
+    A trial learned nothing when its score is indistinguishable from the study's worst:
+    within `FLAT_SHARE` of the study's spread of scores (its best and worst so far, at
+    any stage, with this stage's), so a macro-F1 model that sits at 0.18-0.23 while
+    other trials reach 0.9 counts, whatever chance is, and a late stage whose trials all
+    sit near the best does not. It says "too low" only
+    where such trials lie below those that learned (a decision stump over `param`
+    separates them better that way round); lying above, it is no evidence of either
+    direction here (divergence and the ratio warnings speak there). With fewer than
+    `MIN_TREND_TRIALS` scored trials, or no spread at all, nothing changes.
+    """
+    scored = [o for o in outcomes if o.usable and o.score is not None]
+    if len(scored) < MIN_TREND_TRIALS or param is None:
+        return list(outcomes)
+    dist = space.get(param)
+    if not isinstance(dist, NumericDistribution) or dist.low >= dist.high:
+        return list(outcomes)
+    signed = [objective.sign * float(o.score or 0.0) for o in scored]
+    worst = min([*signed, *([objective.sign * study_worst] if study_worst is not None else [])])
+    best = max([*signed, *([objective.sign * study_best] if study_best is not None else [])])
+    spread = best - worst
+    if not spread > 0 or not math.isfinite(spread):
+        return list(outcomes)
+    flat = [o for o, v in zip(scored, signed, strict=True) if v - worst <= FLAT_SHARE * spread]
+    flat_ids = {id(o) for o in flat}
+    placed = [
+        (dist.to_scale(_clip(float(o.params[param]), dist)), id(o) in flat_ids)
+        for o in scored
+        if param in o.params
+    ]
+    if not placed or len(flat) == len(scored):
+        return list(outcomes)
+    xs, bad = [v for v, _ in placed], [b for _, b in placed]
+    below = _stump_errors(xs, bad, bad_above=False)
+    above = _stump_errors(xs, bad, bad_above=True)
+    if below >= above:
+        return list(outcomes)
+    return [
+        TrialOutcome(o.params, o.score, o.state, o.codes | {FLAT}) if id(o) in flat_ids else o
+        for o in outcomes
+    ]
+
+
+def _stump_errors(values: Sequence[float], bad: Sequence[bool], *, bad_above: bool) -> int:
+    """The trials on the wrong side of `boundary`'s best split."""
+    t = boundary(values, bad, bad_above=bad_above)
+    return sum((v > t if bad_above else v < t) != b for v, b in zip(values, bad, strict=True))
+
+
+def _one_sided_z(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
+    """Spearman's rho of y on x and its one-sided p-value as a normal score (positive:
+    y rises with x); (0, 0) when either side is constant or too short."""
+    if len(x) < MIN_TREND_TRIALS or len(set(x)) < 2 or len(set(y)) < 2:
+        return 0.0, 0.0
+    result = stats.spearmanr(x, y, alternative="greater")
+    rho, p = float(result.statistic), float(result.pvalue)
+    if not (math.isfinite(rho) and math.isfinite(p)):
+        return 0.0, 0.0
+    z = float(stats.norm.isf(min(max(p, 1e-15), 1 - 1e-15)))
+    return rho, z
 
 
 def score_trends(
@@ -257,24 +327,83 @@ def score_trends(
     scored: Sequence[tuple[Mapping[str, Any], float]],
     *,
     objective: Metric,
-) -> dict[str, float]:
-    """Per numeric parameter, how strongly the scores improve as its value grows:
-    Spearman's rho times sqrt(n - 1), about N(0, 1) when the scores ignore it. Above
-    `TREND_Z`, the scores rise toward the upper border; below -`TREND_Z`, toward the
-    lower one. Parameters with fewer than `MIN_TREND_TRIALS` scored values get 0."""
-    trends: dict[str, float] = {}
+    diverged: Sequence[Mapping[str, Any]] = (),
+    diverged_param: str | None = None,
+) -> dict[str, Trend]:
+    """Per numeric parameter, how the scores move as its value grows (in its sampling
+    scale): Spearman's rank correlation with scipy's one-sided p-value, as a normal score
+    `z` (above `TREND_Z`: the scores rise toward the upper border; below -`TREND_Z`,
+    toward the lower one), and the same within the upper and the lower half of the
+    trials by value (a decline toward an edge inside its half: the optimum is inside).
+
+    `diverged` are the parameters of trials that diverged: they count as tied below
+    every score (a diverged trial is the worst outcome there is) in the trend of
+    `diverged_param` (the learning rate, which divergence speaks about), or of every
+    parameter when it is None. Failed trials (the code raised) are no evidence about a
+    range and are not passed. Fewer than
+    `MIN_TREND_TRIALS` trials with a value: no trend (`n` says how many).
+    """
+    trends: dict[str, Trend] = {}
+    ys = [objective.sign * float(s) for _, s in scored if math.isfinite(s)]
+    floor = (min(ys) - 1.0) if ys else 0.0
     for name, dist in space.items():
         if not isinstance(dist, NumericDistribution):
             continue
-        pairs = [(float(p[name]), s) for p, s in scored if name in p and math.isfinite(s)]
+        pairs = [
+            (float(p[name]), objective.sign * float(s))
+            for p, s in scored
+            if name in p and math.isfinite(s)
+        ]
+        if diverged_param is None or name == diverged_param:
+            pairs += [(float(p[name]), floor) for p in diverged if name in p]
         if len(pairs) < MIN_TREND_TRIALS or dist.low >= dist.high:
-            trends[name] = 0.0
+            trends[name] = Trend(n=len(pairs))
             continue
-        x = _ranks([dist.to_scale(_clip(v, dist)) for v, _ in pairs])
-        y = _ranks([objective.sign * s for _, s in pairs])
-        if x.std() == 0 or y.std() == 0:
-            trends[name] = 0.0
-            continue
-        rho = float(np.corrcoef(x, y)[0, 1])
-        trends[name] = rho * math.sqrt(len(pairs) - 1)
+        pairs.sort(key=lambda p: p[0])
+        x = [dist.to_scale(_clip(v, dist)) for v, _ in pairs]
+        y = [s for _, s in pairs]
+        rho, z = _one_sided_z(x, y)
+        half = len(x) // 2
+        _, upper = _one_sided_z(x[half:], y[half:])
+        _, lower = _one_sided_z(x[: len(x) - half], y[: len(x) - half])
+        trends[name] = Trend(z=z, rho=rho, n=len(pairs), upper_z=upper, lower_z=lower)
     return trends
+
+
+def pooled_trends(
+    space: Mapping[str, Distribution],
+    groups: Sequence[Sequence[tuple[Mapping[str, Any], float]]],
+    *,
+    objective: Metric,
+) -> dict[str, Trend]:
+    """Per numeric parameter, the trend over several stages' scored trials (the current
+    stage's first), each stage's own trend over its trials inside the current range,
+    combined by Stouffer's weighted z (weights sqrt(n)): stages train for different
+    epochs, so their scores are ranked within each stage, never across. For a small
+    stage, whose own trials are too few to test a trend."""
+    pooled: dict[str, Trend] = {}
+    for name, dist in space.items():
+        if not isinstance(dist, NumericDistribution) or dist.low >= dist.high:
+            continue
+        zs: list[tuple[float, float, int]] = []
+        for group in groups:
+            inside = [(p, s) for p, s in group if name in p and dist.contains(float(p[name]))]
+            if len(inside) < 3:
+                continue
+            x = [dist.to_scale(float(p[name])) for p, _ in inside]
+            y = [objective.sign * float(s) for _, s in inside if math.isfinite(s)]
+            if len(y) != len(x) or len(set(x)) < 2 or len(set(y)) < 2:
+                continue
+            result = stats.spearmanr(x, y, alternative="greater")
+            rho, p = float(result.statistic), float(result.pvalue)
+            if not (math.isfinite(rho) and math.isfinite(p)):
+                continue
+            zs.append((float(stats.norm.isf(min(max(p, 1e-15), 1 - 1e-15))), rho, len(x)))
+        n = sum(k for _, _, k in zs)
+        if not n:
+            pooled[name] = Trend()
+            continue
+        z = sum(math.sqrt(k) * zi for zi, _, k in zs) / math.sqrt(n)
+        rho = sum(k * r for _, r, k in zs) / n
+        pooled[name] = Trend(z=z, rho=rho, n=n)
+    return pooled

@@ -24,7 +24,7 @@ from gridless.common.jsonsafe import finite_or_none
 from gridless.common.space import parse_space
 from gridless.master.analysis import last_metrics, param_column, param_names
 
-__all__ = ["FIXED_COLUMNS", "PAGE", "ExportFormat", "export_lines", "media_type"]
+__all__ = ["FIXED_COLUMNS", "PAGE", "ExportFormat", "error_line", "export_lines", "media_type"]
 
 ExportFormat = Literal["csv", "json"]
 
@@ -54,6 +54,7 @@ def _records(
                 TrialRow.best_score,
                 TrialRow.best_epoch,
                 TrialRow.warnings,
+                TrialRow.error,
                 *(column for column, _ in columns.values()),
             ).where(TrialRow.id.in_(list(ids)))
         )
@@ -73,12 +74,20 @@ def _records(
             "best_epoch": row[6],
             "params": {
                 name: convert(row[i])
-                for i, (name, convert) in enumerate(converters, start=8)
+                for i, (name, convert) in enumerate(converters, start=9)
                 if row[i] is not None
             },
             "metrics": metrics.get(trial_id, {}),
             "warnings": [str(w.get("code")) for w in row[7] or []],
+            "error": error_line(row[8]),
         }
+
+
+def error_line(error: str | None) -> str | None:
+    """The first line of a trial's error (the exception and its message), for a table."""
+    if not error or not error.strip():
+        return None
+    return error.strip().splitlines()[0][:500]
 
 
 def _json(record: dict[str, Any]) -> str:
@@ -99,9 +108,10 @@ def export_lines(
 
     CSV: a header, then one line a trial: `number, stage, state, origin, best_score,
     best_epoch`, `params.<name>` per parameter of the study, `metrics.<name>` per metric
-    name the study reported (the trial's last epoch; empty where it lacks one), and
-    `warnings` (the codes joined by `;`). JSON: an array of objects with the same fields,
-    `params` and `metrics` as objects and `warnings` as a list of codes.
+    name the study reported (the trial's last epoch; empty where it lacks one),
+    `warnings` (the codes joined by `;`) and `error` (the first line of a failed trial's
+    error). JSON: an array of objects with the same fields, `params` and `metrics` as
+    objects and `warnings` as a list of codes.
     """
     with session_scope(sessions) as s:
         stages = {
@@ -118,6 +128,7 @@ def export_lines(
                 *(f"params.{n}" for n in names),
                 *(f"metrics.{n}" for n in metric_names),
                 "warnings",
+                "error",
             ]
         )
     else:
@@ -134,6 +145,7 @@ def export_lines(
                         *(r["params"].get(n) for n in names),
                         *(r["metrics"].get(n) for n in metric_names),
                         ";".join(r["warnings"]),
+                        r["error"],
                     ]
                 )
                 for r in records

@@ -109,6 +109,9 @@ def importances(
     Returns:
         (trials used, importances summing to 1 or None, why None).
     """
+    # PED-ANOVA needs every parameter in every trial: a conditional one (`when:`) is
+    # absent from some, so only the unconditional parameters are weighed
+    space = {name: d for name, d in space.items() if not d.when}
     fitting = [
         (params, score)
         for params, score in trials

@@ -2,7 +2,7 @@
 
 `RayLauncher` starts real Ray actors (local Ray or a cluster address); `ThreadLauncher`
 runs the same worker loop, and the same jobs, in threads of this process, for unit
-tests only. A job (issue 21: an ensemble build) is a worker function run once on a slot
+tests only. A job (an ensemble build) is a worker function run once on a slot
 of the study's size, with the environment the workers get, so it imports what the
 trials imported.
 """

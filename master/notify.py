@@ -1,4 +1,4 @@
-"""Notifications (issue 19): the master posts a study's events to the webhook its spec
+"""Notifications: the master posts a study's events to the webhook its spec
 names (`notify: {url, on: [finished, failed, border]}`), as JSON that Slack-compatible
 receivers accept: `{"text": "..."}` plus structured fields (`event`, `study_id`,
 `study`, ...).

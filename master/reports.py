@@ -124,11 +124,14 @@ def record_report(
         reached = stages.target_reached(study, score, trial, report.epoch)
         if reached is not None:
             stages.end_study(s, study, reached)
-            return ReportAck(stored=True, stop=True)
-        reason = should_stop(s, study, trial, report.epoch, score)
-        if reason is not None:
-            _end(s, study, trial, TrialState.STOPPED.value, reason)
             stop = True
+        else:
+            reason = should_stop(s, study, trial, report.epoch, score)
+            if reason is not None:
+                _end(s, study, trial, TrialState.STOPPED.value, reason)
+                stop = True
+    if stop and not report.diverged:
+        _note_unsaved_best(s, trial)
     return ReportAck(stored=True, stop=stop)
 
 
@@ -158,7 +161,30 @@ def finish_trial(s: Session, trial_id: int, request: FinishRequest) -> ReportAck
         stages.advance(s, study)
     else:
         _end(s, study, trial, request.state, error)
+        if request.state != TrialState.DIVERGED.value:
+            _note_unsaved_best(s, trial)
     return ReportAck(stored=True)
+
+
+UNSAVED_BEST = "best_epoch_unsaved"
+
+
+def _note_unsaved_best(s: Session, trial: TrialRow) -> None:
+    """A trial that kept checkpoints, but none of its best epoch, says so: the ranked
+    table names that epoch, and the model a user loads would be another's."""
+    if trial.best_epoch is None:
+        return
+    epochs = set(s.scalars(select(CheckpointRow.epoch).where(CheckpointRow.trial_id == trial.id)))
+    if not epochs or trial.best_epoch in epochs:
+        return
+    message = (
+        f"best epoch {trial.best_epoch} has no checkpoint (saved: epochs "
+        f"{', '.join(str(e) for e in sorted(epochs))}): pass checkpoint= to "
+        "trial.report, or call trial.save, in every epoch you may want"
+    )
+    note = {"code": UNSAVED_BEST, "message": message, "epoch": trial.best_epoch}
+    others = [w for w in trial.warnings or [] if w.get("code") != UNSAVED_BEST]
+    trial.warnings = [*others, note]
 
 
 def _end(s: Session, study: StudyRow, trial: TrialRow, state: str, error: str | None) -> None:

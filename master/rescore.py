@@ -1,4 +1,4 @@
-"""Re-scoring the top of a stage on more seeds (issue 20, `rescore: {top, seeds, after}`).
+"""Re-scoring the top of a stage on more seeds (`rescore: {top, seeds, after}`).
 
 On a small validation set one seed's luck can rank a worse configuration first, and
 selection is then capped by noise. So when a stage's trials have all finished, and before

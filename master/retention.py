@@ -3,7 +3,7 @@
 The decision is made in the transaction that records a new checkpoint (the rows of the
 others are marked deleted, with why); the files go only after that transaction
 commits (`Batch.after_commit`), outside the write lock: a failed commit deletes nothing,
-and a slow object store never holds up other writes (issue 17). A file that cannot be
+and a slow object store never holds up other writes. A file that cannot be
 deleted then stays behind as an orphan, logged; its row says why it was let go.
 """
 

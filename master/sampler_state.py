@@ -53,7 +53,12 @@ from sqlalchemy.orm import Session
 
 from gridless.common.db import StageRow, StudyRow, TrialRow
 from gridless.common.metric import Metric
-from gridless.common.space import Distribution, NumericDistribution, parse_space
+from gridless.common.space import (
+    Distribution,
+    NumericDistribution,
+    parse_space,
+    suggest_params,
+)
 from gridless.common.states import TrialState
 from gridless.master.tpe import INFEASIBLE, to_optuna
 
@@ -445,11 +450,13 @@ class StudySampler:
 
     def _ask(self, view: _View) -> _Prepared:
         started = time.perf_counter()
-        trial = view.study.ask(view.space)
+        trial = view.study.ask()
+        # define-by-run, parents first, so a conditional space (`when:`) asks only the
+        # active parameters and TPE's groups see which subspace a trial lives in
+        params = {k: _plain(v) for k, v in suggest_params(trial, view.dists).items()}
         self.ask_seconds += time.perf_counter() - started
         view.count = trial.number + 1
         self.asks += 1
-        params = {k: _plain(v) for k, v in trial.params.items()}
         return _Prepared(view.build, view.key, params, trial.number)
 
 

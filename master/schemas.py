@@ -15,6 +15,10 @@ __all__ = [
     "EpochMetricPublic",
     "FlagsPublic",
     "ImportancePublic",
+    "ObjectivePublic",
+    "ParetoPointsPublic",
+    "ParetoPublic",
+    "ParetoTrialPublic",
     "SpaceEdit",
     "StagePublic",
     "StagesAdd",
@@ -69,8 +73,17 @@ class StudyPublic(_Public):
         """Reads are open: a webhook URL's path (its secret, for Slack's) is not shown."""
         notify = spec.get("notify")
         if isinstance(notify, dict) and isinstance(notify.get("url"), str):
-            return {**spec, "notify": {**notify, "url": redact_url(notify["url"])}}
+            spec = {**spec, "notify": {**notify, "url": redact_url(notify["url"])}}
+        return _without_builtin_defaults(spec)
+
+
+def _without_builtin_defaults(spec: dict[str, Any]) -> dict[str, Any]:
+    """A `train:` study trains the user's function: the built-in model and dataset the
+    stored spec carries as defaults are not its own, so they are not shown."""
+    if not spec.get("train"):
         return spec
+    hidden = {"model": "numpy.mlp", "dataset": "digits"}
+    return {k: v for k, v in spec.items() if k not in hidden or v != hidden[k]}
 
 
 class BorderFlagPublic(BaseModel):
@@ -84,9 +97,24 @@ class BorderFlagPublic(BaseModel):
     high: float
     evidence: str | None = None
     walk: bool = False
+    rho: float | None = None
+    trials: int = 0
+    on_border: bool = True
+    held: str | None = None
+    note: str | None = None
+    beyond_range: bool = Field(
+        default=False, description="the next range goes past the range the spec wrote"
+    )
     message: str
     stage: int
     final: bool
+
+
+class ObjectivePublic(BaseModel):
+    """One objective of a study: a reported metric and which way is better."""
+
+    name: str
+    mode: Literal["min", "max"]
 
 
 class StudyDetailPublic(StudyPublic):
@@ -99,6 +127,17 @@ class StudyDetailPublic(StudyPublic):
     ensembles_built: bool
     metric_names: list[str] = Field(
         default_factory=list, description="every metric name the trials reported"
+    )
+    objectives: list[ObjectivePublic] = Field(
+        default_factory=list,
+        description="the study's objectives, the primary (ranking) one first; two or more "
+        "for a multi-objective study",
+    )
+    pareto_front: list[int] | None = Field(
+        default=None,
+        description="a multi-objective study's Pareto front: trial numbers, best first by "
+        "the first objective (GET /studies/{id}/pareto has the trials); null for one "
+        "objective",
     )
 
 
@@ -142,6 +181,34 @@ class TrialSummaryPublic(TrialPublic):
 class TrialsPublic(BaseModel):
     data: list[TrialSummaryPublic]
     count: int
+
+
+class ParetoTrialPublic(TrialSummaryPublic):
+    """A trial on the Pareto front, with its value of each objective."""
+
+    values: list[float] = Field(
+        description="each objective's value at the trial's best epoch, in `objectives` order"
+    )
+
+
+class ParetoPointsPublic(BaseModel):
+    """Finished trials in columns: their numbers and objective values (aligned arrays)."""
+
+    number: list[int]
+    values: list[list[float]] = Field(description="per trial, in `objectives` order")
+
+
+class ParetoPublic(BaseModel):
+    """`GET /studies/{id}/pareto`: the finished trials no other finished trial beats on
+    every objective, best first by the first objective."""
+
+    objectives: list[ObjectivePublic]
+    data: list[ParetoTrialPublic]
+    count: int
+    compared: ParetoPointsPublic = Field(
+        description="every finished trial with a value of each objective, the front's "
+        "among them: what the front was chosen from"
+    )
 
 
 ParamValue = float | int | str | bool | None

@@ -122,7 +122,7 @@ class StudyService(ArtifactQueries, StudyEdits):
                 raise ConflictError(f"cannot {action} study {study_id}: it is {study.state}")
             study.state = target.value
             study.state_reason = None  # a person's action replaces gridless's reason
-            if action == "resume":  # the circuit breaker counts afresh (issue 15)
+            if action == "resume":  # the circuit breaker counts afresh
                 study.breaker_from = study.next_trial_number
             if target is StudyState.STOPPED:
                 study.finished_at = utcnow()
@@ -225,7 +225,7 @@ class StudyService(ArtifactQueries, StudyEdits):
         with session_scope(self.sessions) as s:
             return self._metric_names.names(s, study_id)
 
-    # -- analysis (issue 19) -----------------------------------------------------------
+    # -- analysis -----------------------------------------------------------
 
     def points(self, study_id: int) -> dict[str, Any]:
         """Every trial of the study as plot columns (`master.analysis.study_points`)."""
@@ -299,7 +299,7 @@ class StudyService(ArtifactQueries, StudyEdits):
             return trial
 
     def get_study_trial(self, study_id: int, number: int) -> TrialRow:
-        """A trial by the number people see (issue 15: trial N is trial N everywhere)."""
+        """A trial by the number people see (trial N is trial N everywhere)."""
         with session_scope(self.sessions) as s:
             load_study(s, study_id)
             trial = s.scalar(

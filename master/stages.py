@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import func, select
@@ -26,11 +27,17 @@ from gridless.common.db import StageRow, StudyRow, TrialRow, utcnow
 from gridless.common.errors import ConflictError
 from gridless.common.space import parse_space, space_to_json
 from gridless.common.states import StageState, StudyState, TrialState
-from gridless.master import notify, rescore
-from gridless.master.context import ranked
-from gridless.master.evidence import TrialOutcome, learning_rate_flags, score_trends
+from gridless.master import notify, pareto, rescore
+from gridless.master.evidence import (
+    TrialOutcome,
+    learning_rate_flags,
+    learning_rate_param,
+    nothing_learned,
+    pooled_trends,
+    score_trends,
+)
 from gridless.master.liveness import release_worker
-from gridless.master.narrowing import BorderFlag, NarrowingPolicy, border_flags, narrow_space
+from gridless.master.narrowing import BorderFlag, NarrowingPolicy, narrow_space
 
 __all__ = [
     "OPEN_STATES",
@@ -139,21 +146,21 @@ def _close(s: Session, study: StudyRow, stage: StageRow) -> None:
         end_study(s, study, reason)
         return
     plan = _plan(s, study, stage)
+    refused = None
     if plan.walks and _extra_stages_left(s, study) > 0:
-        nxt = _add_stage(s, study, stage, plan)
+        added, refused = _add_stage(s, study, stage, plan)
+        nxt = added or nxt
     if nxt is None:
-        policy = NarrowingPolicy.for_study(study.spec)
-        best = s.scalars(ranked(study).where(TrialRow.best_score.is_not(None)).limit(1)).first()
-        space = parse_space(stage.space)
-        evidence = [f for f in plan.flags if f.evidence is not None]
-        named = {f.param for f in evidence}
-        found = border_flags(space, best.params or {}, policy) if best is not None else []
-        flags = [*evidence, *(f for f in found if f.param not in named)]
+        # the last stage's own border decisions (its trends included): a parameter whose
+        # scores show no trend is not named, wherever its best value sits
+        final = [replace(f, note=None, beyond_range=False) for f in plan.flags]
         stage.decisions = {
-            "flags": [f.to_json() for f in flags],
+            "flags": [f.to_json() for f in final],
             "decisions": [],
             "counts": plan.decisions["counts"],
         }
+        if refused is not None:
+            stage.decisions["budget"] = refused
         complete(study)
         log.info("study %s completed", study.name)
         return
@@ -197,6 +204,23 @@ def _plan(s: Session, study: StudyRow, stage: StageRow) -> _Plan:
         (number, TrialOutcome(params or {}, score, state, _codes(warnings)))
         for number, params, score, state, warnings in rows
     ]
+    name = learning_rate_param(space, policy.lr_param)
+    study_best, study_worst = s.execute(
+        select(func.max(TrialRow.best_score), func.min(TrialRow.best_score)).where(
+            TrialRow.study_id == study.id
+        )
+    ).one()
+    if not study.objective.maximize:
+        study_best, study_worst = study_worst, study_best
+    judged = nothing_learned(
+        [o for _, o in numbered],
+        study_best=study_best,
+        study_worst=study_worst,
+        objective=study.objective,
+        param=name,
+        space=space,
+    )
+    numbered = [(n, o) for (n, _), o in zip(numbered, judged, strict=True)]
     outcomes = [o for _, o in numbered]
     usable = [o for o in outcomes if o.usable]
     sign = study.objective.sign  # best first; ties keep trial-number order
@@ -204,7 +228,9 @@ def _plan(s: Session, study: StudyRow, stage: StageRow) -> _Plan:
         ((n, o) for n, o in numbered if o.usable), key=lambda p: -sign * float(p[1].score or 0)
     )
     n_top = min(len(usable), max(policy.min_top, math.ceil(policy.top_fraction * len(usable))))
-    top = [o for _, o in ranked_usable[:n_top]]
+    # a multi-objective study narrows around its stage's Pareto front (master/pareto.py)
+    picked = pareto.front_of_stage(s, study, stage, ranked_usable) or ranked_usable[:n_top]
+    top = [o for _, o in picked]
     evidence = learning_rate_flags(
         space, outcomes, param=policy.lr_param, border=policy.border, objective=study.objective
     )
@@ -212,7 +238,15 @@ def _plan(s: Session, study: StudyRow, stage: StageRow) -> _Plan:
         space,
         [(o.params, float(o.score)) for o in usable if o.score is not None],
         objective=study.objective,
+        diverged=[o.params for o in outcomes if o.diverged] if name is not None else [],
+        diverged_param=name,
     )
+    small = [k for k, t in trends.items() if not t.tested]
+    if small:  # too few trials of its own: the earlier stages' inside its range help
+        earlier = _earlier_scored(s, study, stage)
+        current = [(o.params, float(o.score)) for o in usable if o.score is not None]
+        pooled = pooled_trends(space, [current, *earlier], objective=study.objective)
+        trends.update({k: pooled[k] for k in small if k in pooled and pooled[k].tested})
     new_space, flags, decisions = narrow_space(
         space, [o.params for o in top], policy, evidence_flags=evidence, trends=trends
     )
@@ -223,16 +257,37 @@ def _plan(s: Session, study: StudyRow, stage: StageRow) -> _Plan:
         "failed": sum(o.state == TrialState.FAILED.value for o in outcomes),
         "too_high": sum(o.too_high for o in outcomes),
         "too_low": sum(o.too_low for o in outcomes),
+        "learned_nothing": sum("flat" in o.codes for o in outcomes),
     }
     record: dict[str, Any] = {
         "flags": [f.to_json() for f in flags],
         "decisions": [d.to_json() for d in decisions],
-        "top_trials": [n for n, _ in ranked_usable[:n_top]],
+        "top_trials": [n for n, _ in picked],
         "counts": counts,
     }
     if not usable:
         record["no_score"] = _no_score_why(counts, moved=any(f.walk for f in flags))
     return _Plan(space_to_json(new_space), flags, record)
+
+
+def _earlier_scored(
+    s: Session, study: StudyRow, stage: StageRow
+) -> list[list[tuple[dict[str, Any], float]]]:
+    """The scored trials of the study's earlier stages, one list a stage (re-runs on
+    more seeds excluded)."""
+    rows = s.execute(
+        select(TrialRow.stage_id, TrialRow.params, TrialRow.selection_score).where(
+            TrialRow.study_id == study.id,
+            TrialRow.stage_id != stage.id,
+            TrialRow.selection_score.is_not(None),
+            TrialRow.state != TrialState.DIVERGED.value,
+            TrialRow.origin.is_distinct_from(rescore.ORIGIN),
+        )
+    ).all()
+    groups: dict[int, list[tuple[dict[str, Any], float]]] = {}
+    for stage_id, params, score in rows:
+        groups.setdefault(stage_id, []).append((params or {}, float(score)))
+    return list(groups.values())
 
 
 def _codes(warnings: list[dict[str, Any]] | None) -> frozenset[str]:
@@ -280,30 +335,137 @@ def _extra_stages_left(s: Session, study: StudyRow) -> int:
     return policy.max_extra_stages - added
 
 
-def _add_stage(s: Session, study: StudyRow, stage: StageRow, plan: _Plan) -> StageRow:
-    """Insert a stage of `stage`'s shape right after it (later stages move up one), so a
-    walking range is searched again at this stage's cost before the finer stages run."""
-    later = s.scalars(
-        select(StageRow)
-        .where(StageRow.study_id == study.id, StageRow.index > stage.index)
-        .order_by(StageRow.index.desc())
+def plan_epochs(study: StudyRow) -> int:
+    """The study's stated epoch budget: its stages' trials x epochs as the user wrote them
+    (and appended with `extend` or `add_trials`), not the stages a walk added."""
+    budget = study.spec.get("epoch_budget")
+    if budget is not None:
+        return int(budget)
+    return sum(int(st["trials"]) * int(st["epochs"]) for st in study.spec["stages"])
+
+
+def epochs_trained(s: Session, study: StudyRow) -> int:
+    """The epochs the study's trials trained (re-runs of the top on more seeds, which the
+    spec's `rescore:` asks for on top, excluded)."""
+    return int(
+        s.scalar(
+            select(func.coalesce(func.sum(TrialRow.last_epoch), 0)).where(
+                TrialRow.study_id == study.id, TrialRow.origin.is_distinct_from(rescore.ORIGIN)
+            )
+        )
+        or 0
     )
-    for row in list(later):  # from the last, so (study, index) stays unique at each step
+
+
+def _shrink(shapes: list[tuple[int, int]], room: int, least: int) -> list[int]:
+    """Trials per stage of (trials, epochs) so that their epochs fit `room`: each stage in
+    proportion, never under `least` trials (nor its own size), then one trial at a time
+    from the stage with the most trials above its floor while they still do not fit."""
+    planned = sum(t * e for t, e in shapes)
+    scale = min(1.0, room / planned) if planned else 1.0
+    floors = [min(t, least) for t, _ in shapes]
+    keep = [max(f, math.floor(t * scale)) for (t, _), f in zip(shapes, floors, strict=True)]
+    while sum(k * e for k, (_, e) in zip(keep, shapes, strict=True)) > room:
+        spare = [(k - f, i) for i, (k, f) in enumerate(zip(keep, floors, strict=True)) if k > f]
+        if not spare:
+            break
+        keep[max(spare)[1]] -= 1
+    return keep
+
+
+# An added stage smaller than this is no search: no stage is added then.
+MIN_ADDED_TRIALS = 5
+
+
+def _add_stage(
+    s: Session, study: StudyRow, stage: StageRow, plan: _Plan
+) -> tuple[StageRow | None, dict[str, Any] | None]:
+    """Insert a stage of `stage`'s shape right after it (later stages move up one), so a
+    walking range is searched again at this stage's cost before the finer stages run.
+
+    The added stage spends the study's epoch budget (`plan_epochs`, plus the spec's
+    `narrowing.extra_epochs`): what is left after the epochs trained so far pays for the
+    later stages first at their planned size; when it cannot pay for the added stage
+    too, the later stages give up trials (in proportion, each keeping `min_top`), then
+    the added stage shrinks; below `MIN_ADDED_TRIALS` trials none is added. A study with
+    no scored trial at all adds its stage even past the budget (otherwise it ends with
+    nothing), and says so. Returns the added stage (or None) and the budget record.
+    """
+    policy = NarrowingPolicy.for_study(study.spec)
+    budget = plan_epochs(study)
+    allowed = budget + policy.extra_epochs
+    spent = epochs_trained(s, study)
+    later = list(
+        s.scalars(
+            select(StageRow)
+            .where(StageRow.study_id == study.id, StageRow.index > stage.index)
+            .order_by(StageRow.index)
+        )
+    )
+    planned = sum(st.trials * st.epochs for st in later)
+    left = allowed - spent
+    trials, epochs = stage.trials, stage.epochs
+    record: dict[str, Any] = {"plan_epochs": budget, "allowed": allowed, "spent": spent}
+    shrunk: list[str] = []
+    scored = s.scalar(
+        select(func.count())
+        .select_from(TrialRow)
+        .where(TrialRow.study_id == study.id, TrialRow.best_score.is_not(None))
+    )
+    if trials * epochs + planned > left:
+        if not scored:
+            record["why"] = (
+                f"past the epoch budget ({spent} of {allowed} spent): no trial of the study "
+                "scored yet, and a study that ends with nothing has spent it for nothing"
+            )
+        else:
+            # the later stages pay first, in proportion, each keeping min_top trials
+            floor = sum(min(st.trials, policy.min_top) * st.epochs for st in later)
+            room = left - trials * epochs
+            if room < floor:  # they cannot pay it all: the added stage shrinks
+                trials = max(0, (left - floor) // epochs)
+                room = left - trials * epochs
+            if trials < min(MIN_ADDED_TRIALS, stage.trials):
+                record["why"] = (
+                    f"no stage added: the epoch budget is spent ({spent} of {allowed} "
+                    f"trained, {planned} planned for the stages left)"
+                )
+                plan.decisions["budget"] = record
+                return None, record
+            if planned > room:
+                keep = _shrink([(st.trials, st.epochs) for st in later], room, policy.min_top)
+                for st, n in zip(later, keep, strict=True):
+                    if n < st.trials:
+                        shrunk.append(f"stage {st.index + 2} {st.trials} -> {n} trials")
+                        st.trials = n
+            record["why"] = "within the epoch budget" + (
+                f": {'; '.join(shrunk)} to pay for it" if shrunk else ""
+            )
+            if trials < stage.trials:
+                record["why"] += f"; the added stage has {trials} of {stage.trials} trials"
+    else:
+        record["why"] = "within the epoch budget"
+    if "epoch_budget" not in study.spec:  # the plan as written, before any stage is added
+        study.spec = {**study.spec, "epoch_budget": budget}
+    for row in reversed(later):  # from the last, so (study, index) stays unique at each step
         row.index += 1
         s.flush()
     added = StageRow(
         study_id=study.id,
         index=stage.index + 1,
-        trials=stage.trials,
-        epochs=stage.epochs,
+        trials=trials,
+        epochs=epochs,
         space={},
         state=StageState.WAITING.value,
         decisions={},
     )
     s.add(added)
     spec = dict(study.spec)
-    shapes = list(spec["stages"])
-    shapes.insert(stage.index + 1, {"trials": stage.trials, "epochs": stage.epochs})
+    shapes = [dict(st) for st in spec["stages"]]
+    for row in later:  # the spec's stages mirror the rows (a shrunk stage included)
+        if row.index < len(shapes) + 1:
+            shapes[row.index - 1]["trials"] = row.trials
+    shapes.insert(stage.index + 1, {"trials": trials, "epochs": epochs})
     spec["stages"] = shapes
     study.spec = spec  # a new value, so the JSON column is written
     s.flush()
@@ -311,11 +473,12 @@ def _add_stage(s: Session, study: StudyRow, stage: StageRow, plan: _Plan) -> Sta
     plan.decisions["added_stage"] = {
         "index": added.index,
         "why": "the ranges walked: " + "; ".join(walking),
+        "budget": record,
     }
     log.info(
         "study %s: stage %d added after stage %d", study.name, added.index + 1, stage.index + 1
     )
-    return added
+    return added, record
 
 
 def extend(s: Session, study: StudyRow, added: list[tuple[int, int]]) -> list[StageRow]:
@@ -350,6 +513,8 @@ def extend(s: Session, study: StudyRow, added: list[tuple[int, int]]) -> list[St
     s.add_all(rows)
     spec = dict(study.spec)
     spec["stages"] = [*spec["stages"], *({"trials": t, "epochs": e} for t, e in added)]
+    if "epoch_budget" in spec:  # stages a person appends grow the stated budget
+        spec["epoch_budget"] = int(spec["epoch_budget"]) + sum(t * e for t, e in added)
     study.spec = spec  # a new value, so the JSON column is written
     s.flush()
     if study.state == StudyState.COMPLETED.value:

@@ -53,6 +53,9 @@ class StudyEdits:
                         for i, st in enumerate(study.spec["stages"])
                     ],
                 }
+                if "epoch_budget" in study.spec:  # trials a person adds grow the budget
+                    budget = int(study.spec["epoch_budget"]) + add_trials * stage.epochs
+                    study.spec = {**study.spec, "epoch_budget": budget}
             if added:
                 extend(s, study, [(st.trials, st.epochs) for st in added])
             return study

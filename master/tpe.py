@@ -14,6 +14,7 @@ are. Left blind, TPE proposed learning rates of 1 to 10 in 21-31 of 50 first-sta
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,9 +27,11 @@ from gridless.common.space import (
     IntUniform,
     LogUniform,
     Uniform,
+    active_names,
+    is_conditional,
 )
 
-__all__ = ["INFEASIBLE", "TpePoint", "to_optuna", "tpe_study"]
+__all__ = ["INFEASIBLE", "TpePoint", "to_optuna", "tpe_sampler", "tpe_study"]
 
 # The constraint an infeasible trial carries (> 0 violates it).
 INFEASIBLE = "diverged_or_failed"
@@ -51,6 +54,19 @@ def to_optuna(dist: Distribution) -> Any:
     raise TypeError(f"no Optuna distribution for {dist!r}")
 
 
+def tpe_sampler(dists: Mapping[str, Distribution], *, seed: int) -> Any:
+    """Optuna's TPE; for a conditional space (`when:`) the multivariate TPE that groups
+    trials by the parameters they have (`multivariate=True, group=True`), which Optuna
+    recommends for define-by-run conditional spaces."""
+    import optuna
+
+    if not is_conditional(dists):
+        return optuna.samplers.TPESampler(seed=seed % 2**32)
+    with warnings.catch_warnings():  # both arguments are marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed % 2**32, multivariate=True, group=True)
+
+
 @dataclass(frozen=True)
 class TpePoint:
     """One finished trial as TPE learns from it."""
@@ -70,7 +86,7 @@ def tpe_study(
 
     optuna.logging.set_verbosity(logging.WARNING)
     space = {name: to_optuna(d) for name, d in dists.items()}
-    sampler = optuna.samplers.TPESampler(seed=seed % 2**32)
+    sampler = tpe_sampler(dists, seed=seed)
     study = optuna.create_study(direction=objective.direction, sampler=sampler)
     scores = [p.score for p in points if p.feasible and p.score is not None]
     # Optuna needs a value on a completed trial; TPE's split ignores it for an infeasible
@@ -78,14 +94,15 @@ def tpe_study(
     worst = objective.worst(scores) if scores else 0.0
     for point in points:
         params = {k: v for k, v in point.params.items() if k in space}
-        if set(params) != set(space) or not all(dists[k].contains(v) for k, v in params.items()):
+        expected = set(active_names(dists, params))  # a conditional parameter may be absent
+        if set(params) != expected or not all(dists[k].contains(v) for k, v in params.items()):
             continue  # outside this stage's ranges; TPE learns from this stage's trials
         if point.feasible and point.score is None:
             continue  # nothing to learn: stopped before it scored
         study.add_trial(
             optuna.trial.create_trial(
                 params=params,
-                distributions=space,
+                distributions={k: space[k] for k in params},
                 value=point.score if point.feasible else worst,
                 constraints=None if point.feasible else {INFEASIBLE: 1.0},
             )

@@ -43,7 +43,7 @@ class WorkerManager:
             return self._launcher
 
     def launch(self, count: int) -> list[str]:
-        """Start `count` workers sized by the running study's `resources` (issue 16)."""
+        """Start `count` workers sized by the running study's `resources`."""
         cpu, gpu = self.protocol.active_resources()
         return self.launcher.launch(count, cpu=cpu, gpu=gpu)
 

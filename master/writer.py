@@ -1,5 +1,5 @@
 """The master's single writer: every state-changing call of the worker protocol runs here,
-many to a transaction (group commit, issue 17).
+many to a transaction (group commit).
 
 Request threads (and async handlers) submit a job, a function of one SQLAlchemy session;
 one thread takes whatever jobs are waiting (up to `max_batch`), runs each inside its own

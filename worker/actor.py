@@ -29,7 +29,7 @@ class WorkerActor:
 
     def run(self) -> int:
         """Claim and run trials until told to stop; returns the number of trials run."""
-        # Ray sets CUDA_VISIBLE_DEVICES to the GPUs it gave this actor (issue 16).
+        # Ray sets CUDA_VISIBLE_DEVICES to the GPUs it gave this actor.
         device, note = worker_device(ray.get_gpu_ids())
         return run_worker(
             self.master_url,
@@ -47,7 +47,7 @@ class WorkerActor:
 
 @ray.remote(num_cpus=1, max_restarts=0)
 class TaskActor:
-    """One job off the master (issue 21: an ensemble build), on a worker slot of the
+    """One job off the master (an ensemble build), on a worker slot of the
     study's size; the launcher kills it once the job answered."""
 
     def __init__(self, store_root: str) -> None:

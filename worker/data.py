@@ -2,7 +2,7 @@
 from a local directory, split once with a fixed seed.
 
 Integer labels make a classification data set; float targets (an `.npz` only) make a
-regression one (issue 14).
+regression one.
 
 The split never depends on a trial: train / validation / test are the same for every
 trial of every study (the seed: "prefer one validation fold"). The test split is kept

@@ -1,4 +1,4 @@
-"""The worker's side of an ensemble job (issue 21): what the master sends, what comes back.
+"""The worker's side of an ensemble job: what the master sends, what comes back.
 
 The master chooses the members (by the validation scores it recorded) and sends their
 checkpoints' store paths; the worker fetches them from the shared store, imports the

@@ -72,7 +72,7 @@ class ScoredModel:
     def to_json(self, metric: str = "accuracy") -> dict[str, Any]:
         row = dict(vars(self))
         row["metrics"] = {split: dict(values) for split, values in self.metrics.items()}
-        if metric == "accuracy":  # the built-ins' field names, as before issue 16
+        if metric == "accuracy":  # the built-ins' field names, as before named metrics
             row["val_accuracy"], row["test_accuracy"] = self.val_score, self.test_score
         return row
 
@@ -215,7 +215,7 @@ def evaluate_ensembles(
     return report.with_gains()
 
 
-# -- a train: function's models (issue 16) ------------------------------------------------
+# -- a train: function's models ------------------------------------------------
 
 Predict = Callable[[dict[str, Any], dict[str, Any], str], Any]
 Evaluate = Callable[[np.ndarray, str], Mapping[str, Any]]

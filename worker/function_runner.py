@@ -8,7 +8,7 @@ import logging
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -29,7 +29,7 @@ from gridless.worker.limits import StopSource
 from gridless.worker.resume import pick_resume_point, trial_folder, trial_seed
 from gridless.worker.sender import ReportSender
 from gridless.worker.trainer import CodeNotFound
-from gridless.worker.trial import Trial, TrialStopped
+from gridless.worker.trial import Trial, TrialStopped, Written
 from gridless.worker.trial_log import flush_current
 
 __all__ = [
@@ -86,9 +86,12 @@ class MasterBackend:
         self._resume = resume
         self._skipped = list(skipped or [])
         self._last: EpochReport | None = None
+        self._failed: list[dict[str, Any]] = []  # checkpoint writes that failed, to tell
         self._clock = time.perf_counter()
         # epochs faster than a round trip travel in batches (issue 17)
         self.sender = ReportSender(client, job.trial_id)
+
+    deferred = True  # a report waits for a save() of its epoch: one message for both
 
     def send(
         self,
@@ -98,6 +101,7 @@ class MasterBackend:
         *,
         stats: dict[str, Any] | None = None,
         warnings: list[dict[str, Any]] | None = None,
+        checkpoint: Written | None = None,
     ) -> bool:
         now = time.perf_counter()
         report = EpochReport(
@@ -109,6 +113,7 @@ class MasterBackend:
             diverged=diverged is not None,
             stats=finite_or_none(stats or {}),
             warnings=list(warnings or [])[:24],
+            checkpoint=_info(checkpoint),
         )
         self._clock = now
         if diverged is not None:
@@ -123,6 +128,8 @@ class MasterBackend:
                 }
             )
             self._skipped = []
+        report.warnings.extend(self._failed)
+        self._failed = []
         flush_current()
         stop = self.sender.send(report)
         self._last = report
@@ -130,18 +137,21 @@ class MasterBackend:
         return stop or stop_asked
 
     def write(
-        self, epoch: int, score: float | None, suffix: str, writer: Callable[[BinaryIO], None]
-    ) -> str | None:
-        report = self._last
+        self,
+        epoch: int,
+        score: float | None,
+        suffix: str,
+        writer: Callable[[BinaryIO], None],
+        *,
+        reported: Iterable[str],
+    ) -> Written | None:
         if score is None:
-            names = ", ".join(sorted(report.metrics)) if report is not None else "nothing"
+            names = ", ".join(sorted(reported)) or "nothing"
             raise ValueError(
                 f"trial.save: epoch {epoch} reported {names} but not {self.job.metric!r}, the "
                 "study's metric, which the checkpoint's name carries: report it before "
                 "saving, or name one of those in the spec's metric"
             )
-        if report is None or report.epoch != epoch:
-            raise ValueError(f"trial.save: epoch {epoch} was not reported")
         try:
             written = self.store.write_with(
                 self.job.study,
@@ -155,21 +165,34 @@ class MasterBackend:
         except StorageError as exc:
             # A full disk or an unreachable bucket costs the checkpoint, not the trial.
             log.warning("trial %s epoch %d: %s", self.job.trial_number, epoch, exc)
-            failed = {
-                "code": "checkpoint_write_failed",
-                "message": f"epoch {epoch} has no checkpoint: {exc}"[:1000],
-                "epoch": epoch,
-            }
-            self.sender.send(report.model_copy(update={"warnings": [failed]}))
+            self._failed.append(
+                {
+                    "code": "checkpoint_write_failed",
+                    "message": f"epoch {epoch} has no checkpoint: {exc}"[:1000],
+                    "epoch": epoch,
+                }
+            )
             return None
-        info = CheckpointInfo(relpath=written.relpath, size=written.size, sha256=written.sha256)
-        # The same report again, now with its checkpoint: the master keeps the metrics it
-        # stored and records the file (a repeat of (trial, attempt, epoch) is a no-op).
-        self.sender.send(report.model_copy(update={"checkpoint": info}))
-        return written.relpath
+        return Written(written.relpath, written.size, written.sha256)
+
+    def attach(self, epoch: int, checkpoint: Written) -> None:
+        """A second save of an epoch already sent: the same report again with the file
+        (the master keeps the metrics it stored and records the checkpoint)."""
+        report = self._last
+        if report is None or report.epoch != epoch:
+            raise ValueError(f"trial.save: epoch {epoch} was not reported last")
+        update: dict[str, Any] = {"checkpoint": _info(checkpoint), "warnings": self._failed}
+        self._failed = []
+        self.sender.send(report.model_copy(update=update))
 
     def resume_file(self) -> Path | None:
         return self._resume
+
+
+def _info(written: Written | None) -> CheckpointInfo | None:
+    if written is None:
+        return None
+    return CheckpointInfo(relpath=written.path, size=written.size, sha256=written.sha256)
 
 
 def report_returned(trial: Trial, result: Any, metric: str) -> None:
@@ -250,6 +273,7 @@ def run_function_trial(
     try:
         result = function(trial)
         report_returned(trial, result, job.metric)
+        trial.settle()  # the last epoch's report, if it still waits
     except TrialStopped as stop:
         return finish(stop.state)
     except (TrialClosed, MasterGone):
@@ -258,6 +282,10 @@ def run_function_trial(
     except Exception as exc:  # the user's code failed: the trial fails, the worker goes on
         log.warning("trial %s failed: %s", job.trial_number, exc)
         traceback.print_exception(exc)  # into the trial's log
+        try:
+            trial.settle()  # the epochs it finished still count
+        except TrialStopped:
+            pass
         return finish("failed", failure_text(exc))
     finally:
         trial.close()  # watch()'s hooks leave the user's model

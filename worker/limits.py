@@ -1,4 +1,4 @@
-"""Per-trial limits (issue 20): `max_trial_seconds` of wall clock and `max_trial_memory_mb`
+"""Per-trial limits: `max_trial_seconds` of wall clock and `max_trial_memory_mb`
 of resident memory for one trial attempt.
 
 A trial with a limit runs in a child process of its worker (a fresh interpreter,

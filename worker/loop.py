@@ -112,7 +112,7 @@ def run_trial(
 
     A resumed trial (`job.resume_from`) restores the checkpoint and continues after its
     epoch; epochs the master already stored are not reported again. A built-in Torch
-    model trains on `device`, the worker's (issue 16).
+    model trains on `device`, the worker's.
     """
     if job.params is not None:
         params: dict[str, Any] = dict(job.params)
@@ -213,7 +213,7 @@ def run_trial(
 
 
 def worker_device(gpu_ids: list[Any]) -> tuple[str, str | None]:
-    """The device trials train on, and a note when it is not the one Ray gave (issue 16).
+    """The device trials train on, and a note when it is not the one Ray gave.
 
     `"cuda"` when Ray gave the worker GPUs (it set CUDA_VISIBLE_DEVICES to them) and torch
     can use them; `"cpu"` with a note when torch cannot (a logical GPU on a CPU machine,
@@ -306,7 +306,7 @@ def run_worker(
             if device_note is not None:
                 header += f"; {device_note}"
             limits = TrialLimits.of(job)
-            if limits is not None:  # issue 20: in a child process the worker can end
+            if limits is not None:  # in a child process the worker can end
                 context = WorkerContext(master_url, str(store_root), worker_id, token, device)
                 run_limited(limits, context, client, store, job, header, heartbeat)
             else:

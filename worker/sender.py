@@ -1,5 +1,5 @@
 """A trial's epoch reports on their way to the master, batched when epochs are faster than
-a round trip (issue 17).
+a round trip.
 
 `send` hands a report to a background thread that posts whatever has accumulated: one
 report alone, or every report that piled up while the previous request was in flight

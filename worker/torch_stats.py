@@ -2,7 +2,7 @@
 
 The seed's babysitting numbers (the loss per step, the update:weight ratio per parameter
 array, each hidden layer's activations and gradients) are recorded as device tensors, so
-the training loop never waits for the device to hand a number to the host (issue 16);
+the training loop never waits for the device to hand a number to the host;
 `EpochStats.finish` moves them all in one transfer. Only the divergence check reads
 losses during the epoch, `DIVERGENCE_CHECK_STEPS` at a time.
 """

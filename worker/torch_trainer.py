@@ -1,11 +1,11 @@
 """The Torch trainer: the NumPy models' twins, trained with torch.optim.
 
 Learning rates come from the pure schedules of worker/schedules.py, as in the NumPy
-trainer (issue 21). Same model names (`mlp`, `convnet`), hyperparameter names, metrics
+trainer. Same model names (`mlp`, `convnet`), hyperparameter names, metrics
 and checkpoint protocol as `worker.numpy_trainer`. Checkpoints are `.pt` files holding
 only tensors, numbers and strings, so they load with `torch.load(path, weights_only=True)`.
 
-A trainer trains on one device, the trial's (issue 16): the model, its running average
+A trainer trains on one device, the trial's: the model, its running average
 and the data live there, and the epoch's statistics stay there until it ends
 (`worker.torch_stats`). NumPy models are CPU models.
 """
@@ -200,7 +200,7 @@ class TorchTrainer:
             groups = [{"params": weights + others}]
         self.optimizer = make_optimizer(str(self.hp["update"]), groups, self.hp)
         # The rate of each epoch comes from the pure schedules the NumPy trainer uses
-        # (issue 21); L-BFGS scales its own base rate of 1.
+        # ; L-BFGS scales its own base rate of 1.
         self.base_lr = float(self.optimizer.param_groups[0]["lr"])
         self.plateau = PlateauTracker(patience=int(self.hp["lr_patience"]))
         # The copy lives on the model's device; its step counter stays a CPU tensor (no

@@ -67,7 +67,7 @@ def _torch(kind: str) -> DeviceTrainerFactory:
     return factory
 
 
-# The built-in models that train on the trial's device (issue 16). NumPy models are CPU
+# The built-in models that train on the trial's device. NumPy models are CPU
 # models, and a custom factory keeps its (data, params, seed) signature.
 DEVICE_MODELS: dict[str, DeviceTrainerFactory] = {
     "torch.mlp": _torch("mlp"),

@@ -2,7 +2,7 @@
 epoch report, the trainer protocol and the loss checks.
 
 Its own module so that `trainer.py` (which picks a trainer) and the two trainers import
-it and not each other (issue 21). Update-rule and schedule names come from their
+it and not each other. Update-rule and schedule names come from their
 registries (`optim.UPDATE_NAMES`, `schedules.SCHEDULES`), never listed again.
 """
 
@@ -79,7 +79,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "loss": ("softmax", "svm", "mse"),
 }
 
-# Losses for integer class labels; "mse" is the one for float targets (issue 14).
+# Losses for integer class labels; "mse" is the one for float targets.
 CLASSIFICATION_LOSSES = ("softmax", "svm")
 
 

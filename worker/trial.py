@@ -1,13 +1,19 @@
-"""`gridless.Trial`: what the user's own training function receives (issue 14).
+"""`gridless.Trial`: what the user's own training function receives.
 
 A study names a function (`train: "module:function"`); each trial calls it with a
 `Trial`. The function reads `trial.params`, sizes its schedules from `trial.max_epochs`,
-loops over `trial.epochs()`, calls `trial.report(epoch, **metrics)` with any named
-numbers and `trial.save(state)` / `trial.restore()` for checkpoints. `report` raises
-`TrialStopped` when the master ends the trial (early stopping, a stopped study) or the
-loss or objective is not finite (divergence); the runtime catches it, so the loop stays a
-plain loop. Constructed directly, `Trial(params, max_epochs=...)` runs without a master:
-the same script then runs as a plain script, printing its reports.
+loops over `trial.epochs()`, and ends each epoch with one call,
+`trial.report(epoch, checkpoint=state, **metrics)`: the epoch's named numbers and, when
+given, its checkpoint, written before the master decides whether the trial goes on, so
+the epoch that stops a trial keeps its model. `trial.save(state)` right after a report
+(the older form) still lands: a report travels to the master when its epoch is over (with
+its checkpoint, at the next epoch, the next report, or the function's return), and the
+stop it brings is raised then. `TrialStopped` ends the trial when the master ends it
+(early stopping, a stop rule, a stopped study) or the loss is not finite (divergence);
+the runtime catches it, so the loop stays a plain loop. Constructed directly,
+`Trial(params, max_epochs=..., checkpoint_dir=...)` runs without a master: the same
+script then runs as a plain script, printing its reports and resuming from the newest
+checkpoint in `checkpoint_dir`.
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ import logging
 import math
 import re
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
@@ -28,7 +35,7 @@ from gridless.common.checkpoint_files import npz_writer, pt_writer, read_npz, re
 from gridless.common.checkpoints import format_name
 from gridless.common.metric import check_metric_name
 
-__all__ = ["Trial", "TrialStopped", "load_state", "state_writer"]
+__all__ = ["Trial", "TrialStopped", "Written", "load_state", "state_writer"]
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +55,23 @@ class TrialStopped(Exception):
         self.state = state
 
 
+@dataclass(frozen=True)
+class Written:
+    """A checkpoint file a backend wrote: its path (what `save` returns), size and hash."""
+
+    path: str
+    size: int = 0
+    sha256: str = ""
+
+
 class Backend(Protocol):
     """Where a trial's reports and checkpoints go: the master, or the local console."""
 
     metric: str | None
     first_epoch: int
+    # Whether a report waits for its epoch's end to travel (with a `save` that follows
+    # it): the master's backend, so that a report and its checkpoint are one message.
+    deferred: bool
 
     def send(
         self,
@@ -62,15 +81,27 @@ class Backend(Protocol):
         *,
         stats: dict[str, Any] | None = None,
         warnings: list[dict[str, Any]] | None = None,
+        checkpoint: Written | None = None,
     ) -> bool:
-        """Send one epoch's numbers (with `watch()`'s statistics and the babysitting
-        warnings); True when the trial must stop."""
+        """Send one epoch's numbers (with `watch()`'s statistics, the babysitting
+        warnings and the epoch's checkpoint); True when the trial must stop."""
         ...
 
     def write(
-        self, epoch: int, score: float | None, suffix: str, writer: Callable[[BinaryIO], None]
-    ) -> str | None:
-        """Write a checkpoint of `epoch` and record it; its path, or None if not written."""
+        self,
+        epoch: int,
+        score: float | None,
+        suffix: str,
+        writer: Callable[[BinaryIO], None],
+        *,
+        reported: Iterable[str],
+    ) -> Written | None:
+        """Write a checkpoint file of `epoch` (`reported`: the names the epoch reported);
+        None if not written."""
+        ...
+
+    def attach(self, epoch: int, checkpoint: Written) -> None:
+        """Record a checkpoint of an epoch whose report was sent already."""
         ...
 
     def resume_file(self) -> Path | None:
@@ -123,6 +154,8 @@ class Trial:
         self._epoch = 0  # the epoch being trained
         self._reported: dict[int, dict[str, float]] = {}
         self._pending: tuple[str, Callable[[BinaryIO], None]] | None = None
+        self._unsent: _Report | None = None  # a report waiting for its epoch's end
+        self._saved: set[int] = set()  # epochs with a checkpoint written
         self._watch: Any = None  # a gridless.worker.watch.Watch once watch() was called
         self._history: list[Any] = []  # EpochMetrics of the reports, for the warnings
 
@@ -174,8 +207,10 @@ class Trial:
         """The epoch numbers still to run, 1-based; after the restored epoch once
         `restore()` returned a lost trial's state (without it, training starts over)."""
         for epoch in range(self._first, self._max_epochs + 1):
+            self.settle()  # the previous epoch is over: its report leaves (or stops us)
             self._epoch = epoch
             yield epoch
+        self.settle()
 
     # -- what the function tells ---------------------------------------------------------
 
@@ -205,14 +240,29 @@ class Trial:
             self._watch.close()
             self._watch = None
 
-    def report(self, epoch: int | None = None, /, **metrics: Any) -> None:
-        """Send this epoch's metrics (any named numbers, e.g. `val_loss=0.41, val_r2=0.87`).
+    def report(
+        self,
+        epoch: int | None = None,
+        /,
+        *,
+        checkpoint: Mapping[str, Any] | None = None,
+        **metrics: Any,
+    ) -> None:
+        """End an epoch: its metrics (any named numbers, e.g. `val_loss=0.41, val_r2=0.87`)
+        and, with `checkpoint=`, its state (as `save` takes it), written before the
+        master decides whether the trial goes on.
+
+        With the master, a report without a checkpoint travels when the epoch is over:
+        with a `save` of the same epoch, at the next epoch of `epochs()`, at the next
+        report or when the function returns; the stop it brings is raised there.
 
         Raises:
-            TrialStopped: when the master ends the trial, or a loss or the study's metric is
-                NaN or infinite (the trial is then `diverged`).
-            ValueError, TypeError: for a bad epoch, name or value.
+            TrialStopped: when the master ends the trial, or a loss is NaN or infinite
+                (or the study's metric is, with no finite loss reported): the trial is
+                then `diverged`.
+            ValueError, TypeError: for a bad epoch, name, value or checkpoint.
         """
+        self.settle()  # an earlier epoch's report that still waits goes first
         epoch = self._epoch_of(epoch)
         if not metrics:
             raise ValueError("trial.report needs at least one metric, e.g. val_loss=0.4")
@@ -222,38 +272,60 @@ class Trial:
                 f"trial.report: epoch {epoch} was reported already; report each epoch once, "
                 "with all its metrics"
             )
+        # a bad state is refused before anything of the epoch is recorded
+        writer = (
+            state_writer(checkpoint, self._meta(epoch, numbers))
+            if checkpoint is not None
+            else None
+        )
         self._reported[epoch] = numbers
         self._epoch = epoch
         diverged = _divergence(numbers, self._backend.metric, epoch)
         stats = self._watch.collect() if self._watch is not None else {}
-        stop = self._backend.send(
+        warnings = self._warnings(epoch, numbers, stats, diverged=diverged is not None)
+        warnings.extend(_undefined_metric(numbers, self._backend.metric, epoch, diverged))
+        report = _Report(
             epoch,
             {k: (v if math.isfinite(v) else None) for k, v in numbers.items()},
-            diverged,
-            stats=stats,
-            warnings=self._warnings(epoch, numbers, stats, diverged=diverged is not None),
+            stats,
+            warnings,
         )
         if diverged is not None:
             self._pending = None
+            self._backend.send(epoch, report.metrics, diverged, stats=stats, warnings=warnings)
             raise TrialStopped(diverged, state="diverged")
-        if self._pending is not None:
-            suffix, writer = self._pending
-            self._pending = None
-            self._write(epoch, suffix, writer)
-        if stop:
-            raise TrialStopped("stopped by the master (early stopping or a stopped study)")
+        if writer is None and self._pending is not None:
+            writer = self._pending  # a save() before this report
+        self._pending = None
+        written = self._write(epoch, *writer) if writer is not None else None
+        if written is None and self._backend.deferred:
+            self._unsent = report  # a save() may follow: they travel together
+            return
+        self._send(report, written)
 
     def save(self, state: Mapping[str, Any]) -> str | None:
         """Checkpoint `state` (a Torch state dict, or a dict of NumPy arrays and numbers).
 
-        Its file name carries this epoch's score, so call it after `report` for the
-        epoch; called before, the state is kept and written with the report. Torch
-        tensors make a `.pt` file that loads with `torch.load(..., weights_only=True)`,
-        anything else an `.npz`; never a pickle. Returns the store path, when written.
+        `trial.report(epoch, checkpoint=state, ...)` does the same in the report. Called
+        after `report` for the epoch, the checkpoint travels with that report (even the
+        one that stops the trial: `TrialStopped` is then raised here); called before, the
+        state is kept and written with the report. Torch tensors make a `.pt` file that
+        loads with `torch.load(..., weights_only=True)`, anything else an `.npz`; never a
+        pickle. Returns the path written, when written now.
+
+        Raises:
+            TrialStopped: when the report this checkpoint completes ends the trial.
         """
-        suffix, writer = state_writer(state, self._meta())
+        suffix, writer = state_writer(state, self._meta(self._epoch))
         if self._epoch in self._reported:
-            return self._write(self._epoch, suffix, writer)
+            written = self._write(self._epoch, suffix, writer)
+            unsent = self._unsent
+            if unsent is not None and unsent.epoch == self._epoch:
+                self._unsent = None
+                self._send(unsent, written)
+            elif written is not None:
+                self._backend.attach(self._epoch, written)
+            return written.path if written is not None else None
         # Not reported yet: keep a copy, since the caller goes on changing its tensors.
         snapshot = io.BytesIO()
         writer(snapshot)
@@ -263,6 +335,22 @@ class Trial:
 
         self._pending = (suffix, write_snapshot)
         return None
+
+    def settle(self) -> None:
+        """Send the report that waits for its epoch's end, if one does (the runtime calls
+        it when the function returns).
+
+        Raises:
+            TrialStopped: when that report ends the trial.
+        """
+        if self._unsent is not None:
+            report, self._unsent = self._unsent, None
+            self._send(report, None)
+
+    @property
+    def saved_epochs(self) -> set[int]:
+        """The epochs whose checkpoint was written."""
+        return self._saved
 
     def restore(self) -> Any | None:
         """The state of the latest intact checkpoint of this trial, or None (a new trial)."""
@@ -327,28 +415,59 @@ class Trial:
         # divergence has its own finding, with the value that diverged
         return [{**w.to_json(), "epoch": epoch} for w in found if w.code != "diverged"]
 
-    def _meta(self) -> dict[str, Any]:
+    def _meta(self, epoch: int, numbers: Mapping[str, float] | None = None) -> dict[str, Any]:
+        shown = numbers if numbers is not None else self._reported.get(epoch, {})
         return {
             "trial_number": self._number,
-            "epoch": self._epoch,
+            "epoch": epoch,
             "params": _jsonable(self._params),
-            "metrics": {
-                k: v for k, v in self._reported.get(self._epoch, {}).items() if math.isfinite(v)
-            },
+            "metrics": {k: v for k, v in shown.items() if math.isfinite(v)},
         }
 
-    def _write(self, epoch: int, suffix: str, writer: Callable[[BinaryIO], None]) -> str | None:
+    def _write(
+        self, epoch: int, suffix: str, writer: Callable[[BinaryIO], None]
+    ) -> Written | None:
         metric = self._backend.metric
-        score = self._reported[epoch].get(metric) if metric is not None else None
+        numbers = self._reported[epoch]
+        score = numbers.get(metric) if metric is not None else None
         if score is not None and not math.isfinite(score):
             score = None
-        return self._backend.write(epoch, score, suffix, writer)
+        written = self._backend.write(epoch, score, suffix, writer, reported=numbers)
+        if written is not None:
+            self._saved.add(epoch)
+        return written
+
+    def _send(self, report: _Report, written: Written | None) -> None:
+        stop = self._backend.send(
+            report.epoch,
+            report.metrics,
+            None,
+            stats=report.stats,
+            warnings=report.warnings,
+            checkpoint=written,
+        )
+        if stop:
+            raise TrialStopped("stopped by the master (early stopping, a stop rule, or a stop)")
+
+
+@dataclass
+class _Report:
+    """One epoch's report as it travels: finite numbers (None for the others),
+    `watch()`'s statistics and the warnings."""
+
+    epoch: int
+    metrics: dict[str, float | None]
+    stats: dict[str, Any]
+    warnings: list[dict[str, Any]]
 
 
 class LocalBackend:
-    """A trial without a master: reports go to stderr, checkpoints to a folder if given."""
+    """A trial without a master: reports go to stderr, checkpoints to a folder if given,
+    and `restore()` returns the newest checkpoint in that folder (a plain script resumes
+    from its own checkpoints, as it would without gridless)."""
 
     first_epoch = 1
+    deferred = False
 
     def __init__(self, metric: str | None, checkpoint_dir: str | Path | None) -> None:
         self.metric = metric
@@ -362,6 +481,7 @@ class LocalBackend:
         *,
         stats: dict[str, Any] | None = None,
         warnings: list[dict[str, Any]] | None = None,
+        checkpoint: Written | None = None,
     ) -> bool:
         shown = "  ".join(f"{k} {_shown(v)}" for k, v in metrics.items())
         print(f"epoch {epoch}  {shown}", file=sys.stderr)  # noqa: T201 (a plain run's output)
@@ -372,8 +492,14 @@ class LocalBackend:
         return False
 
     def write(
-        self, epoch: int, score: float | None, suffix: str, writer: Callable[[BinaryIO], None]
-    ) -> str | None:
+        self,
+        epoch: int,
+        score: float | None,
+        suffix: str,
+        writer: Callable[[BinaryIO], None],
+        *,
+        reported: Iterable[str] = (),
+    ) -> Written | None:
         if self.folder is None:
             return None
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -384,10 +510,31 @@ class LocalBackend:
         path = self.folder / name
         with path.open("wb") as handle:
             writer(handle)
-        return str(path)
+        return Written(str(path))
+
+    def attach(self, epoch: int, checkpoint: Written) -> None:
+        """Nothing to tell: the file is the record."""
 
     def resume_file(self) -> Path | None:
-        return None
+        """The newest epoch's checkpoint in the folder (its epoch becomes `first_epoch`
+        minus one), or None."""
+        newest: tuple[int, Path] | None = None
+        for path in (
+            self.folder.iterdir() if self.folder is not None and self.folder.is_dir() else ()
+        ):
+            epoch = _epoch_of_name(path.name)
+            if epoch is not None and (newest is None or epoch > newest[0]):
+                newest = (epoch, path)
+        if newest is None:
+            return None
+        self.first_epoch = newest[0] + 1
+        return newest[1]
+
+
+def _epoch_of_name(name: str) -> int | None:
+    """The epoch a plain run's checkpoint name carries (`val0.9731_ep012.npz`, `ep012.pt`)."""
+    found = re.fullmatch(r"(?:.+_)?ep(\d{3,7})\.(?:npz|pt)", name)
+    return int(found.group(1)) if found else None
 
 
 def _shown(value: float | None) -> str:
@@ -407,11 +554,33 @@ def _number(name: str, value: Any) -> float:
 
 
 def _divergence(numbers: Mapping[str, float], metric: str | None, epoch: int) -> str | None:
-    """Why the epoch counts as divergence: a non-finite loss or objective (issue 15)."""
-    for name, value in numbers.items():
-        if not math.isfinite(value) and (name == metric or "loss" in name):
+    """Why the epoch counts as divergence: a non-finite loss, or a non-finite objective
+    with no finite loss to show that training itself went on (CS231n: a NaN loss is the
+    sign of a learning rate too high; a NaN F1 of a finite loss is a metric undefined)."""
+    losses = {name: value for name, value in numbers.items() if "loss" in name}
+    for name, value in losses.items():
+        if not math.isfinite(value):
             return f"{name} is {value} at epoch {epoch}: the trial diverged"
+    objective = numbers.get(metric) if metric is not None else None
+    if objective is not None and not math.isfinite(objective) and not losses:
+        return f"{metric} is {objective} at epoch {epoch}: the trial diverged"
     return None
+
+
+def _undefined_metric(
+    numbers: Mapping[str, float], metric: str | None, epoch: int, diverged: str | None
+) -> list[dict[str, Any]]:
+    """A finding for an objective that is not finite while the losses are: the epoch has
+    no score, and it is no evidence about the learning rate."""
+    value = numbers.get(metric) if metric is not None else None
+    if diverged is not None or value is None or math.isfinite(value):
+        return []
+    message = (
+        f"{metric} is {value} at epoch {epoch} while the losses are finite: the epoch has no "
+        "score (a metric undefined on these predictions, e.g. F1 with no positive one), not "
+        "divergence"
+    )
+    return [{"code": "metric_undefined", "message": message, "epoch": epoch}]
 
 
 def _jsonable(value: Any) -> Any:

@@ -1,4 +1,4 @@
-"""A trial's stdout and stderr, kept in `trial.log` beside its checkpoints (issue 15).
+"""A trial's stdout and stderr, kept in `trial.log` beside its checkpoints.
 
 While a trial runs, `sys.stdout` and `sys.stderr` go both where they went before (Ray's
 worker log) and into the trial's log, which reaches the store every few seconds while it

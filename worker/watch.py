@@ -1,5 +1,4 @@
-"""`trial.watch(model, optimizer)`: the seed's babysitting monitors on any torch module
-(issue 16).
+"""`trial.watch(model, optimizer)`: the seed's babysitting monitors on any torch module.
 
 The same statistics the built-in models report, gathered with torch's own hooks:
 

@@ -82,9 +82,9 @@ def main(trial: gridless.Trial) -> None:
             F.mse_loss(model(x).squeeze(1), y).backward()
             optimizer.step()
         scheduler.step()
-        trial.report(epoch, **evaluate(model, val_set))
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
-        trial.save({**state, "scheduler": scheduler.state_dict()})
+        checkpoint = {**state, "scheduler": scheduler.state_dict()}
+        trial.report(epoch, checkpoint=checkpoint, **evaluate(model, val_set))
 
 
 if __name__ == "__main__":

@@ -108,10 +108,10 @@ def main(trial: gridless.Trial) -> None:
             optimizer.step()
         scheduler.step()
         val_loss, val_accuracy = evaluate(model, val_loader, device)
-        trial.report(epoch, val_loss=val_loss, val_accuracy=val_accuracy)
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
-        trial.save({**state, "scheduler": scheduler.state_dict()})
+        checkpoint = {**state, "scheduler": scheduler.state_dict()}
+        trial.report(epoch, checkpoint=checkpoint, val_loss=val_loss, val_accuracy=val_accuracy)
 
 
 if __name__ == "__main__":
-    main(gridless.Trial(CONFIG, max_epochs=CONFIG["epochs"]))
+    main(gridless.Trial(CONFIG, max_epochs=CONFIG["epochs"], checkpoint_dir="checkpoints"))

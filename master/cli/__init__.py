@@ -1,4 +1,4 @@
-"""The `gridless` command line: one typer app over modules by audience (issue 21).
+"""The `gridless` command line: one typer app over modules by audience.
 
 - `checks`: `check`, and the spec checks every command that starts a study makes first;
 - `local`: `run` and `resume`, a study on this machine's (or a joined) Ray, its master
@@ -26,6 +26,14 @@ from gridless.master.cli.render import err
 
 __all__ = ["app", "main"]
 
+
+def _one_line(doc: str | None) -> str | None:
+    """A docstring's first paragraph as one line (None for none)."""
+    if not doc:
+        return None
+    return " ".join(doc.strip().split("\n\n")[0].split())
+
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -44,7 +52,9 @@ for command in (
     edits.extend,
     edits.space,
 ):
-    app.command()(command)
+    # The command list shows a docstring's first paragraph with its source line breaks;
+    # given as one line, it wraps at the terminal's width instead of mid-sentence.
+    app.command(short_help=_one_line(command.__doc__))(command)
 app.add_typer(remote.workers_app, name="workers")
 app.add_typer(remote.checkpoints_app, name="checkpoints")
 

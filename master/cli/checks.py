@@ -30,6 +30,10 @@ __all__ = [
 ]
 
 
+# What `center_params` takes: a choice has no center, so its first option stands in.
+CENTER = "the center of the space (each range's middle, each choice's first option)"
+
+
 def import_paths(spec_path: Path) -> list[str]:
     """Where custom models are imported from: the spec's folder and the working directory."""
     return list(dict.fromkeys([str(spec_path.resolve().parent), str(Path.cwd())]))
@@ -124,6 +128,8 @@ def with_snapshot(spec: StudySpec, spec_path: Path) -> StudySpec:
                 "maximize": old.maximize,
                 "ranges": spaces[-1] if spaces else old.spec["space"],
                 "trials": trials,
+                "name": old.name,
+                "run": str(folder),
             }
     finally:
         engine.dispose()
@@ -183,7 +189,7 @@ def _smoke(spec: StudySpec) -> bool:
     shown = ", ".join(
         f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in report.params.items()
     )
-    console.print(f"[bold]check[/] of {report.train} at the center of the space: {shown}")
+    console.print(f"[bold]check[/] of {report.train} at {CENTER}: {shown}", highlight=False)
     marks = {
         "pass": "[green]pass[/]",
         "FAIL": "[bold red]FAIL[/]",
@@ -205,7 +211,7 @@ def print_preflight(report: PreflightReport) -> None:
     shown = ", ".join(
         f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in report.params.items()
     )
-    console.print(f"[bold]preflight[/] of {report.model} at the center of the space: {shown}")
+    console.print(f"[bold]preflight[/] of {report.model} at {CENTER}: {shown}", highlight=False)
     if report.gradcheck is not None:
         _print_gradcheck(report.gradcheck)
     for result in report.sanity:

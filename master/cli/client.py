@@ -15,6 +15,7 @@ from gridless.common.errors import GridlessError
 from gridless.master.schemas import (
     CheckpointMetaPublic,
     EnsembleJobPublic,
+    ParetoPublic,
     StudyCheckpointsPublic,
     StudyDetailPublic,
     StudyPublic,
@@ -149,6 +150,10 @@ class ApiClient:
         params: dict[str, str | int] = {"limit": limit}
         params.update({k: v for k, v in (("state", state), ("sort", sort)) if v is not None})
         return self._call(TrialsPublic, "GET", f"/studies/{study_id}/trials", params=params)
+
+    def pareto(self, study_id: int) -> ParetoPublic:
+        """`GET /studies/{id}/pareto`: a multi-objective study's Pareto front."""
+        return self._call(ParetoPublic, "GET", f"/studies/{study_id}/pareto")
 
     def trial_log(self, study_id: int, number: int) -> str:
         """What trial `number` of the study printed, every attempt."""

@@ -10,9 +10,14 @@ import typer
 import yaml
 
 from gridless.master.cli.client import ApiClient, TokenOption, UrlOption
-from gridless.master.cli.follow import ColumnsOption, TopOption, follow_to_result
+from gridless.master.cli.follow import (
+    ColumnsOption,
+    TopOption,
+    follow_to_result,
+    no_worker_hint,
+)
 from gridless.master.cli.remote import LaunchOption, WatchOption
-from gridless.master.cli.render import console, fail, parse_columns, stages_table
+from gridless.master.cli.render import console, fail, parse_columns, show, stages_table
 
 __all__ = ["extend", "space"]
 
@@ -54,10 +59,12 @@ def extend(
         raise fail("give --stage trials=N,epochs=M (repeatable) or --trials N")
     with ApiClient(url, token) as client:
         detail = client.add_stages(study_id, added, add_trials=trials)
-        console.print(stages_table(detail, f"study {study_id} ({detail.name}): {detail.state}"))
+        show(stages_table(detail, f"study {study_id} ({detail.name}): {detail.state}"))
         if workers:
             started = client.launch_workers(workers).started
             console.print("started workers " + ", ".join(started))
+        elif (hint := no_worker_hint(client, url)) is not None:
+            console.print(hint, highlight=False)
         if not watch:
             console.print(f"follow it with: gridless status {study_id} --watch")
             return
@@ -84,6 +91,6 @@ def space(
         raise fail(f"{space_file}: expected a mapping of parameters to distributions")
     with ApiClient(url, token) as client:
         detail = client.edit_space(study_id, raw)
-    console.print(stages_table(detail, f"study {study_id} ({detail.name}): {detail.state}"))
+    show(stages_table(detail, f"study {study_id} ({detail.name}): {detail.state}"))
     if "next_space" in detail.spec:
         console.print("the next stage opens with these ranges instead of its narrowing")

@@ -16,11 +16,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from gridless.common.errors import GridlessError
 from gridless.common.states import StudyState
 from gridless.master.cli.client import ApiClient
+from gridless.master.cli.pareto_view import front_line, front_table, is_multi_objective
 from gridless.master.cli.render import (
     FAILED_SHOWN,
     console,
     failure_lines,
     flag_lines,
+    show,
     stop_line,
     trials_table,
     warning_line,
@@ -35,6 +37,7 @@ __all__ = [
     "follow",
     "follow_to_result",
     "is_over",
+    "no_worker_hint",
     "poll_study",
     "show_result",
 ]
@@ -107,6 +110,19 @@ def follow(client: ApiClient, study_id: int, *, own_workers: bool = False) -> No
                 raise GridlessError("every worker ended before the study finished")
 
 
+def no_worker_hint(client: ApiClient, url: str) -> str | None:
+    """What to do when no worker serves the master (none launched, none alive): the
+    study would wait for one forever. None when some worker is there."""
+    answer = client.workers()
+    if answer.running or any(w.state in ("idle", "busy") for w in answer.data):
+        return None
+    return (
+        "[yellow]no workers[/] are connected to this master, so the study waits: launch "
+        f"some with [bold]--workers N[/] or [bold]gridless workers add N --url {url}[/], or "
+        "start them on your cluster (deploy/launch.sh); Ctrl-C stops watching, not the study"
+    )
+
+
 def failed_trials(client: ApiClient, study_id: int) -> TrialsPublic:
     """The newest failed trials a summary lists, and how many failed."""
     return client.trials(study_id, limit=FAILED_SHOWN, state="failed", sort="-finished_at")
@@ -119,12 +135,18 @@ def show_result(
     top: int,
     columns: list[str],
     resume: str | None = None,
+    new_run: str | None = None,
 ) -> StudyDetailPublic:
     """The ranked table, border flags, warnings, stop reason, the best trial's best
     checkpoint and what failed (with `resume`, how to go on after a pause); the study."""
     study = client.study(study_id)
     ranked = client.trials(study_id, limit=top)
-    console.print(trials_table(study, ranked, columns))
+    if is_multi_objective(study):  # the result is the front, not one score's ranking
+        table, front = front_table(client, study, columns)
+        show(table)
+        console.print(front_line(front, finished=study.finished_trials), highlight=False)
+    else:
+        show(trials_table(study, ranked, columns))
     for line in flag_lines(study.border_flags):
         console.print(line)
     warned = warning_line(study.warning_counts)
@@ -142,7 +164,15 @@ def show_result(
         if chosen is not None:
             where = f"trial {best.number}, epoch {chosen.epoch}"
             console.print(f"best checkpoint ({where}): {escape(chosen.path)}")
-    for line in failure_lines(study, failed_trials(client, study_id), resume=resume):
+            if chosen.epoch != best.best_epoch:
+                console.print(
+                    f"[yellow]note:[/] trial {best.number}'s best epoch {best.best_epoch} has "
+                    "no checkpoint: pass checkpoint= to trial.report (or call trial.save) "
+                    "in that epoch",
+                    highlight=False,
+                )
+    failed = failed_trials(client, study_id)
+    for line in failure_lines(study, failed, resume=resume, new_run=new_run):
         console.print(line)
     return study
 

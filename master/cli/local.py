@@ -155,6 +155,9 @@ def run(
     (target / "spec.yaml").write_text(spec_path.read_text(encoding="utf-8"), encoding="utf-8")
     record = {"spec": str(spec_path.resolve()), "import_paths": import_paths(spec_path)}
     record["store"] = str(store_root)
+    # Trials run in the directory the run started in, resumed too: relative paths in the
+    # user's code (data/, outputs/) keep their meaning wherever `resume` is typed.
+    record["cwd"] = str(Path.cwd())
     (target / RUN_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     _drive(
         target,
@@ -193,15 +196,27 @@ def resume(
             f"[yellow]note:[/] {spec_path} changed since this run started; the run goes on "
             f"with its own copy, {target / 'spec.yaml'}"
         )
-    _drive(
-        target,
-        record,
-        None,
-        workers=_worker_count(workers),
-        ray=(ray_address, ray_cpus, ray_gpus),
-        top=top,
-        columns=columns,
-    )
+    started_in = Path(record.get("cwd") or Path.cwd())
+    if not started_in.is_dir():
+        err.print(
+            f"[yellow]note:[/] {started_in}, where this run started, is gone; its trials run "
+            f"in {Path.cwd()}"
+        )
+        started_in = Path.cwd()
+    here = Path.cwd()
+    os.chdir(started_in)  # the local Ray's workers start in the driver's directory
+    try:
+        _drive(
+            target,
+            record,
+            None,
+            workers=_worker_count(workers),
+            ray=(ray_address, ray_cpus, ray_gpus),
+            top=top,
+            columns=columns,
+        )
+    finally:
+        os.chdir(here)
 
 
 def _drive(
@@ -279,6 +294,7 @@ def _drive(
             top=top,
             columns=parse_columns(columns),
             resume=f"[bold]gridless resume {target}[/]",
+            new_run=f"fix {record['spec']}, then [bold]gridless run {record['spec']}[/]",
         )
     console.print(
         f"dashboard and API afterwards: [bold]gridless master {target}"

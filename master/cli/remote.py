@@ -20,9 +20,10 @@ from gridless.master.cli.follow import (
     TopOption,
     failed_trials,
     follow_to_result,
+    no_worker_hint,
     poll_study,
 )
-from gridless.master.cli.render import console, fail, parse_columns, status_view
+from gridless.master.cli.render import console, fail, parse_columns, show, status_view
 from gridless.master.schemas import EnsembleJobPublic, StudyDetailPublic
 
 __all__ = [
@@ -224,7 +225,7 @@ def status(
 
     with ApiClient(url, token) as client:
         if not watch:
-            console.print(_status_view(client, client.study(study_id)))
+            show(_status_view(client, client.study(study_id)))
             return
         with Live(console=console, refresh_per_second=1) as live:
             for study in poll_study(client, study_id, every_s=2):
@@ -282,6 +283,8 @@ def submit(
                 client.stop_study(study.id)
                 raise fail(f"{exc}; study {study.id} was stopped") from None
             console.print("started workers " + ", ".join(started))
+        elif (hint := no_worker_hint(client, url)) is not None:
+            console.print(hint, highlight=False)
         if not watch:
             console.print(f"follow it with: gridless status {study.id} --watch")
             return

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 import typer
 from rich.console import Console, Group, RenderableType
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.panel import Panel
 from rich.table import Table
 
@@ -29,17 +31,34 @@ __all__ = [
     "failure_lines",
     "flag_lines",
     "parse_columns",
+    "show",
     "stages_table",
     "status_view",
     "stop_line",
     "trials_table",
+    "warm_line",
     "warning_line",
 ]
 
-# Piped output (CI logs, `| tee`) gets a table wide enough not to truncate columns.
+# Piped output (CI logs, `| tee`) wraps its text at 140 columns; its tables are printed
+# at their natural width (`show`), however wide, so that no number is cut to an ellipsis.
 _WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 140
 console = Console(width=_WIDTH)
 err = Console(stderr=True, width=_WIDTH)
+
+
+def show(renderable: RenderableType) -> None:
+    """Print on stdout; piped, a table as wide as its cells (never cropped)."""
+    console.print(renderable, crop=console.is_terminal)
+
+
+def _natural_width(table: Table) -> Table:
+    """Piped output: the table's width is what its cells need, so none is truncated."""
+    if not console.is_terminal:
+        wide = console.options.update_width(100_000)
+        table.width = Measurement.get(console, wide, table).maximum
+    return table
+
 
 FAILED_SHOWN = 5  # the newest failed trials a summary lists
 
@@ -73,14 +92,19 @@ def _short(values: list[object]) -> str:
 
 
 def trials_table(
-    study: StudyPublic, page: TrialsPublic, columns: list[str] | None = None
+    study: StudyPublic,
+    page: TrialsPublic,
+    columns: list[str] | None = None,
+    *,
+    title: str | None = None,
 ) -> Table:
     """The ranked table: one row a trial of `page`, best first; `columns` adds other
     reported metrics (at each trial's best epoch)."""
     params = list(study.spec["space"])
-    extra = [c for c in columns or [] if c != study.metric]
+    extra = list(dict.fromkeys(c for c in columns or [] if c != study.metric))
     table = Table(
-        title=f"{study.name}: top {len(page.data)} of {page.count} trials by {study.metric}"
+        title=title
+        or f"{study.name}: top {len(page.data)} of {page.count} trials by {study.metric}"
     )
     for column in ("rank", "trial", "stage", study.metric, *extra, "epoch"):
         table.add_column(column, justify="right")
@@ -88,6 +112,9 @@ def trials_table(
     for param in params:
         table.add_column(param, justify="right")
     table.add_column("warnings")
+    errors = any(t.error and t.state == "failed" for t in page.data)
+    if errors:
+        table.add_column("error")
     for rank, t in enumerate(page.data, start=1):
         values = []
         for param in params:
@@ -104,8 +131,15 @@ def trials_table(
             f"{t.state} ({t.origin})" if t.origin else t.state,
             *values,
             ", ".join(w.get("code", "?") for w in t.warnings or []),
+            *([escape(_first_line(t.error)) if t.state == "failed" else ""] if errors else []),
         )
-    return table
+    return _natural_width(table)
+
+
+def _first_line(error: str | None) -> str:
+    """A failed trial's error as a table shows it: its first line (the exception)."""
+    lines = (error or "").strip().splitlines()
+    return lines[0][:200] if lines else "no error message"
 
 
 def stages_table(study: StudyDetailPublic, title: str) -> Table:
@@ -119,7 +153,7 @@ def stages_table(study: StudyDetailPublic, title: str) -> Table:
             or "(after the previous stage)"
         )
         table.add_row(str(st.index + 1), st.state, str(st.trials), str(st.epochs), ranges)
-    return table
+    return _natural_width(table)
 
 
 def flag_lines(flags: list[BorderFlagPublic]) -> list[RenderableType]:
@@ -132,6 +166,8 @@ def flag_lines(flags: list[BorderFlagPublic]) -> list[RenderableType]:
             final.append(escape(flag.message))
         else:
             where = f"after stage {flag.stage}, range extended"
+            if flag.beyond_range:
+                where += " [bold]past your range[/]"
             lines.append(f"[yellow]border flag ({where}):[/] {escape(flag.message)}")
     if final:
         body = (
@@ -148,6 +184,24 @@ def warning_line(counts: dict[str, int]) -> str | None:
     return "babysitting warnings (trials): " + ", ".join(f"{c} ({n})" for c, n in counts.items())
 
 
+def warm_line(warm: dict[str, Any]) -> str:
+    """Where a warm-started study came from: a study of this database (linked) or of
+    another run (its snapshot, copied)."""
+    ranges = "its ranges" if warm.get("ranges", "old") == "old" else "the spec's ranges"
+    snap = warm.get("snapshot")
+    if isinstance(snap, dict):
+        name = snap.get("name") or "(unnamed)"
+        where = f" of run {snap['run']}" if snap.get("run") else " of another run"
+        return (
+            f"warm-started from study {name}{where} ({ranges} for stage 1; "
+            f"{len(snap.get('trials') or [])} of its trials inform TPE, copied)"
+        )
+    return (
+        f"warm-started from study {warm.get('study')} ({ranges} for stage 1; its trials "
+        "inform TPE, linked, not copied)"
+    )
+
+
 def stop_line(study: StudyPublic) -> str | None:
     """Why a `stop:` rule ended the study, if one did."""
     if study.stop_reason is None:
@@ -155,17 +209,34 @@ def stop_line(study: StudyPublic) -> str | None:
     return f"[bold]ended by its stop rule[/]: {escape(study.stop_reason)}"
 
 
+# A pause whose fix is in the spec: resuming keeps the study's own spec, so only a new
+# study (run) takes the fix.
+SPEC_FIXES = ("the study's metric", "in the spec's metric")
+
+
 def failure_lines(
-    study: StudyPublic, failed: TrialsPublic, *, resume: str | None = None
+    study: StudyPublic,
+    failed: TrialsPublic,
+    *,
+    resume: str | None = None,
+    new_run: str | None = None,
 ) -> list[str]:
-    """What failed, in plain sight (issue 15): the breaker's reason and how to go on, then
-    the newest `failed` trials with the first line of their error, and how many more."""
+    """What failed, in plain sight: the breaker's reason and how to go on (`resume`, or
+    `new_run` when the fix is in the spec, which a resumed study keeps), then the newest
+    `failed` trials with the first line of their error, and how many more."""
     lines = []
     if study.state_reason is not None:
-        hint = resume or f"POST /api/v1/studies/{study.id}/resume on its master"
-        lines.append(
-            f"[bold red]study paused[/]: {escape(study.state_reason)}\nafter a fix: {hint}"
-        )
+        reason = study.state_reason
+        if any(fix in reason for fix in SPEC_FIXES):
+            again = new_run or "submit the fixed spec as a new study"
+            hint = (
+                f"the fix is in the spec (its metric): {again}; a resumed study keeps "
+                "the spec it started with"
+            )
+        else:
+            resumed = resume or f"POST /api/v1/studies/{study.id}/resume on its master"
+            hint = f"after a fix: {resumed}"
+        lines.append(f"[bold red]study paused[/]: {escape(reason)}\n{hint}")
     if failed.count:
         lines.append(f"[bold red]failed trials[/] ({failed.count}), newest first:")
         for t in failed.data:
@@ -198,11 +269,7 @@ def status_view(study: StudyDetailPublic, ranked: TrialsPublic, failed: TrialsPu
         lines.append(stopped)
     warm = study.spec.get("warm_start")
     if warm:
-        ranges = "its ranges" if warm["ranges"] == "old" else "the spec's ranges"
-        lines.append(
-            f"warm-started from study {warm['study']} ({ranges} for stage 1; its trials "
-            "inform TPE, linked, not copied)"
-        )
+        lines.append(escape(warm_line(warm)))
     for st in study.stages:
         for d in st.decisions.get("decisions", []):
             old, new = next(iter(d["old"].values())), next(iter(d["new"].values()))

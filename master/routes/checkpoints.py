@@ -5,7 +5,7 @@ looked up by exact match, then resolved inside the store, then its SHA-256 is ch
 `..`, percent-encoded or double-encoded variants, backslashes, absolute paths and
 symlinks pointing out of the store all get a 4xx.
 
-A download is named `<study>-trial<number, 6 digits>-<file name>` (issue 19): every
+A download is named `<study>-trial<number, 6 digits>-<file name>`: every
 trial's checkpoints share their score-first file names, so the plain name collided in a
 downloads folder.
 """

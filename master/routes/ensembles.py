@@ -1,7 +1,7 @@
 """Ensembles of a finished study, evaluated on the test split selection never saw.
 
-Building them trains and predicts with K models: a job on a worker (issue 21,
-master/ensemble_jobs.py). The POST answers at once with the job; its URL tells how it
+Building them trains and predicts with K models: a job on a worker
+(master/ensemble_jobs.py). The POST answers at once with the job; its URL tells how it
 goes, and once it is done `GET .../ensembles` is its report.
 """
 
@@ -35,7 +35,7 @@ JobsDep = Annotated[EnsembleJobs, Depends(get_jobs)]
 
 def _public(study_id: int, row: EnsembleRow) -> EnsemblesPublic:
     report = dict(row.report)
-    # a report stored before issue 16 has accuracies only
+    # a report stored before named metrics has accuracies only
     report["rows"] = [
         {"val_score": r.get("val_accuracy"), "test_score": r.get("test_accuracy"), **r}
         for r in report["rows"]

@@ -8,16 +8,22 @@ from fastapi import APIRouter, Body, Query, Request, status
 from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 
 from gridless.common.bounds import Offset
-from gridless.common.errors import SpecError
+from gridless.common.db import session_scope
+from gridless.common.errors import ConflictError, SpecError
 from gridless.common.spec import parse_spec
 from gridless.common.states import TrialState
 from gridless.master.deps import ServiceDep, StudyDep, StudyTrialDep
 from gridless.master.export import ExportFormat, export_lines, media_type
+from gridless.master.pareto import compared_trials, study_front, study_objectives
 from gridless.master.routes.trials import trial_detail, trial_log
 from gridless.master.schemas import (
     BorderFlagPublic,
     FlagsPublic,
     ImportancePublic,
+    ObjectivePublic,
+    ParetoPointsPublic,
+    ParetoPublic,
+    ParetoTrialPublic,
     SpaceEdit,
     StagePublic,
     StagesAdd,
@@ -72,6 +78,7 @@ def _detail(service: ServiceDep, study: Any) -> StudyDetailPublic:
         warning_counts=service.warning_counts(study.id),
         ensembles_built=service.has_ensembles(study.id),
         metric_names=service.metric_names(study.id),
+        **pareto_fields(service, study),
     )
 
 
@@ -243,6 +250,55 @@ def list_trials(
             item.rank = offset + i + 1
         data.append(item)
     return TrialsPublic(data=data, count=count)
+
+
+@router.get("/{study_id}/pareto")
+def read_pareto(study: StudyDep, service: ServiceDep) -> ParetoPublic:
+    """A multi-objective study's Pareto front: its finished trials that no other finished
+    trial matches or beats on every objective (each trial's values at its best epoch by
+    the first objective), best first by the first objective; 409 for a study with one
+    objective."""
+    objectives = study_objectives(study)
+    if len(objectives) < 2:
+        raise ConflictError(
+            f"study {study.id} has one objective ({study.metric}); a Pareto front needs a "
+            "list of metrics, e.g. metric: [{name: val_f1, mode: max}, {name: latency_ms, "
+            "mode: min}]"
+        )
+    with session_scope(service.sessions) as s:
+        front = study_front(s, study)
+        compared = compared_trials(s, study)
+        metrics = service.last_metrics([row.id for row, _ in front])
+        stages = service.stage_index(study.id)
+        data = []
+        for row, values in front:
+            item = ParetoTrialPublic.model_validate(
+                {**TrialSummaryPublic.model_validate(row).model_dump(), "values": list(values)}
+            )
+            item.stage = stages.get(row.stage_id)
+            item.metrics = metrics.get(row.id, {})
+            data.append(item)
+    return ParetoPublic(
+        objectives=[ObjectivePublic(name=o.name, mode=o.mode) for o in objectives],
+        data=data,
+        count=len(data),
+        compared=ParetoPointsPublic(
+            number=[number for _, number, _ in compared],
+            values=[list(values) for _, _, values in compared],
+        ),
+    )
+
+
+def pareto_fields(service: StudyService, study: Any) -> dict[str, Any]:
+    """The study detail's `objectives` and, for several, `pareto_front` (trial numbers)."""
+    objectives = study_objectives(study)
+    fields: dict[str, Any] = {
+        "objectives": [ObjectivePublic(name=o.name, mode=o.mode) for o in objectives]
+    }
+    if len(objectives) > 1:
+        with session_scope(service.sessions) as s:
+            fields["pareto_front"] = [row.number for row, _ in study_front(s, study)]
+    return fields
 
 
 @router.get("/{study_id}/points")

@@ -161,6 +161,7 @@ async function studyView(id) {
   page.head = el("div", { id: "study-head" });
   page.parallelBox = el("div", { class: "plot parallel", "data-plot": "parallel coordinates", id: "parallel" });
   page.importanceBox = el("div", { id: "importance" });
+  page.paretoBox = (study.objectives || []).length > 1 ? el("div", { id: "pareto-box" }) : null;
   page.historyBox = el("div", { class: "history", id: "history" });
   page.scatterBox = el("div", { class: "plots", id: "scatter" });
   page.trialsHeading = el("h2");
@@ -172,6 +173,7 @@ async function studyView(id) {
   const clear = el("button", { id: "pc-clear", text: "clear brushes", onclick: () => { st.ranges = {}; rangesChanged(page); } });
   page.root = el("div", { class: "study-page" },
     el("h1", { text: study.name }), page.head,
+    ...(page.paretoBox ? [el("h2", { text: `Pareto front: ${study.objectives.map((o) => o.name).join(" vs ")}` }), page.paretoBox] : []),
     el("h2", { text: "Parallel coordinates" }),
     el("p", { class: "muted controls" }, colorBy, " ", clear, " drag along a parameter's axis to filter the trial table; click the axis to clear it"),
     page.parallelBox,
@@ -223,6 +225,7 @@ function renderStudy(page, study, points) {
   page.points = points;
   timed("study-head", () => renderHead(page));
   timed("parallel", () => drawParallel(page));
+  if (page.paretoBox) paretoPanel(page, page.paretoBox).catch((e) => console.warn(`pareto front: ${e.message || e}`));
   for (const u of page.uplots) { u.destroy(); const i = plots.indexOf(u); if (i >= 0) plots.splice(i, 1); }
   page.uplots = [];
   page.historyBox.replaceChildren();
@@ -249,7 +252,7 @@ function renderHead(page) {
   );
   const ended = study.stop_reason ? el("p", { id: "study-stop-reason", class: "flag final", text: `ended by its stop rule: ${study.stop_reason}` }) : null;
   const paused = study.state_reason ? el("pre", { id: "study-reason", class: "error", text: `paused by gridless: ${study.state_reason}\nfix the code, then POST /api/v1/studies/${id}/resume` }) : null;
-  const flags = el("div", { id: "flags" }, ...study.border_flags.map((f) => el("div", { class: "flag" + (f.final ? " final" : ""), text: (f.final ? "At the end: " : `After stage ${f.stage}: `) + f.message })));
+  const flags = el("div", { id: "flags" }, ...study.border_flags.map((f) => el("div", { class: "flag" + (f.final ? " final" : "") + (f.beyond_range ? " beyond" : ""), text: (f.final ? "At the end: " : `After stage ${f.stage}: `) + (f.beyond_range ? "past your range: " : "") + f.message })));
   const warnings = Object.entries(study.warning_counts);
   const warnBox = el("p", { id: "warnings", class: warnings.length ? "warn" : "muted", text: warnings.length ? "warnings (trials): " + warnings.map(([k, v]) => `${k} (${v})`).join(", ") : "no warnings" });
   const stagesTable = table([
@@ -275,9 +278,10 @@ function parallelAxes(study, points, params) {
     const dist = study.stages[0].space[name] || study.spec.space[name];
     const kind = Object.keys(dist)[0];
     const values = points.values[name];
+    const conditional = conditionOf(dist);  // null, or "optimizer is sgd"
     if (kind === "choice") {
       const cats = [...new Set([...dist.choice, ...values.filter((v) => v !== null)].map(String))];
-      return { name, kind: "choice", cats, label: name };
+      return { name, kind: "choice", cats, label: name, conditional };
     }
     const { log, integer } = scaleOf(dist);
     let lo = Infinity, hi = -Infinity;
@@ -287,7 +291,7 @@ function parallelAxes(study, points, params) {
     }
     for (const v of values) if (typeof v === "number" && (!log || v > 0)) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
     if (!Number.isFinite(lo)) [lo, hi] = log ? [1, 10] : [0, 1];
-    return { name, kind: log ? "log" : "linear", integer, lo, hi, label: name + (log ? " (log)" : "") };
+    return { name, kind: log ? "log" : "linear", integer, lo, hi, label: name + (log ? " (log)" : ""), conditional };
   });
   let lo = Infinity, hi = -Infinity;
   for (const s of points.score) if (s !== null) { lo = Math.min(lo, s); hi = Math.max(hi, s); }
@@ -342,6 +346,10 @@ function drawParallel(page) {
   const xs = axes.map((_, i) => PC.side + (n > 1 ? (i * (width - 2 * PC.side)) / (n - 1) : (width - 2 * PC.side) / 2));
   const failedY = PC.top + plotH + PC.slot;
   const yOf = (axis, v) => PC.top + (1 - axisFraction(axis, v)) * plotH;
+  // A conditional parameter a trial does not have (its condition failed) is no value:
+  // the line passes through the axis's "absent" slot below it, never a point on the scale.
+  const hasParams = sampledTrials(axes.slice(0, n - 1), points);
+  const absent = new Map(axes.filter((a) => a.conditional).map((a) => [a.name, 0]));
 
   // Geometry once: y per axis per trial (NaN: no line), and what kind of line it is.
   const lines = [];
@@ -351,6 +359,11 @@ function drawParallel(page) {
     let ok = true;
     for (let a = 0; a < n - 1; a++) {
       const v = points.values[axes[a].name][i];
+      if ((v === null || v === undefined) && axes[a].conditional && hasParams[i]) {
+        ys.push(failedY);
+        absent.set(axes[a].name, absent.get(axes[a].name) + 1);
+        continue;
+      }
       if (v === null || v === undefined) { ok = false; break; }
       ys.push(yOf(axes[a], v));
     }
@@ -435,6 +448,7 @@ function drawParallel(page) {
       g.append(svg("line", { x1: x - 4, x2: x, y1: y, y2: y, class: "tick" }));
       g.append(svg("text", { x: x - 7, y: y + 4, class: "tick-label", "text-anchor": "end" }, axis.kind === "choice" ? t : fmtValue(t)));
     }
+    if (axis.conditional) absentSlot(g, axis, x, failedY, absent.get(axis.name));
     if (axis.kind === "score" && failed) {
       g.append(svg("circle", { cx: x, cy: failedY, r: 4, class: "failed-slot" }));
       g.append(svg("text", { x: x - 8, y: failedY + 4, class: "failed-label", "text-anchor": "end" }, `failed or diverged (${failed})`));
@@ -467,9 +481,35 @@ function drawParallel(page) {
   box.dataset.lines = String(lines.length);
   box.dataset.failed = String(failed);
   box.dataset.axes = String(n);
+  box.dataset.absent = JSON.stringify(Object.fromEntries(absent));
   box.dataset.color = st.colorBy;
   paint();
   page.paintParallel = paint;
+}
+
+/** A conditional parameter's condition as a person reads it ("optimizer is sgd"), or null
+ *  for a parameter every trial has. */
+function conditionOf(dist) {
+  if (!dist || !dist.when) return null;
+  return Object.entries(dist.when).map(([parent, v]) => `${parent} is ${[].concat(v).join(" or ")}`).join(" and ");
+}
+
+/** Per trial, whether it has its parameters yet (some parameter without a condition has a
+ *  value): an unsampled trial draws no line, a sampled one lacking a conditional
+ *  parameter goes through that axis's absent slot. */
+function sampledTrials(axes, points) {
+  const roots = axes.filter((a) => !a.conditional).map((a) => points.values[a.name]);
+  const out = new Array(points.count);
+  for (let i = 0; i < points.count; i++) out[i] = roots.some((vs) => vs[i] !== null && vs[i] !== undefined);
+  return out;
+}
+
+/** The slot under a conditional axis where the lines of the trials without it pass. */
+function absentSlot(g, axis, x, y, count) {
+  g.append(svg("title", {}, `${axis.name}: only when ${axis.conditional}`));
+  g.append(svg("circle", { cx: x, cy: y, r: 4, class: "absent-slot" }));
+  g.append(svg("text", { x: x - 8, y: y + 4, class: "absent-label", "text-anchor": "end" }, `absent (${count})`));
+  g.append(svg("text", { x, y: y + 18, class: "absent-label", "text-anchor": "middle" }, `when ${axis.conditional}`));
 }
 
 function swatch(color, dashed = false) {
@@ -869,7 +909,7 @@ function trialTable(page) {
     { key: "best_score", name: study.metric, sort: "best_score", get: (t) => t.best_score, fmt: fmtScore },
     { key: "best_epoch", name: "epoch", sort: "best_epoch", get: (t) => t.best_epoch },
     { key: "state", name: "state", left: true, get: (t) => (t.origin ? `${t.state} (${t.origin})` : t.state) },
-    ...params.filter((p) => st.columns.has(`params.${p}`)).map((p) => ({ key: `params.${p}`, name: p, sort: `params.${p}`, get: (t) => (t.params ? t.params[p] : null) })),
+    ...params.filter((p) => st.columns.has(`params.${p}`)).map((p) => ({ key: `params.${p}`, name: p, sort: `params.${p}`, get: (t) => (t.params ? (p in t.params ? t.params[p] : "") : null) })),
     ...(page.study.metric_names || []).filter((m) => st.columns.has(`metrics.${m}`)).map((m) => ({ key: `metrics.${m}`, name: m, sort: `metrics.${m}`, title: "the last reported epoch's value; the server sorts by the value at the best epoch", get: (t) => (t.metrics ? t.metrics[m] ?? null : null) })),
     { key: "warnings", name: "warnings", left: true, get: (t) => (t.warnings || []).map((w) => w.code).join(", ") },
   ];

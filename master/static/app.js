@@ -140,7 +140,7 @@ async function ensemblesPanel(id, built) {
   ...(body.notes || []).slice(1).map((n) => el("p", { class: "muted", text: n })));
 }
 
-// Legends (issue 19): each series by name, with its value under the cursor; at rest, its
+// Legends: each series by name, with its value under the cursor; at rest, its
 // last value (a trial's last epoch), so a glance at the legend reads the final numbers.
 const fmtLegend = (v) => (v === null || v === undefined ? "-" : Number(v.toPrecision(4)).toString());
 function lastValue(column) {
@@ -161,7 +161,7 @@ function epochSeries() {
 // Whole epochs on the x axis: an iteration's fraction of an epoch needs no tick of its own.
 const epochAxis = () => ({ label: "epoch", incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000] });
 
-// One x range for every curve plot of a page (issue 19: the loss plot ran 0-4 where the
+// One x range for every curve plot of a page (the loss plot ran 0-4 where the
 // accuracy plot ran 1-5). x counts epochs of training done: a per-epoch value sits at the
 // end of its epoch, iteration k of n in epoch e at e - 1 + (k + 1) / n.
 function epochScale(epochs) {
@@ -171,7 +171,7 @@ function epochScale(epochs) {
 }
 
 async function trialView(studyId, number) {
-  // Trial N is trial N everywhere (issue 15): the URL, the heading, the API path.
+  // Trial N is trial N everywhere: the URL, the heading, the API path.
   const base = `/studies/${studyId}/trials/${number}`;
   const trial = await get(base);
   const study = await get(`/studies/${studyId}`);
@@ -195,7 +195,7 @@ async function trialView(studyId, number) {
     { name: "score", get: (c) => c.score, fmt: fmtScore },
     { name: "bytes", get: (c) => c.size },
   ], trial.checkpoints, { id: "trial-checkpoints" });
-  // Compare this trial with others (issue 19): trial numbers, as the study's table shows them.
+  // Compare this trial with others: trial numbers, as the study's table shows them.
   const others = el("input", { type: "text", id: "compare-with", size: 14, placeholder: "e.g. 3, 7, 12", "aria-label": "trial numbers to compare with" });
   const compareForm = el("form", { id: "compare-form", class: "inline", onsubmit: (event) => {
     event.preventDefault();
@@ -213,13 +213,13 @@ async function trialView(studyId, number) {
     const x = epochScale(epochs);
     const curves = (title, yLabel, list, columns, y = {}) =>
       plot(title, { scales: { x, y }, axes: [epochAxis(), y.distr === 3 ? { label: yLabel, values: tickValues } : { label: yLabel }], series: [epochSeries(), ...list] }, [epochs, ...columns], box);
-    // Every reported metric by name (issue 14): the study's own first, the losses together,
+    // Every reported metric by name: the study's own first, the losses together,
     // the accuracies together, then one plot per other metric.
     const named = [...new Set(metrics.flatMap((m) => Object.keys(m.metrics || {})))];
     const curve = (name) => metrics.map((m) => m.metrics?.[name] ?? null);
     const lossNames = named.filter((n) => n.includes("loss"));
     // The training loss per iteration, with the validation loss per epoch on the same axes
-    // (issue 19): the gap between them is the seed's overfitting signal.
+    //: the gap between them is the seed's overfitting signal.
     const xs = [], losses = [];
     metrics.forEach((m) => {
       const history = m.stats.loss_history || [];
@@ -298,7 +298,7 @@ async function trialView(studyId, number) {
   refreshWhile(!["completed", "stopped", "diverged", "failed"].includes(trial.state), again);
 }
 
-// The name a downloaded checkpoint gets, as master/routes/checkpoints.py names it (issue 19):
+// The name a downloaded checkpoint gets, as master/routes/checkpoints.py names it:
 // every trial's files share their score-first names, so the study and trial go in front.
 const downloadName = (study, number, name) => `${study}-trial${String(number).padStart(6, "0")}-${name}`.replace(/[^A-Za-z0-9._-]/g, "_");
 
@@ -306,7 +306,7 @@ async function checkpointsView(id) {
   const study = await get(`/studies/${id}`);
   const page = await get(`/studies/${id}/checkpoints?limit=1000`);
   crumbs.replaceChildren(el("a", { href: `#/studies/${id}`, text: study.name }), el("a", { href: `#/checkpoints/${id}`, text: "checkpoints" }));
-  // The detail sits beside the list and stays in view (issue 19: opened below a long
+  // The detail sits beside the list and stays in view (opened below a long
   // table, nothing visibly happened); the selected row is highlighted.
   const detail = el("aside", { id: "checkpoint-detail", class: "side" }, el("p", { class: "muted", text: "click a checkpoint for its metadata, download and resume" }));
   let selected = null;
@@ -354,7 +354,7 @@ async function checkpointsView(id) {
   );
 }
 
-// Studies (or one study's stages) side by side (issue 18): #/compare/1,2
+// Studies (or one study's stages) side by side: #/compare/1,2
 async function compareView(ids) {
   const body = await get(`/studies/compare?ids=${ids}`);
   crumbs.replaceChildren(...body.data.map((st) => el("a", { href: `#/studies/${st.id}`, text: st.name })), el("a", { href: `#/compare/${ids}`, text: "compare" }));

@@ -1,4 +1,4 @@
-/* gridless dashboard: several trials of a study on one page (issue 19).
+/* gridless dashboard: several trials of a study on one page.
  * #/studies/{id}/compare-trials/3,7,12 (trial numbers, as the study's table shows them)
  * overlays their per-epoch curves, one colour per trial, epochs aligned on x.
  * Loaded before app.js; uses its helpers (el, get, plot, series, ...) when called, and

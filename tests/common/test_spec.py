@@ -34,7 +34,7 @@ def test_shipped_examples_load(path: Path) -> None:
         ),
         (
             {"stages": [{"trials": 1, "epochs": 1, "epoch": 2}]},
-            "stages.0.epoch: unknown key; check its spelling against the documented spec",
+            "stages.0.epoch: unknown key; did you mean 'epochs'? (the keys here: epochs, trials)",
         ),
         (
             {"metric": "accuracy"},
@@ -260,3 +260,19 @@ def test_an_enqueued_value_outside_its_range_is_allowed_and_named() -> None:
     assert spec.outside_range() == [  # type: ignore[attr-defined]
         "enqueue[0].lr = 0.5 lies outside {'log_uniform': [0.0001, 0.1]}"
     ]
+
+
+@pytest.mark.parametrize(
+    ("change", "close"),
+    [
+        (
+            {"early_stoping": {"rule": "none"}},
+            "early_stoping: unknown key; did you mean 'early_stopping'?",
+        ),
+        ({"stop": {"targt": 0.9}}, "stop.targt: unknown key; did you mean 'target'?"),
+    ],
+)
+def test_a_misspelt_key_gets_the_close_match(change: dict[str, Any], close: str) -> None:
+    with pytest.raises(SpecError) as info:
+        parse_spec({**TINY_SPEC, **change})
+    assert str(info.value).startswith(close)

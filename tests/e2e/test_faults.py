@@ -143,7 +143,8 @@ def test_a_corrupt_checkpoint_is_skipped_when_resuming(ray_master: Any, tmp_path
             return row is not None and row.state == "lost"
 
     wait_for(lost, 60, "the master to see the worker die")
-    time.sleep(1.0)
+    time.sleep(1.0)  # a request already received reaches the writer's queue
+    app.state.protocol.writer.run(lambda batch: None)  # and all before this has committed
     with sessions() as s:
         newest = s.scalar(
             select(CheckpointRow)

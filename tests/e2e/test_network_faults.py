@@ -39,9 +39,16 @@ def test_workers_ride_out_a_network_cut_and_lost_answers(master: Master) -> None
             time.sleep(0.05)
         proxy.cut()  # connections dropped: the workers' requests fail and are retried
         time.sleep(3)
+        # a loaded machine may send nothing in 3 s: the cut lasts until it has dropped one
+        while proxy.dropped == 0:
+            assert time.monotonic() < deadline + 120, "the cut dropped no request"
+            time.sleep(0.05)
         cut_dropped = proxy.dropped
         proxy.drop_answers()  # the master processes each request, the answer is lost
         time.sleep(3)
+        while proxy.dropped == cut_dropped:
+            assert time.monotonic() < deadline + 240, "no answer was lost"
+            time.sleep(0.05)
         lost_answers = proxy.dropped - cut_dropped
         proxy.restore()
         for thread in workers:

@@ -1,6 +1,6 @@
 """`gridless run` interrupted with SIGINT, then continued with the command it prints, from
-another directory (issue 15): the study completes and no trial trains an epoch twice
-beyond the one its last checkpoint missed."""
+another directory: the study completes, its trials still run in the directory the run
+started in, and no trial trains an epoch twice beyond the one its last checkpoint missed."""
 
 from __future__ import annotations
 
@@ -32,6 +32,8 @@ def main(trial):
         time.sleep(0.3)
         trial.report(epoch, val_loss=trial.params["lr"] / epoch, done_before=done)
         with open(Path(__file__).with_name("epochs.txt"), "a") as log:
+            log.write(f"{trial.number} {epoch}\\n")
+        with open("relative.txt", "a") as log:  # relative to where the run started
             log.write(f"{trial.number} {epoch}\\n")
         trial.save({"epoch": epoch})
         done = epoch
@@ -91,6 +93,9 @@ def test_an_interrupted_run_resumes_from_another_directory(tmp_path: Path) -> No
     assert states == ["completed"] * 6
     per_trial = collections.Counter(trial for trial, _ in rows)
     assert set(per_trial.values()) == {6}  # every epoch stored exactly once
+    # the resumed trials ran in the directory the run started in, not in `elsewhere`
+    assert not (elsewhere / "relative.txt").exists()
+    assert (project / "relative.txt").read_text() == epochs.read_text()
     trained = collections.Counter(epochs.read_text().split("\n")[:-1])
     repeats = [key for key, n in trained.items() if n > 1]
     assert all(n <= 2 for n in trained.values()), trained

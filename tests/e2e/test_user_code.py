@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+import gridless
 from gridless.common.checkpoints import parse_name
 from gridless.common.db import EpochMetricRow, TrialRow
 from gridless.common.spec import parse_spec
@@ -336,3 +337,42 @@ def test_a_lost_function_trial_resumes_from_restore_on_another_worker(
     assert rows[first].metrics["restored_from"] >= 1
     # the weights went on from the restored state: w0 counts every epoch once
     assert [rows[e].metrics["w0"] for e in sorted(rows)] == [float(e) for e in range(1, 11)]
+
+
+SAVES_AFTER_REPORT = """
+def main(trial):
+    # the older order of the docs: report the epoch, then save it
+    for epoch in trial.epochs():
+        trial.report(epoch, val_loss=1.0 / epoch, val_f1=0.3 * epoch)
+        trial.save({"epoch": epoch, "lr": trial.params["lr"]})
+"""
+
+
+@pytest.mark.ray
+def test_the_epoch_that_reaches_the_target_is_the_best_checkpoint(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "f1.py").write_text(textwrap.dedent(SAVES_AFTER_REPORT))
+    (project / "study.yaml").write_text(
+        textwrap.dedent(
+            """\
+            name: f1-target
+            train: f1:main
+            metric: {name: val_f1, mode: max}
+            space:
+              lr: {log_uniform: [1.0e-4, 0.1]}
+            stages:
+              - {trials: 2, epochs: 5}
+            stop: {target: 0.85}
+            """
+        )
+    )
+    done = run_cli("run", "study.yaml", "--run-dir", "runs", "--workers", "1", cwd=project)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "target reached: val_f1 0.9 >= 0.85" in done.stdout
+    found = re.search(r"best checkpoint \(trial (\d+), epoch (\d+)\): (\S+)", done.stdout)
+    assert found is not None, done.stdout
+    assert found.group(2) == "3"
+    assert "has no checkpoint" not in done.stdout
+    run_dir, _ = open_run(project / "runs")
+    assert gridless.load_state(run_dir / "store" / found.group(3))["epoch"] == 3

@@ -362,7 +362,7 @@ def test_csv_export_has_every_matching_trial_in_list_order(
     assert lines[0] == (
         "number,stage,state,origin,best_score,best_epoch,params.learning_rate,params.hidden,"
         "params.act,metrics.test_accuracy,metrics.train_loss,metrics.val_accuracy,"
-        "metrics.warmup_loss,warnings"
+        "metrics.warmup_loss,warnings,error"
     )
     rows = list(csv.DictReader(response.text.splitlines()))
     page = api.get("/studies/1/trials", params={"limit": 1000}).json()["data"]
@@ -383,12 +383,14 @@ def test_csv_export_has_every_matching_trial_in_list_order(
         "metrics.val_accuracy": "0.8",
         "metrics.warmup_loss": "",
         "warnings": "",
+        "error": "",
     }
     by_number = {int(r["number"]): r for r in rows}
     assert by_number[0]["warnings"] == "loss_rising;dead_relu"
     assert by_number[0]["metrics.test_accuracy"] == "0.55"
     assert by_number[0]["metrics.warmup_loss"] == ""  # epoch 1 only: not the last epoch
     assert (by_number[2]["state"], by_number[2]["best_score"]) == ("failed", "")
+    assert by_number[2]["error"] == "boom"  # a failed trial says why
     assert by_number[4]["state"] == "running"
 
 
@@ -438,7 +440,9 @@ def test_json_export_carries_the_same_trials_as_objects(
         "params": {"learning_rate": 0.01, "hidden": 16, "act": "relu"},
         "metrics": {"val_accuracy": 0.5, "test_accuracy": 0.55},
         "warnings": ["loss_rising", "dead_relu"],
+        "error": None,
     }
+    assert trials[2]["error"] == "boom"
     page = api.get("/studies/1/trials", params={"sort": "number"}).json()["data"]
     assert [t["metrics"] for t in trials] == [t["metrics"] for t in page]
 
@@ -447,7 +451,7 @@ def test_an_export_of_no_trials_is_a_header_or_an_empty_array(api: httpx.Client)
     csv_text = api.get("/studies/1/trials", params={"format": "csv"}).text
     assert csv_text.splitlines() == [
         "number,stage,state,origin,best_score,best_epoch,params.learning_rate,"
-        "params.hidden,params.act,warnings"
+        "params.hidden,params.act,warnings,error"
     ]
     assert api.get("/studies/1/trials", params={"format": "json"}).json() == []
 

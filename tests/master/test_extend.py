@@ -114,3 +114,14 @@ def test_trials_added_to_the_running_stage_run_in_it(master: Master) -> None:
         assert done.json() == {
             "detail": "study 1 has no running stage to add trials to: append a stage instead"
         }
+
+
+def test_extending_without_workers_says_so_and_how_to_add_them(master: Master) -> None:
+    master.service.create_study(tiny_spec())  # no worker ever claimed from this master
+    result = CliRunner().invoke(
+        app, ["extend", "1", "--trials", "2", "--url", master.url, "--no-watch"]
+    )
+    assert result.exit_code == 0, result.output
+    flat = " ".join(result.output.split())
+    assert "no workers are connected to this master, so the study waits" in flat
+    assert f"gridless workers add N --url {master.url}" in flat

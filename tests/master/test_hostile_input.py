@@ -382,6 +382,7 @@ ROUTES = {
     ("GET", "/api/v1/studies/{study_id}/flags"),
     ("GET", "/api/v1/studies/{study_id}/importance"),
     ("GET", "/api/v1/studies/{study_id}/points"),
+    ("GET", "/api/v1/studies/{study_id}/pareto"),
     ("GET", "/api/v1/studies/{study_id}/stages"),
     ("GET", "/api/v1/studies/{study_id}/trials"),
     ("GET", "/api/v1/studies/{study_id}/trials/{number}"),

@@ -83,7 +83,8 @@ def test_flagged_upper_edge_extends_past_it() -> None:
     space, flags, decisions = narrow_space({"learning_rate": LR}, top, NarrowingPolicy(extend=0.5))
     assert [f.edge for f in flags] == ["upper"]
     assert space["learning_rate"].high == pytest.approx(10 ** (-1 + 2.5))  # type: ignore[attr-defined]
-    assert decisions[0].why == "on the upper border: extended above it"
+    # no trends given: nothing tests one, so the best value on the border extends
+    assert decisions[0].why == "on the upper border, no trend tested: extended above it"
 
 
 def test_extension_respects_hard_limits() -> None:

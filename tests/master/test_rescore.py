@@ -188,7 +188,10 @@ def test_last_stage_rescores_only_the_last(master: Master, noisy: str) -> None:
         ({"top": 0}, "rescore.top: Input should be greater than or equal to 1"),
         ({"seeds": 1}, "rescore.seeds: Input should be greater than or equal to 2"),
         ({"after": "never"}, "rescore.after: Input should be 'every_stage' or 'last_stage'"),
-        ({"tops": 3}, "rescore.tops: unknown key; check its spelling against the documented spec"),
+        (
+            {"tops": 3},
+            "rescore.tops: unknown key; did you mean 'top'? (the keys here: after, seeds, top)",
+        ),
     ],
 )
 def test_bad_rescore_settings_name_the_key(rescore: dict[str, Any], message: str) -> None:

@@ -93,6 +93,7 @@ def test_a_stage_where_every_trial_diverged_is_followed_by_a_range_moved_away(
         "failed": 0,
         "too_high": 6,
         "too_low": 0,
+        "learned_nothing": 0,
     }
     (flag,) = decided["flags"]
     assert (flag["param"], flag["edge"], flag["walk"]) == ("learning_rate", "lower", True)
@@ -101,6 +102,9 @@ def test_a_stage_where_every_trial_diverged_is_followed_by_a_range_moved_away(
     )
     assert decided["no_score"].endswith("the ranges moved away from the divergence")
     assert decided["added_stage"]["index"] == 1
+    # past the plan of 10 epochs, and it says why: nothing had scored
+    assert decided["added_stage"]["budget"]["plan_epochs"] == 10
+    assert "no trial of the study scored yet" in decided["added_stage"]["budget"]["why"]
     low, high = decades(added["space"])
     assert low <= 0.0 - 3.0 + 1e-9  # a whole width (3 decades) below
     assert 10**high <= flag["value"] * (1 + 1e-9)  # below every trial that diverged
@@ -123,17 +127,19 @@ def test_a_backed_border_walks_whole_widths_and_adds_stages_within_the_budget(
         tiny_spec(
             space=space,
             stages=[{"trials": 20, "epochs": 1}, {"trials": 4, "epochs": 1}],
-            narrowing={"max_extra_stages": 2, "border": 0.2},
+            # the plan is 24 epochs; the spec allows added stages 40 more
+            narrowing={"max_extra_stages": 2, "border": 0.2, "extra_epochs": 40},
             early_stopping={"rule": "none"},
         )
     )
     study = drive(master, rising)
     stages = study["stages"]
+    assert study["finished_trials"] <= 24 + 40  # one epoch a trial
     assert [(s["trials"], s["epochs"]) for s in stages] == [(20, 1), (20, 1), (20, 1), (4, 1)]
     for before, after in itertools.pairwise(stages):
         flags = [f for f in before["decisions"]["flags"] if f["param"] == "learning_rate"]
         assert [(f["edge"], f["walk"]) for f in flags] == [("upper", True)]
-        assert flags[0]["message"].endswith("and the scores rise toward it")
+        assert "and the scores rise toward it (rho +" in flags[0]["message"]
         old, new = decades(before["space"]), decades(after["space"])
         assert new[1] - old[1] >= (old[1] - old[0]) - 1e-9  # at least the whole old width
     assert [("added_stage" in s["decisions"]) for s in stages] == [True, True, False, False]
@@ -186,3 +192,29 @@ def test_a_study_whose_only_stage_diverged_adds_one_rather_than_end_unscored(
     assert (added["trials"], added["epochs"], added["state"]) == (5, 1, "done")
     assert study["best_score"] > 0.5  # it did not end with no scored trial
     assert study["border_flags"] is not None
+
+
+def test_an_added_stage_spends_the_plan_by_shrinking_the_later_stages(master: Master) -> None:
+    """A 30-epoch plan: the walk after stage 1 adds a stage of 10 trials, paid by the two
+    later stages (10 -> 5 trials each); the next walk finds the budget spent and adds
+    nothing, saying so. The study trains no more than its plan."""
+    master.service.create_study(
+        tiny_spec(
+            space={"learning_rate": {"log_uniform": [1e-6, 1e-3], "limits": [1e-9, 1e9]}},
+            stages=[{"trials": 10, "epochs": 1}] * 3,
+            early_stopping={"rule": "none"},
+        )
+    )
+    study = drive(master, rising)
+    stages = study["stages"]
+    assert [(s["trials"], s["epochs"]) for s in stages] == [(10, 1), (10, 1), (5, 1), (5, 1)]
+    assert study["spec"]["stages"] == [{"trials": t, "epochs": 1} for t in (10, 10, 5, 5)]
+    assert study["spec"]["epoch_budget"] == 30
+    budget = stages[0]["decisions"]["added_stage"]["budget"]
+    assert budget["why"] == (
+        "within the epoch budget: stage 3 10 -> 5 trials; stage 4 10 -> 5 trials to pay for it"
+    )
+    assert stages[1]["decisions"]["budget"]["why"].startswith(
+        "no stage added: the epoch budget is spent (20 of 30 trained"
+    )
+    assert study["finished_trials"] <= 30  # one epoch a trial

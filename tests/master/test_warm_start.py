@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from gridless.common.errors import GridlessError
 from gridless.master.cli import app
 from gridless.master.cli.checks import validate
+from gridless.master.cli.render import warm_line
 from gridless.worker.loop import run_worker
 from tests.conftest import TINY_SPEC, Master, tiny_spec
 
@@ -100,12 +101,30 @@ def test_a_warm_start_from_another_run_directory(master: Master, tmp_path: Path)
     with httpx.Client(base_url=master.url + "/api/v1", timeout=60) as api:
         sent = api.post("/studies", json=spec.model_dump(mode="json", exclude_none=True))
         assert sent.status_code == 201, sent.text
-        assert api.get("/studies/1").json()["stages"][0]["space"] == last
+        shown = api.get("/studies/1").json()
+        assert shown["stages"][0]["space"] == last
+        # the status line names the old study and its run, not "study None"
+        line = warm_line(shown["spec"]["warm_start"])
+        assert line.startswith(f"warm-started from study old of run {tmp_path / 'old-run'} ")
+        assert "None" not in line
         raw = api.post(
             "/studies", json={**TINY_SPEC, "name": "raw", "warm_start": {"run": "/etc"}}
         )
         assert raw.status_code == 422
         assert raw.json()["detail"].startswith("warm_start.run: a path on the machine")
+    # an enqueued value inside this spec's range but outside the old ranges stage 1 opens
+    # with is noted; one inside those is not
+    old_high = float(last["learning_rate"]["log_uniform"][1])
+    wide = {**TINY_SPEC["space"], "learning_rate": {"log_uniform": [1e-2, 100.0]}}
+    base = {name: next(iter(last[name].values()))[0] for name in ("reg", "hidden")}
+    enqueued = [{**base, "learning_rate": old_high * 2}, {**base, "learning_rate": old_high}]
+    spec_file.write_text(
+        yaml.safe_dump({**TINY_SPEC, "name": "warm2", "space": wide, "enqueue": enqueued,
+                        "warm_start": {"run": "old-run"}})
+    )  # fmt: skip
+    notes = validate(spec_file).outside_range()
+    assert len(notes) == 1
+    assert notes[0].startswith("enqueue[0].learning_rate = ")
     missing = tmp_path / "missing.yaml"
     missing.write_text(yaml.safe_dump({**TINY_SPEC, "warm_start": {"run": "nowhere"}}))
     with pytest.raises(GridlessError, match="holds no run"):

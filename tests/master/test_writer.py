@@ -19,16 +19,52 @@ from gridless.master.writer import Batch
 from tests.conftest import Master, tiny_spec
 
 
+class OwnBatches:
+    """Counts the batches that carried this test's own jobs, and those jobs.
+
+    The writer's `batches` and `jobs_done` are shared with the master's monitor (its
+    liveness sweep and stage sweep run as writer jobs on their own timer), so a test that
+    reads them is only right on an idle machine. This wraps the writer's commit and looks
+    at each batch's jobs: a job counts when `mine` holds it.
+    """
+
+    def __init__(self, writer: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.mine: dict[int, Any] = {}  # held, so that no other job reuses an id
+        self.batches = 0
+        self.jobs = 0
+        commit = writer._commit
+
+        def counting(taken: list[tuple[Any, Any]]) -> None:
+            own = sum(1 for job, _future in taken if id(job) in self.mine)
+            commit(taken)
+            if own:
+                self.batches += 1
+                self.jobs += own
+
+        monkeypatch.setattr(writer, "_commit", counting)
+
+    def tag(self, job: Any) -> Any:
+        """Mark `job` as this test's own and return it."""
+        self.mine[id(job)] = job
+        return job
+
+
 def rows(master: Master, model: Any) -> int:
     with session_scope(master.service.sessions) as s:
         return s.scalar(select(func.count()).select_from(model)) or 0
 
 
-def test_a_failing_job_undoes_only_its_own_writes(master: Master) -> None:
+def test_a_failing_job_undoes_only_its_own_writes(
+    master: Master, monkeypatch: pytest.MonkeyPatch
+) -> None:
     writer = master.app.state.protocol.writer
+    own = OwnBatches(writer, monkeypatch)
     gate = threading.Event()
 
+    running = threading.Event()
+
     def blocker(batch: Batch) -> None:
+        running.set()
         gate.wait(10)  # holds the writer so the next three land in one batch
 
     def add(name: str, fail: bool) -> Any:
@@ -42,15 +78,15 @@ def test_a_failing_job_undoes_only_its_own_writes(master: Master) -> None:
         return job
 
     first = writer.submit(blocker)
-    futures = [writer.submit(add(n, n == "w2")) for n in ("w1", "w2", "w3")]
-    before = writer.batches
+    assert running.wait(10)  # the writer is inside the blocker: the three queue behind it
+    futures = [writer.submit(own.tag(add(n, n == "w2"))) for n in ("w1", "w2", "w3")]
     gate.set()
     first.result(10)
     assert futures[0].result(10) == "w1"
     with pytest.raises(ConflictError, match="w2 refused"):
         futures[1].result(10)
     assert futures[2].result(10) == "w3"
-    assert writer.batches - before <= 2  # the three shared one transaction
+    assert (own.batches, own.jobs) == (1, 3)  # the three shared one transaction
     with session_scope(master.service.sessions) as s:
         assert sorted(s.scalars(select(WorkerRow.id))) == ["w1", "w3"]
 
@@ -92,25 +128,49 @@ def report(worker: str, epoch: int, **extra: Any) -> dict[str, Any]:
     return {"worker_id": worker, "attempt": 0, "epoch": epoch, "val_accuracy": 0.5, **extra}
 
 
-def test_concurrent_reports_share_transactions(master: Master) -> None:
+def test_concurrent_reports_share_transactions(
+    master: Master, monkeypatch: pytest.MonkeyPatch
+) -> None:
     spec = tiny_spec(early_stopping={"rule": "none"}, stages=[{"trials": 16, "epochs": 30}])
     master.service.create_study(spec)
-    writer = master.app.state.protocol.writer
+    protocol = master.app.state.protocol
     with httpx.Client(base_url=master.url + "/api/v1", timeout=60) as api:
         trials = [claim_and_start(api, f"w{i}") for i in range(16)]
-    before_batches, before_jobs = writer.batches, writer.jobs_done
+    own = OwnBatches(protocol.writer, monkeypatch)
+    report_job = protocol.report_job
+    monkeypatch.setattr(protocol, "report_job", lambda *a: own.tag(report_job(*a)))
+    reporting = threading.Event()
+    sweeps = 0
+
+    def monitor() -> None:
+        # the monitor's own writer jobs, forced while the reports arrive: a liveness
+        # sweep and a stage sweep, the jobs that load made the old count trip over
+        nonlocal sweeps
+        while True:
+            protocol.reap()
+            protocol.advance_stages()
+            sweeps += 1
+            if reporting.is_set():
+                return
 
     def worker(i: int) -> None:
         with httpx.Client(base_url=master.url + "/api/v1", timeout=60) as http:
             for epoch in range(1, 31):
-                http.post(f"/trials/{trials[i]}/reports", json=report(f"w{i}", epoch))
+                answer = http.post(f"/trials/{trials[i]}/reports", json=report(f"w{i}", epoch))
+                assert answer.status_code == 200, answer.text
 
-    with ThreadPoolExecutor(16) as pool:
-        list(pool.map(worker, range(16)))
-    assert rows(master, EpochMetricRow) == 16 * 30
-    jobs = writer.jobs_done - before_jobs
-    assert jobs == 16 * 30
-    assert writer.batches - before_batches < jobs  # some commits carried several reports
+    sweeper = threading.Thread(target=monitor)
+    sweeper.start()
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(worker, range(16)))
+    finally:
+        reporting.set()
+        sweeper.join(30)
+    assert sweeps >= 2  # one at least while the reports arrived
+    assert rows(master, EpochMetricRow) == 16 * 30  # every report stored once
+    assert own.jobs == 16 * 30
+    assert own.batches < own.jobs  # some commits carried several reports
 
 
 def test_a_batch_is_idempotent_per_epoch_and_stops_where_the_trial_ends(master: Master) -> None:

@@ -283,6 +283,15 @@ def test_center_params_use_the_sampling_scale() -> None:
     }
 
 
+def test_center_params_leave_out_a_parameter_whose_condition_fails() -> None:
+    space = {
+        "update": {"choice": ["adam", "sgd"]},
+        "momentum": {"uniform": [0.5, 0.9], "when": {"update": "sgd"}},
+        "beta2": {"uniform": [0.9, 0.99], "when": {"update": "adam"}},
+    }
+    assert center_params(space, {}) == {"update": "adam", "beta2": pytest.approx(0.945)}
+
+
 @pytest.fixture
 def linear(tmp_path: Path) -> dict[str, str]:
     return {"npz": str(write_linear_regression(tmp_path / "linear.npz"))}

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 from gridless.common.checkpoints import parse_name
+from gridless.common.messages import EpochReport, ReportBatch
 from gridless.common.spec import parse_spec
+from gridless.worker.client import MasterClient
 from gridless.worker.loop import run_worker
 from gridless.worker.trial import load_state
 from tests.conftest import Master
@@ -63,6 +65,33 @@ def saves_without_metric(trial):
     for epoch in trial.epochs():
         trial.report(epoch, val_f1=0.5)
         trial.save({"epoch": epoch})
+
+
+def climbs_then_saves(trial):
+    """val_f1 0.3, 0.6, 0.9, ... by epoch: the docs' older order, report then save."""
+    for epoch in trial.epochs():
+        trial.report(epoch, val_loss=1.0 / epoch, val_f1=0.3 * epoch)
+        trial.save({"epoch": epoch, "lr": trial.params["lr"]})
+
+
+def climbs_in_one_call(trial):
+    for epoch in trial.epochs():
+        state = {"epoch": epoch, "lr": trial.params["lr"]}
+        trial.report(epoch, checkpoint=state, val_loss=1.0 / epoch, val_f1=0.3 * epoch)
+
+
+def saves_odd_epochs(trial):
+    for epoch in trial.epochs():
+        trial.report(epoch, val_loss=1.0 / epoch, val_f1=0.3 * epoch)
+        if epoch % 2:
+            trial.save({"epoch": epoch})
+
+
+def undefined_f1(trial):
+    """Finite losses, an F1 that is NaN in every other epoch (no positive prediction)."""
+    for epoch in trial.epochs():
+        f1 = float("nan") if epoch % 2 else 0.5 + trial.params["lr"]
+        trial.report(epoch, train_loss=0.5, val_loss=0.6, val_f1=f1)
 
 
 def not_a_number(trial):
@@ -237,3 +266,72 @@ def test_ensembles_of_a_function_study_are_refused_with_the_reason(
     answer = httpx.post(f"{master.url}/api/v1/studies/{study_id}/ensembles")
     assert answer.status_code == 422
     assert "a function of yours" in answer.json()["detail"]
+
+
+F1_TARGET = {"metric": {"name": "val_f1", "mode": "max"}, "stop": {"target": 0.85}}
+
+
+@pytest.mark.parametrize("function", ["climbs_then_saves", "climbs_in_one_call"])
+def test_the_epoch_that_reaches_the_target_keeps_its_checkpoint_in_one_message(
+    master: Master, functions: str, function: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent: list[tuple[int, bool]] = []
+    one, many = MasterClient.report, MasterClient.reports
+
+    def report(self: MasterClient, trial_id: int, report: EpochReport) -> Any:
+        sent.append((report.epoch, report.checkpoint is not None))
+        return one(self, trial_id, report)
+
+    def reports(self: MasterClient, trial_id: int, batch: ReportBatch) -> Any:
+        sent.extend((r.epoch, r.checkpoint is not None) for r in batch.reports)
+        return many(self, trial_id, batch)
+
+    monkeypatch.setattr(MasterClient, "report", report)
+    monkeypatch.setattr(MasterClient, "reports", reports)
+    study_id = study_of(
+        master,
+        f"{functions}:{function}",
+        trials=1,
+        stages=[{"trials": 1, "epochs": 5}],
+        **F1_TARGET,
+    )
+    (trial,) = trials_of(master, study_id)
+    assert trial["state"] == "stopped"
+    assert trial["best_epoch"] == 3  # 0.9 >= 0.85: the study ends at epoch 3
+    detail = httpx.get(f"{master.url}/api/v1/trials/{trial['id']}").json()
+    assert max(c["epoch"] for c in detail["checkpoints"]) == 3
+    best = next(c for c in detail["checkpoints"] if c["epoch"] == 3)
+    assert load_state(Path(master.store_root) / best["path"])["epoch"] == 3
+    # one message an epoch, with its file (fast epochs may send 4 and 5 before the stop
+    # comes back: the master refuses them, the trial being over)
+    assert sent[:3] == [(1, True), (2, True), (3, True)]
+    assert len({epoch for epoch, _ in sent}) == len(sent)
+    assert "best_epoch_unsaved" not in [w["code"] for w in trial["warnings"]]
+
+
+def test_a_best_epoch_without_a_checkpoint_is_said(master: Master, functions: str) -> None:
+    study_id = study_of(
+        master,
+        f"{functions}:saves_odd_epochs",
+        trials=1,
+        stages=[{"trials": 1, "epochs": 6}],
+        metric={"name": "val_f1", "mode": "max"},
+        stop={"target": 1.15},
+    )
+    (trial,) = trials_of(master, study_id)
+    assert (trial["state"], trial["best_epoch"]) == ("stopped", 4)
+    (note,) = [w for w in trial["warnings"] if w["code"] == "best_epoch_unsaved"]
+    assert note["message"].startswith("best epoch 4 has no checkpoint (saved: epochs 1, 3)")
+    assert "pass checkpoint= to trial.report" in note["message"]
+
+
+def test_a_nan_metric_of_finite_losses_is_no_divergence(master: Master, functions: str) -> None:
+    study_id = study_of(
+        master, f"{functions}:undefined_f1", trials=2, metric={"name": "val_f1", "mode": "max"}
+    )
+    for trial in trials_of(master, study_id):
+        assert trial["state"] == "completed"
+        codes = [w["code"] for w in trial["warnings"]]
+        assert "diverged" not in codes
+        assert "metric_undefined" in codes
+        assert trial["best_epoch"] == 2  # the one epoch with a defined F1

@@ -143,3 +143,48 @@ def test_unsavable_states_are_refused(state: object, match: str) -> None:
 def test_max_epochs_must_be_a_positive_integer() -> None:
     with pytest.raises(ValueError, match="max_epochs must be an integer >= 1"):
         gridless.Trial(max_epochs=0)
+
+
+def test_a_plain_run_resumes_from_its_own_newest_checkpoint(tmp_path: Path) -> None:
+    first = gridless.Trial(max_epochs=2, metric="val_r2", checkpoint_dir=tmp_path)
+    for epoch in first.epochs():
+        first.report(epoch, val_r2=0.1 * epoch)
+        first.save({"w": np.full(2, float(epoch))})
+    again = gridless.Trial(max_epochs=5, metric="val_r2", checkpoint_dir=tmp_path)
+    state = again.restore()
+    assert state is not None
+    np.testing.assert_array_equal(state["w"], np.full(2, 2.0))
+    assert list(again.epochs()) == [3, 4, 5]
+
+
+def test_a_plain_run_without_checkpoints_starts_over(tmp_path: Path) -> None:
+    trial = gridless.Trial(max_epochs=2, checkpoint_dir=tmp_path / "none-yet")
+    assert trial.restore() is None
+    assert list(trial.epochs()) == [1, 2]
+
+
+def test_report_writes_its_checkpoint_in_the_same_call(tmp_path: Path) -> None:
+    trial = gridless.Trial(max_epochs=2, metric="val_loss", checkpoint_dir=tmp_path)
+    for epoch in trial.epochs():
+        trial.report(epoch, checkpoint={"w": np.full(2, float(epoch))}, val_loss=1.0 / epoch)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["loss0000.5000_ep002.npz", "loss0001.0000_ep001.npz"]
+    assert trial.saved_epochs == {1, 2}
+    assert load_state(tmp_path / names[0])["w"].tolist() == [2.0, 2.0]
+
+
+def test_a_bad_checkpoint_in_report_records_nothing_of_the_epoch() -> None:
+    trial = gridless.Trial(max_epochs=2)
+    with pytest.raises(TypeError, match=r"an \.npz holds arrays and numbers"):
+        trial.report(1, checkpoint={"model": object()}, val_loss=0.5)
+    assert trial.reported == {}
+
+
+def test_a_nan_objective_of_finite_losses_is_no_divergence(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    trial = gridless.Trial(max_epochs=2, metric="val_f1")
+    trial.report(1, train_loss=0.4, val_loss=0.5, val_f1=math.nan)  # no TrialStopped
+    assert "val_f1 is nan at epoch 1 while the losses are finite" in capsys.readouterr().err
+    with pytest.raises(gridless.TrialStopped, match="val_loss is nan"):
+        trial.report(2, train_loss=0.4, val_loss=math.nan, val_f1=0.5)

@@ -2,7 +2,7 @@
 learning process"). Pure functions of the epochs so far; the worker sends them with each
 report and the master keeps the first occurrence of each code per trial. The rules and
 their thresholds are listed in docs/babysitting.md. Regression epochs (no accuracies)
-are judged on their R² instead where a rule needs a score (issue 14).
+are judged on their R² instead where a rule needs a score.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ VANISH_RATIO, EXPLODE_RATIO = 1e-3, 1e3
 VANISH_ABS, EXPLODE_ABS = 1e-6, 1e3
 OVERFIT_GAP = 0.15
 CHANCE_MARGIN = 0.05
-# Dead units (issue 20): a hidden layer where this share of the units output 0 for a
+# Dead units: a hidden layer where this share of the units output 0 for a
 # whole minibatch, or a loss that rose to this many times its first value before the
 # updates stalled, says the learning rate was too high, not too low.
 DEAD_FRACTION = 0.9
@@ -168,7 +168,7 @@ def epoch_warnings(
         found.append(dead)
     ratio = _weight_ratio(m.stats)
     # a tiny ratio after the loss spiked, or with dead units, is a net the updates killed:
-    # its learning rate was too high, and "too low" would point the wrong way (issue 20)
+    # its learning rate was too high, and "too low" would point the wrong way
     stalled = dead is not None or _spike(history) is not None
     if ratio is not None and math.isfinite(ratio) and ratio > 0:
         if ratio > RATIO_HIGH:

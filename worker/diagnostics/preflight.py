@@ -12,7 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from gridless.common.space import Choice, NumericDistribution, parse_space
+from gridless.common.space import (
+    Choice,
+    NumericDistribution,
+    is_active,
+    parse_space,
+    sampling_order,
+)
 from gridless.worker.data import Dataset, load_dataset
 from gridless.worker.diagnostics.gradcheck import (
     CheckTarget,
@@ -81,7 +87,11 @@ class PreflightReport:
 def center_params(space: Mapping[str, Any], fixed: Mapping[str, Any]) -> dict[str, Any]:
     """The middle of every range in its sampling scale; the first option of a choice."""
     params: dict[str, Any] = {}
-    for name, dist in parse_space(space).items():
+    dists = parse_space(space)
+    for name in sampling_order(dists):
+        dist = dists[name]
+        if not is_active(dist, params):
+            continue  # a conditional parameter whose parent took another option
         if isinstance(dist, Choice):
             params[name] = dist.options[0]
         elif isinstance(dist, NumericDistribution):

@@ -2,7 +2,7 @@
 
 1. The data loss at chance, with small parameters and regularization off: ln C for
    softmax, C - 1 for the Weston-Watkins SVM; for regression (`mse`) the variance of the
-   targets, what predicting their mean costs (issue 14).
+   targets, what predicting their mean costs.
 2. Raising the regularization strength raises the loss.
 3. A 20-example subset overfits: 100 % training accuracy and a near-zero loss with
    regularization off; for regression, which has no accuracy, a near-zero loss alone.

@@ -1,4 +1,4 @@
-"""`gridless check` for a `train:` function (issue 15): a smoke run that says what it ran.
+"""`gridless check` for a `train:` function: a smoke run that says what it ran.
 
 The function is called once in this process with a plain `Trial` (parameters at the
 center of the space, 2 epochs, `trial.subset` True), and the report lists each check

@@ -1,4 +1,4 @@
-"""The seed's checks for the user's own Torch code (issue 15): `gridless.checks.gradcheck`
+"""The seed's checks for the user's own Torch code: `gridless.checks.gradcheck`
 and `gridless.checks.sanity`, and the record `gridless check` prints of them.
 
 `gradcheck(module, inputs)` compares autograd's gradient of every parameter tensor with

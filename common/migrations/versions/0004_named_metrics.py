@@ -1,4 +1,4 @@
-"""Any named metric (issue 14): each epoch row keeps every number the trial reported
+"""Any named metric: each epoch row keeps every number the trial reported
 (`metrics`, JSON) and the study's objective (`score`), which the median rule reads; each
 trial keeps the metrics of its best epoch for the ranked table's columns and `sort=`.
 Existing rows get their score from the accuracy or loss column of their study's metric.

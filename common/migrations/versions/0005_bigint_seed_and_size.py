@@ -1,4 +1,4 @@
-"""A study's seed and a checkpoint's size are 64-bit (issue 22): PostgreSQL's INTEGER is
+"""A study's seed and a checkpoint's size are 64-bit: PostgreSQL's INTEGER is
 32 bits, so a spec's seed from 2**31 up, or a checkpoint of 2 GiB, was a database error
 (503) there. SQLite stores both the same way as before.
 

@@ -1,4 +1,4 @@
-"""The circuit breaker (issue 15): a study keeps why gridless paused it, and the trial
+"""The circuit breaker: a study keeps why gridless paused it, and the trial
 number from which failures count (a resumed study starts counting afresh).
 
 Revision ID: 0006

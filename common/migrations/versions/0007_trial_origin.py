@@ -1,4 +1,4 @@
-"""Where a trial's parameters came from (issue 18): `enqueued` for a configuration the
+"""Where a trial's parameters came from: `enqueued` for a configuration the
 spec listed, NULL for the search's own (sampled or suggested).
 
 Revision ID: 0007

@@ -1,4 +1,4 @@
-"""Stop rules (issue 18): a study that one of its `stop:` rules ended keeps why.
+"""Stop rules: a study that one of its `stop:` rules ended keeps why.
 
 Revision ID: 0008
 Revises: 0007

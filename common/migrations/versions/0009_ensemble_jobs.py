@@ -1,4 +1,4 @@
-"""Ensembles as jobs (issue 21): each request to build a study's ensembles is a row that a
+"""Ensembles as jobs: each request to build a study's ensembles is a row that a
 worker's job fills in (queued, running, done with its report, or failed with why), so a
 restarted master still answers for it.
 

@@ -1,4 +1,4 @@
-"""Re-scoring (issue 20): a trial's selection score, what ranks it: its best score, or the
+"""Re-scoring: a trial's selection score, what ranks it: its best score, or the
 mean over seeds of its configuration once the stage's top was re-run on more seeds.
 
 Revision ID: 0010
