@@ -31,7 +31,7 @@ def test_a_default_study_runs_on_the_model_through_ray_workers(
             )
         )
     assert len(trials) == 20
-    assert {t.state for t in trials} <= {"completed", "stopped"}
+    assert {t.state for t in trials} <= {"completed", "stopped", "diverged"}
     stages = httpx.get(f"{master.url}/api/v1/studies/{study_id}/stages").json()
     assert [s["state"] for s in stages] == ["done", "done"]
     box = parse_space(stages[1]["space"])
