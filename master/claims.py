@@ -115,7 +115,7 @@ def _assign(
     enqueued = study.spec.get("enqueue") or []
     queued = study.spec.get("queued") or []  # POST /studies/{id}/trials
     origin, parent = None, None
-    rerun = rescore.next_rerun(stage)  # issue 20: the stage's top on another seed
+    rerun = rescore.next_rerun(stage)  # rescore: the stage's top on another seed
     if rerun is not None:
         params: dict[str, Any] | None = rerun[0]
         origin, parent = rescore.ORIGIN, rerun[1]
