@@ -360,7 +360,9 @@ class StudySpec(_Strict):
     space: dict[str, Any]
     fixed: dict[str, float | int | str | bool] = Field(default_factory=dict)
     stages: list[StageSpec] = Field(min_length=1, max_length=20)
-    sampler: Literal["random", "tpe"] = "random"
+    # tpe (default): one Optuna TPE model per study on the master, learning across stages
+    # (master/sampler_state.py); random: workers sample the stage's ranges themselves.
+    sampler: Literal["random", "tpe"] = "tpe"
     early_stopping: EarlyStoppingSpec = Field(default_factory=EarlyStoppingSpec)
     # Re-score the top of each stage (or of the last) on more seeds (issue 20); off: None.
     rescore: RescoreSpec | None = None

@@ -20,16 +20,19 @@ from gridless.common.states import StudyState, TrialState
 from gridless.master import rescore
 from gridless.master.context import live_checkpoint
 from gridless.master.liveness import touch_worker
+from gridless.master.sampler_state import SuggestionPending
 from gridless.master.stages import running_stage
 
-__all__ = ["WAIT_S", "ParamSuggester", "claim", "resume_checkpoint"]
+__all__ = ["PENDING_WAIT_S", "WAIT_S", "ParamSuggester", "claim", "resume_checkpoint"]
 
 log = logging.getLogger(__name__)
 
 WAIT_S = 0.2
+# While the model prepares a suggestion (a new stage, a restarted master): a short wait.
+PENDING_WAIT_S = 0.05
 
 # (session, study row, stage row, trial number) -> parameters, for model-based samplers
-# (TPE); None lets the worker sample at random.
+# (TPE); None lets the worker sample at random; SuggestionPending: ask again shortly.
 ParamSuggester = Callable[[Session, StudyRow, StageRow, int], dict[str, Any] | None]
 
 
@@ -47,6 +50,7 @@ def _claim(s: Session, worker_id: str, suggester: ParamSuggester) -> ClaimRespon
     studies = list(
         s.scalars(select(StudyRow).where(StudyRow.state.in_(active)).order_by(StudyRow.id))
     )
+    pending = False
     for study in studies:
         if study.state != StudyState.RUNNING.value:
             continue
@@ -71,10 +75,14 @@ def _claim(s: Session, worker_id: str, suggester: ParamSuggester) -> ClaimRespon
         if cap is not None and study.next_trial_number >= cap:
             continue  # the trial budget is spent; its last trials end the study
         if in_stage < stage.trials:
-            return _assign(s, study, stage, worker_id, suggester)
+            try:
+                return _assign(s, study, stage, worker_id, suggester)
+            except SuggestionPending:
+                pending = True  # nothing changed yet; a later study may have work
+                continue
         # the stage is full and busy; a later study may have work
     if studies:
-        return ClaimResponse(action="wait", retry_after_s=WAIT_S)
+        return ClaimResponse(action="wait", retry_after_s=PENDING_WAIT_S if pending else WAIT_S)
     return ClaimResponse(action="stop")
 
 
@@ -107,7 +115,7 @@ def _assign(
     enqueued = study.spec.get("enqueue") or []
     queued = study.spec.get("queued") or []  # POST /studies/{id}/trials
     origin, parent = None, None
-    rerun = rescore.next_rerun(stage)  # issue 20: the stage's top on another seed
+    rerun = rescore.next_rerun(stage)  # rescore: the stage's top on another seed
     if rerun is not None:
         params: dict[str, Any] | None = rerun[0]
         origin, parent = rescore.ORIGIN, rerun[1]

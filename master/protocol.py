@@ -28,7 +28,7 @@ from gridless.common.states import StudyState
 from gridless.master import claims, liveness, reports, stages
 from gridless.master.claims import ParamSuggester
 from gridless.master.context import MasterContext
-from gridless.master.tpe import suggest_tpe
+from gridless.master.sampler_state import ModelSampler
 from gridless.master.writer import Batch, GroupWriter
 
 __all__ = ["ParamSuggester", "TrialProtocol"]
@@ -43,12 +43,15 @@ class TrialProtocol:
     def __init__(self, context: MasterContext, *, suggester: ParamSuggester | None = None) -> None:
         self.context = context
         self.sessions = context.sessions
-        self.suggester = suggester or suggest_tpe
+        # the default model-based sampler: one TPE model per study (master/sampler_state.py)
+        self.sampler = ModelSampler()
+        self.suggester = suggester or self.sampler
         self.writer = GroupWriter(context)
 
     def close(self) -> None:
-        """Commit what is queued and stop the writer."""
+        """Commit what is queued, stop the writer and the sampler's preparer."""
         self.writer.close()
+        self.sampler.close()
 
     def active_resources(self) -> tuple[float, float]:
         """(cpu, gpu) per worker for the oldest running study (1 CPU when none runs)."""

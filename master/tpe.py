@@ -1,13 +1,7 @@
-"""The optional Bayesian sampler: Optuna's TPE used as a library (`sampler: tpe`).
+"""Optuna's TPE as the default sampler uses it: gridless distributions as Optuna's, and
+how finished trials are told (master/sampler_state.py keeps the model per study).
 
-For each new trial of a stage, an in-memory Optuna study is rebuilt from the finished
-trials of that stage (so a restarted master needs no extra state), seeded from the study
-seed and the trial number, and asked once for parameters in the stage's (narrowed)
-ranges. Running trials are not told to TPE; with few workers that costs little. Random
-sampling stays the default; with fewer finished trials than TPE's start-up count, TPE
-itself samples at random.
-
-Diverged and failed trials are evidence (issue 20): TPE gets them as *infeasible* trials,
+Diverged and failed trials are evidence: TPE gets them as *infeasible* trials,
 through Optuna's own constraint API (`create_trial(constraints=...)`, the constraint
 stored on the frozen trial, which Optuna 5's TPE reads without a `constraints_func`).
 Its split puts every infeasible trial after every feasible one, so they shape the "bad"
@@ -25,10 +19,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
-from gridless.common.db import StageRow, StudyRow, TrialRow
 from gridless.common.metric import Metric
 from gridless.common.space import (
     Choice,
@@ -39,12 +29,9 @@ from gridless.common.space import (
     Uniform,
     active_names,
     is_conditional,
-    parse_space,
-    suggest_params,
 )
-from gridless.common.states import TrialState
 
-__all__ = ["INFEASIBLE", "TpePoint", "suggest_tpe", "to_optuna", "tpe_sampler", "tpe_study"]
+__all__ = ["INFEASIBLE", "TpePoint", "to_optuna", "tpe_sampler", "tpe_study"]
 
 # The constraint an infeasible trial carries (> 0 violates it).
 INFEASIBLE = "diverged_or_failed"
@@ -93,7 +80,8 @@ def tpe_study(
     points: Sequence[TpePoint], dists: Mapping[str, Distribution], *, objective: Metric, seed: int
 ) -> Any:
     """An in-memory Optuna study holding `points` that lie inside `dists`: scored
-    trials as they are, diverged and failed ones as infeasible (constraint 1.0)."""
+    trials as they are, diverged and failed ones as infeasible (constraint 1.0). The
+    one-shot form of what a `StudySampler` view holds (the tests of divergence use it)."""
     import optuna
 
     optuna.logging.set_verbosity(logging.WARNING)
@@ -120,29 +108,3 @@ def tpe_study(
             )
         )
     return study
-
-
-def suggest_tpe(
-    s: Session, study: StudyRow, stage: StageRow, number: int
-) -> dict[str, Any] | None:
-    """TPE's parameters for trial `number`, or None when the study samples at random."""
-    if study.spec.get("sampler", "random") != "tpe":
-        return None
-    dists = parse_space(stage.space)
-    done = [TrialState.COMPLETED.value, TrialState.STOPPED.value]
-    bad = [TrialState.DIVERGED.value, TrialState.FAILED.value]
-    scored = [TrialRow.best_score.is_not(None), TrialRow.state.in_(done)]
-    finished = s.scalars(
-        select(TrialRow).where(TrialRow.stage_id == stage.id, TrialRow.state.in_(done + bad))
-    )
-    points = [TpePoint(t.params or {}, t.best_score, feasible=t.state in done) for t in finished]
-    warm = study.spec.get("warm_start")
-    if warm and stage.index == 0:  # a warm start: the old study's trials teach TPE too
-        if warm.get("snapshot"):
-            points += [TpePoint(t["params"], t["score"]) for t in warm["snapshot"]["trials"]]
-        elif warm.get("study"):
-            old = select(TrialRow).where(TrialRow.study_id == int(warm["study"]), *scored)
-            points += [TpePoint(t.params or {}, t.best_score) for t in s.scalars(old)]
-    seed = study.seed * 1_000_003 + number
-    ostudy = tpe_study(points, dists, objective=study.objective, seed=seed)
-    return suggest_params(ostudy.ask(), dists)  # define-by-run: parents first

@@ -1,16 +1,20 @@
-"""sampler: tpe — the master hands out Optuna TPE's parameters, within the stage's ranges."""
+"""sampler: tpe (the default) — the master hands out Optuna TPE's parameters, within the
+stage's ranges; diverged trials are told to TPE as infeasible."""
 
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import httpx
+import optuna
 import pytest
 
 from gridless.common.metric import Metric
-from gridless.common.space import LogUniform, parse_space
-from gridless.master import tpe
+from gridless.common.space import LogUniform, parse_space, sample_params
+from gridless.common.spec import trial_rng
+from gridless.master.sampler_state import N_STARTUP
 from gridless.master.tpe import INFEASIBLE, TpePoint, to_optuna, tpe_study
 from gridless.worker.loop import run_worker
 from tests.conftest import TINY_SPEC, Master, tiny_spec
@@ -18,24 +22,38 @@ from tests.conftest import TINY_SPEC, Master, tiny_spec
 MAX = Metric.of("val_accuracy", maximize=True)
 
 
+def claim_job(api: httpx.Client, worker: str = "w1") -> dict[str, Any]:
+    """A claim as a worker makes it: while the model prepares, the master says wait."""
+    for _ in range(600):
+        answer = api.post("/workers/claim", json={"worker_id": worker}).json()
+        if answer["assignment"] is not None:
+            return dict(answer["assignment"])
+        assert answer["action"] == "wait"
+        time.sleep(answer["retry_after_s"])
+    raise AssertionError("no assignment in 600 claims")
+
+
 def test_tpe_parameters_come_from_the_master_and_stay_in_range(master: Master) -> None:
-    spec = {**TINY_SPEC, "sampler": "tpe", "stages": [{"trials": 14, "epochs": 1}]}
+    spec = {**TINY_SPEC, "sampler": "tpe", "stages": [{"trials": 16, "epochs": 1}]}
     study = master.service.create_study(tiny_spec(**{k: spec[k] for k in ("sampler", "stages")}))
     space = parse_space(spec["space"])
-    with httpx.Client(base_url=master.url + "/api/v1") as api:
-        seen = []
-        for _ in range(14):
-            job = api.post("/workers/claim", json={"worker_id": "w1"}).json()["assignment"]
-            assert job["params"] is not None  # chosen by the master, not sampled by the worker
-            assert all(space[k].contains(v) for k, v in job["params"].items())
-            seen.append(job["params"])
+    with httpx.Client(base_url=master.url + "/api/v1", timeout=60) as api:
+        seen, chosen = [], []
+        for _ in range(16):
+            job = claim_job(api)
+            params = job["params"]
+            chosen.append(params is not None)
+            if params is None:  # TPE's start-up: the worker samples, as worker/loop.py does
+                rng = trial_rng(job["seed"], job["trial_number"])
+                params = sample_params(parse_space(job["space"]), rng)
+            assert all(space[k].contains(v) for k, v in params.items())
+            seen.append(params)
             tid = job["trial_id"]
             api.post(
-                f"/trials/{tid}/start",
-                json={"worker_id": "w1", "attempt": 0, "params": job["params"]},
+                f"/trials/{tid}/start", json={"worker_id": "w1", "attempt": 0, "params": params}
             )
             # a smooth score peaked at learning_rate 0.1 lets TPE concentrate there
-            score = math.exp(-abs(math.log10(job["params"]["learning_rate"]) + 1.0))
+            score = math.exp(-abs(math.log10(params["learning_rate"]) + 1.0))
             api.post(
                 f"/trials/{tid}/reports",
                 json={"worker_id": "w1", "attempt": 0, "epoch": 1, "val_accuracy": score},
@@ -45,9 +63,10 @@ def test_tpe_parameters_come_from_the_master_and_stay_in_range(master: Master) -
                 json={"worker_id": "w1", "attempt": 0, "state": "completed"},
             )
     assert master.service.get_study(study.id).spec["sampler"] == "tpe"
-    # after TPE's 10 random start-up trials, its suggestions sit closer to the peak
-    start = [abs(math.log10(p["learning_rate"]) + 1) for p in seen[:10]]
-    guided = [abs(math.log10(p["learning_rate"]) + 1) for p in seen[10:]]
+    # the first N_STARTUP sampled by the workers, the rest chosen by the master's model
+    assert chosen == [False] * N_STARTUP + [True] * (16 - N_STARTUP)
+    start = [abs(math.log10(p["learning_rate"]) + 1) for p in seen[:N_STARTUP]]
+    guided = [abs(math.log10(p["learning_rate"]) + 1) for p in seen[N_STARTUP:]]
     assert sum(guided) / len(guided) < sum(start) / len(start)
 
 
@@ -65,7 +84,7 @@ def test_the_sampler_is_part_of_the_spec(sampler: str) -> None:
     assert tiny_spec(sampler=sampler).sampler == sampler
 
 
-# -- divergence is evidence (issue 20) -------------------------------------------------
+# -- divergence is evidence ------------------------------------------------------------
 
 LR = {"learning_rate": LogUniform(1e-4, 10.0)}
 
@@ -121,28 +140,22 @@ def test_told_about_divergence_tpe_proposes_far_fewer_divergent_learning_rates()
     assert sum(told) <= 0.6 * sum(blind)
 
 
-def test_the_master_tells_tpe_of_every_diverged_trial(
-    master: Master, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    seen: list[list[TpePoint]] = []
-
-    def spy(points: list[TpePoint], *args: Any, **kwargs: Any) -> Any:
-        seen.append(list(points))
-        return tpe_study(points, *args, **kwargs)
-
-    monkeypatch.setattr(tpe, "tpe_study", spy)
+def test_the_master_tells_tpe_of_every_diverged_trial(master: Master) -> None:
     space = {"learning_rate": {"log_uniform": [1e-4, 10.0]}}
     stages = [{"trials": 24, "epochs": 1}]
-    master.service.create_study(tiny_spec(sampler="tpe", space=space, stages=stages))
+    study = master.service.create_study(tiny_spec(sampler="tpe", space=space, stages=stages))
     diverged = 0
     with httpx.Client(base_url=master.url + "/api/v1", timeout=60) as api:
-        for i in range(24):
-            job = api.post("/workers/claim", json={"worker_id": "w1"}).json()["assignment"]
+        for _ in range(24):
+            job = claim_job(api)
             tid, body = job["trial_id"], {"worker_id": "w1", "attempt": 0}
-            api.post(f"/trials/{tid}/start", json={**body, "params": job["params"]})
-            score = diverges_above_one(job["params"]["learning_rate"])
+            params = job["params"] or sample_params(
+                parse_space(job["space"]), trial_rng(job["seed"], job["trial_number"])
+            )
+            api.post(f"/trials/{tid}/start", json={**body, "params": params})
+            score = diverges_above_one(params["learning_rate"])
             if score is None:
-                diverged += i >= 10
+                diverged += job["params"] is not None
                 api.post(
                     f"/trials/{tid}/reports",
                     json={**body, "epoch": 1, "train_loss": None, "diverged": True},
@@ -150,9 +163,12 @@ def test_the_master_tells_tpe_of_every_diverged_trial(
                 continue
             api.post(f"/trials/{tid}/reports", json={**body, "epoch": 1, "val_accuracy": score})
             api.post(f"/trials/{tid}/finish", json={**body, "state": "completed"})
-    last = seen[-1]
-    assert len(last) == 23  # every finished trial of the stage, the diverged ones too
-    infeasible = [p for p in last if not p.feasible]
+    sampler = master.app.state.protocol.sampler
+    assert sampler.settle()
+    view = sampler.states[study.id].view
+    told = view.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(told) >= 23  # every finished trial, the diverged ones too (the last may wait)
+    infeasible = [t for t in told if t.constraints]
     assert infeasible, "some trials diverged"
-    assert all(p.params["learning_rate"] > 1.0 for p in infeasible)
+    assert all(t.params["learning_rate"] > 1.0 for t in infeasible)
     assert diverged <= 8  # of the 14 TPE proposed; blind, TPE put nearly all of them there

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -27,7 +28,12 @@ def drive(master: Master, objective: Objective, *, max_trials: int = 200) -> dic
         for _ in range(max_trials):
             if api.get("/studies/1").json()["state"] != "running":
                 break
-            job = api.post("/workers/claim", json={"worker_id": "w1"}).json()["assignment"]
+            for _wait in range(600):  # the default sampler may ask for a moment
+                answer = api.post("/workers/claim", json={"worker_id": "w1"}).json()
+                if answer["action"] != "wait":
+                    break
+                time.sleep(answer["retry_after_s"])
+            job = answer["assignment"]
             assert job is not None, "a running study with nothing to claim"
             params = job["params"] or sample_params(
                 parse_space(job["space"]), trial_rng(TINY_SPEC["seed"], job["trial_number"])
