@@ -127,7 +127,7 @@ class NumericDistribution(Distribution):
     """A range `[low, high]`, inclusive; `to_scale` maps values to the sampling scale.
 
     `limits`, when set, are hard bounds around the range that narrowing and border
-    extensions never cross (a hidden size of 38,982 is no search result, issue 20).
+    extensions never cross (a hidden size of 38,982 is no search result).
     """
 
     low: float

@@ -74,8 +74,8 @@ class StageSpec(_Strict):
 
 class EarlyStoppingSpec(_Strict):
     """Stop hopeless trials within a stage (master/early_stopping.py): the median rule
-    (`grace_epochs`, `min_trials`), or asynchronous successive halving, ASHA (issue 20:
-    rungs at `min_epochs * reduction_factor**k` epochs, at most `rungs` of them)."""
+    (`grace_epochs`, `min_trials`), or asynchronous successive halving, ASHA
+    (rungs at `min_epochs * reduction_factor**k` epochs, at most `rungs` of them)."""
 
     rule: Literal["median", "asha", "none"] = "median"
     grace_epochs: int = Field(default=1, ge=0, le=10_000)
@@ -103,7 +103,7 @@ class EarlyStoppingSpec(_Strict):
 
 class RescoreSpec(_Strict):
     """Re-run the top configurations of a stage on more seeds before it closes, and select
-    them by their mean score (issue 20, master/rescore.py). `seeds` counts the first run:
+    them by their mean score (master/rescore.py). `seeds` counts the first run:
     `seeds: 3` adds two runs of each of the `top` configurations."""
 
     top: int = Field(default=3, ge=1, le=100)
@@ -132,7 +132,7 @@ class NarrowingSpec(_Strict):
 
 
 class FailureSpec(_Strict):
-    """The circuit breaker (issue 15): a study whose trials keep failing pauses, with the
+    """The circuit breaker: a study whose trials keep failing pauses, with the
     reason, instead of burning its budget. Failed means the training code raised;
     diverged trials are evidence about the range and do not count."""
 
@@ -142,7 +142,7 @@ class FailureSpec(_Strict):
 
 
 class ResourcesSpec(_Strict):
-    """What each trial's worker asks Ray for (issue 16): CPUs, and GPUs, which may be a
+    """What each trial's worker asks Ray for: CPUs, and GPUs, which may be a
     fraction (0.25: four trials share one GPU) or a whole number above 1."""
 
     cpu: float = Field(default=1.0, gt=0.0, le=1024.0)
@@ -160,7 +160,7 @@ class ResourcesSpec(_Strict):
 
 
 class StopSpec(_Strict):
-    """When a study ends before its stages are done (issue 18): its metric reached
+    """When a study ends before its stages are done: its metric reached
     `target`, `max_minutes` of wall clock since it was created, `max_trials` trials, or
     `patience_stages` stages in a row without a better best score."""
 
@@ -222,7 +222,7 @@ NOTIFY_EVENTS: tuple[NotifyEvent, ...] = ("finished", "failed", "border")
 
 
 class NotifySpec(_Strict):
-    """Where the master posts a study's events (issue 19): a Slack-compatible incoming
+    """Where the master posts a study's events: a Slack-compatible incoming
     webhook (`{"text": ...}` plus structured fields), for the events named in `on`:
     `finished` (the study completed or was stopped), `failed` (a trial's code raised) and
     `border` (a stage closed with a best value on a border of its range)."""
@@ -320,7 +320,7 @@ class WarmSnapshot(_Strict):
 
 
 class WarmStartSpec(_Strict):
-    """Start from a finished study (issue 18): its last stage's (narrowed) ranges open
+    """Start from a finished study: its last stage's (narrowed) ranges open
     stage 1 (`ranges: spec` keeps this spec's), and TPE learns from its trials that fall
     inside them. `study: ID` names one of the same database (linked, not copied); `run:
     PATH` another run directory, which the CLI reads into `snapshot` (copied)."""
@@ -347,9 +347,9 @@ class StudySpec(_Strict):
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     model: str = "numpy.mlp"
-    # The user's own training function, "module:function" (issue 14); excludes `model`.
+    # The user's own training function, "module:function"; excludes `model`.
     train: str | None = Field(default=None, max_length=200, pattern=TARGET_PATTERN)
-    # Ensembles of a function's models (issue 16): predict(state, params, split) -> outputs
+    # Ensembles of a function's models: predict(state, params, split) -> outputs
     # and evaluate(outputs, split) -> {name: value}, both "module:function".
     predict: str | None = Field(default=None, max_length=200, pattern=TARGET_PATTERN)
     evaluate: str | None = Field(default=None, max_length=200, pattern=TARGET_PATTERN)
@@ -364,9 +364,9 @@ class StudySpec(_Strict):
     # (master/sampler_state.py); random: workers sample the stage's ranges themselves.
     sampler: Literal["random", "tpe"] = "tpe"
     early_stopping: EarlyStoppingSpec = Field(default_factory=EarlyStoppingSpec)
-    # Re-score the top of each stage (or of the last) on more seeds (issue 20); off: None.
+    # Re-score the top of each stage (or of the last) on more seeds; off: None.
     rescore: RescoreSpec | None = None
-    # Per-trial limits (issue 20): a trial attempt past either is stopped and recorded so
+    # Per-trial limits: a trial attempt past either is stopped and recorded so
     # (worker/limits.py): wall-clock seconds, and resident memory of its process in MiB.
     max_trial_seconds: float | None = Field(default=None, gt=0.0, le=31_536_000.0)
     max_trial_memory_mb: int | None = Field(default=None, ge=16, le=16_777_216)
@@ -378,7 +378,7 @@ class StudySpec(_Strict):
     notify: NotifySpec | None = None
     # MLflow and TensorBoard logging of every trial (master/trackers.py), each kind once.
     trackers: list[TrackerSpec] = Field(default_factory=list, max_length=2)
-    # Known-good configurations the first stage runs first (issue 18), each a value for
+    # Known-good configurations the first stage runs first, each a value for
     # every searched parameter; a value outside its range is allowed (`outside_range`).
     enqueue: list[dict[str, float | int | str | bool]] = Field(
         default_factory=list, max_length=1000

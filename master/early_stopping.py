@@ -4,7 +4,7 @@ Median rule (Google Vizier): a trial is stopped at epoch e (e > `grace_epochs`) 
 best score up to e is worse than the median score at epoch e of the other trials of its
 stage that reached e, once at least `min_trials` of them did.
 
-ASHA, asynchronous successive halving (Li et al. 2018, issue 20), as Ray Tune's
+ASHA, asynchronous successive halving (Li et al. 2018), as Ray Tune's
 `AsyncHyperBandScheduler` with one bracket decides it: epochs are the resource; rungs sit
 at `min_epochs * reduction_factor**k` epochs below the stage's epochs (at most `rungs`
 of them). A trial reaching a rung is compared with the trials of its stage that reached
@@ -36,7 +36,7 @@ from gridless.common.spec import EarlyStoppingSpec
 
 __all__ = ["DEFAULT_EARLY_STOPPING", "asha_cutoff", "asha_rungs", "should_stop"]
 
-# The spec's defaults are the only ones (issue 21): a stored spec may predate a key.
+# The spec's defaults are the only ones: a stored spec may predate a key.
 DEFAULT_EARLY_STOPPING: dict[str, Any] = EarlyStoppingSpec().model_dump()
 _ASHA = {k: DEFAULT_EARLY_STOPPING[k] for k in ("min_epochs", "reduction_factor", "rungs")}
 

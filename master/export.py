@@ -1,4 +1,4 @@
-"""The export of a study's trials (`GET /studies/{id}/trials?format=csv|json`, issue 19):
+"""The export of a study's trials (`GET /studies/{id}/trials?format=csv|json`):
 every trial that passes the list's filters, in the list's order, streamed.
 
 The ids are read first, in one query (`StudyService.export_ids`): that is the export's

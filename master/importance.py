@@ -1,4 +1,4 @@
-"""Parameter importance (issue 19): how much each parameter decides whether a trial
+"""Parameter importance: how much each parameter decides whether a trial
 lands in the top 10% of its set, per stage and for the whole study.
 
 It is Optuna's PED-ANOVA (`optuna.importance.PedAnovaImportanceEvaluator`, Optuna's

@@ -6,7 +6,7 @@ stage the next range spans the top trials' values plus a margin; a best value ne
 edge is flagged and the next range extends beyond that edge instead of narrowing. When
 the scores rise toward that edge, or divergence and babysitting say the range is wrong
 (master/evidence.py), the flag *walks*: the range moves by at least its whole width, and
-the stage controller may add stages until the best value is interior (issue 20). No
+the stage controller may add stages until the best value is interior. No
 range ever crosses its hard limits (the spec's `limits:`, or common/limits.py).
 """
 
@@ -209,7 +209,7 @@ def border_decision(
     return None
 
 
-# The spec's defaults are the only ones (issue 21): a policy built in code or from a
+# The spec's defaults are the only ones: a policy built in code or from a
 # stored spec that predates a key gets the same values as a spec that leaves it out.
 _DEFAULTS: dict[str, Any] = NarrowingSpec().model_dump()
 

@@ -2,7 +2,7 @@
 timers (the reaper, the stage controller's sweep), each a job of the single writer.
 
 The logic lives by concern: `claims`, `reports`, `stages`, `retention`, `liveness`; this
-façade runs their functions in `GroupWriter` transactions (group commit, issue 17), so a
+façade runs their functions in `GroupWriter` transactions (group commit), so a
 2xx still means committed. Every call has a job builder (`*_job`) that async routes hand
 to `writer.run_async`, and a blocking method of the same name for everything else.
 """

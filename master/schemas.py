@@ -161,7 +161,7 @@ class TrialPublic(_Public):
     origin: str | None = None  # "enqueued": one the spec listed; "rescore": a top re-run
     best_score: float | None
     # What ranks the trial: best_score, or its configuration's mean over seeds once
-    # re-scored (rescore:, issue 20).
+    # re-scored (rescore:).
     selection_score: float | None = None
     best_epoch: int | None
     best_metrics: dict[str, float | None] | None = None  # every metric at the best epoch
@@ -442,7 +442,7 @@ class WarningsPublic(BaseModel):
 
 
 class EnsembleJobPublic(BaseModel):
-    """An ensemble build run as a job on a worker (issue 21): poll `url` until `state` is
+    """An ensemble build run as a job on a worker: poll `url` until `state` is
     done (its `report` is then the study's latest ensembles) or failed (`error` says why)."""
 
     id: int

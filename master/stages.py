@@ -6,7 +6,7 @@ score) narrow the ranges of the next stage, values on a border flag it and widen
 divergence and babysitting move a range away from where it fails (master/evidence.py),
 and the next stage opens; after the last stage, the final flags are recorded and the
 study completes, the moment its last trial does. A stage whose flags walk (the range was
-wrong, or nothing scored: issue 20) is followed by one more stage of its own shape, up to
+wrong, or nothing scored) is followed by one more stage of its own shape, up to
 `narrowing.max_extra_stages`, so a walk can arrive before the finer stages run. The
 protocol calls `advance` in the transaction that finishes a trial; the monitor's timer
 calls `advance_all`, for a study that was paused or resumed while its stage filled.
@@ -113,7 +113,7 @@ def advance(s: Session, study: StudyRow) -> bool:
     )
     if (trials or 0) < stage.trials or busy:
         return False
-    if rescore.hold(s, study, stage):  # issue 20: the top re-runs on more seeds first
+    if rescore.hold(s, study, stage):  # the top re-runs on more seeds first
         return True
     record = rescore.settle(s, study, stage)
     _close(s, study, stage)
@@ -177,7 +177,7 @@ class _Plan:
 
     @property
     def walks(self) -> bool:
-        """A flag moved a range by whole widths: the range was wrong (issue 20)."""
+        """A flag moved a range by whole widths: the range was wrong."""
         return any(f.walk for f in self.flags)
 
 
@@ -196,7 +196,7 @@ def _plan(s: Session, study: StudyRow, stage: StageRow) -> _Plan:
             TrialRow.warnings,
         )
         # re-runs of the top on more seeds are no new evidence about the ranges: their
-        # configuration counts once (issue 20's rescore)
+        # configuration counts once (see master/rescore.py)
         .where(TrialRow.stage_id == stage.id, TrialRow.origin.is_distinct_from(rescore.ORIGIN))
         .order_by(TrialRow.number)
     ).all()
@@ -303,7 +303,7 @@ def _no_score_why(counts: dict[str, int], *, moved: bool) -> str:
         return f"{what}: the ranges moved away from the divergence"
     return (
         f"{what}: no evidence points a direction, so the ranges are kept (failures are the "
-        "circuit breaker's to judge: issue 15)"
+        "circuit breaker's to judge)"
     )
 
 
@@ -482,7 +482,7 @@ def _add_stage(
 
 
 def extend(s: Session, study: StudyRow, added: list[tuple[int, int]]) -> list[StageRow]:
-    """Append stages of (trials, epochs) to a study (issue 18). A completed study runs
+    """Append stages of (trials, epochs) to a study. A completed study runs
     again: its first new stage opens at once, narrowed from its last finished stage by the
     usual rules (border flags included); a running one reaches them in turn.
 
@@ -523,7 +523,7 @@ def extend(s: Session, study: StudyRow, added: list[tuple[int, int]]) -> list[St
     return rows
 
 
-# -- stop rules (issue 18) ------------------------------------------------------------
+# -- stop rules ------------------------------------------------------------
 
 
 def _rules(study: StudyRow) -> dict[str, Any]:

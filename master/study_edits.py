@@ -1,4 +1,4 @@
-"""Studies that live on (issue 18): stages added to a study, and the next stage's ranges
+"""Studies that live on: stages added to a study, and the next stage's ranges
 set by a person (a part of `StudyService`)."""
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class StudyEdits:
             return study
 
     def edit_space(self, study_id: int, raw: dict[str, Any]) -> StudyRow:
-        """Set the ranges of the study's next stage (issue 18): the running stage's, while
+        """Set the ranges of the study's next stage: the running stage's, while
         it has no trial yet, else the stage after it, which then skips the narrowing.
 
         Raises:

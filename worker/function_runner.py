@@ -1,5 +1,5 @@
 """Run one trial of a `train: "module:function"` study: the user's function with a
-`gridless.Trial` whose reports and checkpoints go to the master (issue 14)."""
+`gridless.Trial` whose reports and checkpoints go to the master."""
 
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ class MasterBackend:
         self._last: EpochReport | None = None
         self._failed: list[dict[str, Any]] = []  # checkpoint writes that failed, to tell
         self._clock = time.perf_counter()
-        # epochs faster than a round trip travel in batches (issue 17)
+        # epochs faster than a round trip travel in batches
         self.sender = ReportSender(client, job.trial_id)
 
     deferred = True  # a report waits for a save() of its epoch: one message for both

@@ -1,4 +1,4 @@
-"""The CLI's typed client of a master's REST API (issue 21): one method per call the
+"""The CLI's typed client of a master's REST API: one method per call the
 commands make, each returning the API's own schema model (master/schemas.py); whatever
 goes wrong, an unreachable master or a 4xx/5xx, is one `ApiError` with the API's message."""
 

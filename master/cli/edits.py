@@ -1,4 +1,4 @@
-"""The commands that change a study as it lives on (issue 18): `extend` adds stages,
+"""The commands that change a study as it lives on: `extend` adds stages,
 `space` sets the next stage's ranges."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The one road from a running study to its result, over HTTP (issue 21): `run`, `resume`,
+"""The one road from a running study to its result, over HTTP: `run`, `resume`,
 `submit`, `extend` and `status --watch` poll the study the same way, `follow` draws the
 progress bar and `show_result` prints the ranked table, border flags, warnings, stop
 reason, best checkpoint and failures."""

@@ -1,4 +1,4 @@
-/* gridless dashboard: the study page (issue 19). Parallel coordinates with brushing,
+/* gridless dashboard: the study page. Parallel coordinates with brushing,
  * parameter importance, the optimization history, the per-parameter scatter plots and
  * the server-side trial table, all from the JSON API: `points` for the plots (one
  * columnar answer, never a trial page), `importance`, and `trials` pages for the table.
@@ -734,7 +734,7 @@ function historyPlot(page) {
     scales: { x: { time: false, range: (u, min, max) => { const m = Math.max(0.5, (max - min) * 0.01); return [min - m, max + m]; } }, y: { range: () => [lo - pad, hi + pad] } },
     axes: [{ label: "trial, in finish order" }, { label: study.metric }],
     series,
-    legend: { show: true, live: false },  // the series' names; no "--" values (issue 19)
+    legend: { show: true, live: false },  // the series' names; no "--" values
     plugins: [stageLinesPlugin(bounds), markersPlugin()],
   }, data, page.historyBox);
   studyPlots.history = u;
@@ -772,7 +772,7 @@ function borderBands(range, log, fraction = 0.1) {
 }
 
 /** One parameter against the metric, from `points`: a point per scored trial coloured by
- *  stage; failed and diverged trials hollow and red at the worst score (issue 15). */
+ *  stage; failed and diverged trials hollow and red at the worst score. */
 function scatter(name, dist, points, study, parent) {
   const { log, range } = scaleOf(dist);
   const values = points.values[name];
@@ -811,7 +811,7 @@ function scatter(name, dist, points, study, parent) {
     scales: { x: { time: false, distr: log ? 3 : 1, range: () => [lo, hi] }, y: { range: yRange } },
     axes: [{ label: name + (log ? " (log)" : ""), ...(log ? logAxis(width) : { values: (u, splits) => splits.map(fmtValue) }) }, { label: study.metric }],
     series,
-    legend: { show: true, live: false },  // the series' names; no "--" values (issue 19)
+    legend: { show: true, live: false },  // the series' names; no "--" values
     plugins: [bandsPlugin(borderBands(range, log)), markersPlugin()],
   }, data, parent);
 }

@@ -177,7 +177,7 @@ def test_a_stage_where_every_trial_failed_keeps_its_ranges_and_says_why(
     assert len(study["stages"]) == 2  # nothing moved: no stage added
     assert first["decisions"]["no_score"] == (
         "no trial of 3 scored (0 diverged, 3 failed): no evidence points a direction, so the "
-        "ranges are kept (failures are the circuit breaker's to judge: issue 15)"
+        "ranges are kept (failures are the circuit breaker's to judge)"
     )
     assert second["space"] == SPACE
 
