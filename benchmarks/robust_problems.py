@@ -332,7 +332,7 @@ class Problem:
 
     @functools.cached_property
     def regret_scale(self) -> float:
-        """A one-shot problem's typical regret: the median regret of 2,000 configurations
+        """A one-shot problem's typical regret: the median regret of 500 configurations
         drawn at random from the wide ranges (the 10 % of "within 10 % of the regret
         scale")."""
         from gridless.common.space import parse_space, sample_params
@@ -340,7 +340,7 @@ class Problem:
         assert self.value is not None
         rng = np.random.default_rng(12345)
         dists = parse_space(self.space)
-        values = [self.value({**self.fixed, **sample_params(dists, rng)}) for _ in range(2000)]
+        values = [self.value({**self.fixed, **sample_params(dists, rng)}) for _ in range(500)]
         return float(np.median([self.regret(v) for v in values]))
 
 

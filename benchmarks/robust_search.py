@@ -50,6 +50,7 @@ random.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import statistics
@@ -313,7 +314,7 @@ def wrong_moves(
     wholly below it, an edge that moved down; wholly above it, an edge that moved up."""
     f: Callable[[float], float] = math.log10 if log else float
     count = 0
-    for prev, new in zip(ranges, ranges[1:], strict=False):
+    for prev, new in itertools.pairwise(ranges):
         p, n = (f(prev[0]), f(prev[1])), (f(new[0]), f(new[1]))
         tol = 1e-9 * max(p[1] - p[0], 1e-12)
         if case == "too_low" and prev[1] < good[0]:
@@ -383,7 +384,11 @@ def outcome(service: Any, study_id: int, problem: Problem, case: str) -> dict[st
 
 
 def gridless_outcomes(
-    chosen: Sequence[Problem], seeds: int, runner: str = "direct", workers: int = WORKERS
+    chosen: Sequence[Problem],
+    seeds: int,
+    runner: str = "direct",
+    workers: int = WORKERS,
+    budgets: Sequence[int] = BUDGETS,
 ) -> tuple[dict[str, Any], dict[str, float]]:
     """{problem: {case: {budget: [outcome per seed]}}} (training problems: budget "plan"),
     and the seconds each problem's studies took (each problem runs on its own master)."""
@@ -391,8 +396,8 @@ def gridless_outcomes(
     seconds: dict[str, float] = {}
     for problem in chosen:
         t0 = time.perf_counter()
-        budgets: tuple[int | None, ...] = BUDGETS if problem.kind == "oneshot" else (None,)
-        keys = [(c, b, s) for c in problem.ranges for b in budgets for s in range(seeds)]
+        plans: Sequence[int | None] = budgets if problem.kind == "oneshot" else (None,)
+        keys = [(c, b, s) for c in problem.ranges for b in plans for s in range(seeds)]
         specs = [study_spec(problem, c, s, b) for c, b, s in keys]
         with tempfile.TemporaryDirectory() as root, Runner(Path(root), runner, workers) as run:
             ids = run.run_all(specs)
@@ -511,7 +516,7 @@ def train_peer(problem: Problem, space: Space, sampler: str, seed: int) -> dict[
             train(trial)
         except TrialStopped:
             pass
-        except Exception:  # noqa: BLE001 (a failing configuration, as gridless fails it)
+        except Exception:
             pass
         finally:
             trial.close()
@@ -621,6 +626,13 @@ def _final(problem: Problem, o: dict[str, Any]) -> float:
     return math.nan if value is None else float(value)
 
 
+def _near(value: float, wide: float, slack: float, *, lower: bool) -> bool:
+    """Within `slack` of the wide range's median, or better (NaN: never)."""
+    if math.isnan(value):
+        return False
+    return value <= wide + slack + 1e-12 if lower else value >= wide - slack - 1e-12
+
+
 def case_summary(raw: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
     """{problem: {case: figures}}: gridless's median (regret at 100 or best score) and
     range over seeds, seeds within of the wide median, seeds that moved the wrong way,
@@ -643,18 +655,13 @@ def case_summary(raw: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
             outs = by_budget[key]
             values = [_final(problem, o) for o in outs]
 
-            def near(v: float) -> bool:
-                if math.isnan(v):
-                    return False
-                return v <= wide + slack + 1e-12 if lower_is_better else v >= wide - slack - 1e-12
-
             peers = raw["peer"][name][case]
             fig: dict[str, Any] = {
                 "median": _median(values),
                 "min": min((v for v in values if not math.isnan(v)), default=math.nan),
                 "max": max((v for v in values if not math.isnan(v)), default=math.nan),
                 "seeds": len(outs),
-                "within": sum(near(v) for v in values),
+                "within": sum(_near(v, wide, slack, lower=lower_is_better) for v in values),
                 "wrong": sum(o["wrong_moves"] > 0 for o in outs),
                 "past_limit": sum(bool(o["past_limit"]) for o in outs),
                 "arrived": sum(bool(o["arrived"]) for o in outs),
@@ -822,7 +829,7 @@ def claim_latency_note() -> str | None:
         return None
     try:
         return f"claim latency: {measure_fn()}"
-    except Exception as exc:  # noqa: BLE001 (an optional figure must not end the run)
+    except Exception as exc:
         return f"claim latency: not measured ({exc.__class__.__name__}: {exc})"
 
 
