@@ -377,7 +377,7 @@ def outcome(service: Any, study_id: int, problem: Problem, case: str) -> dict[st
         "wrong_moves": wrong,
         "arrived": arrived,
         "past_limit": past,
-        "flags": [f.message for f in service.raised_flags(study_id)][:8],
+        "flags": [str(f.to_json().get("message", "")) for f in service.raised_flags(study_id)][:8],
         "state": detail.state,
         "budget": stated_budget(stated) if spec is not None else None,
     }
