@@ -758,6 +758,9 @@ def regret_table(raw: dict[str, Any]) -> str:
                 parts = []
                 for b in map(str, BUDGETS):
                     ours, theirs = r["gridless"][b], r[peer][b]
+                    if math.isnan(ours) or math.isnan(theirs):
+                        parts.append("n/a")
+                        continue
                     parts.append(
                         "1.00x"
                         if ours == theirs == 0
