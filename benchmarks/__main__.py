@@ -17,7 +17,10 @@ search (issue 20: mean regret at 30 and 100 evaluations on HPOBench-MLP, HPOLib,
 NAS-Bench-201 and the multi-fidelity Hartmann functions against random search, TPE and
 ASHA; benchmarks/search_quality.py), shifted (issue 20: the digits study with the
 learning-rate range above and below the good region, over 10 seeds;
-benchmarks/shifted_range.py). search and shifted also print their own tables.
+benchmarks/shifted_range.py), robust (training code and objectives the project is not
+tuned on, each with wide, too-low and too-high ranges, against Optuna's TPE, GP and
+random samplers; benchmarks/robust_search.py). search, shifted and robust also print
+their own tables.
 Targets are goals, not assertions; the last column says whether each was met.
 """
 
@@ -43,6 +46,7 @@ PARTS = (
     "numpy",
     "search",
     "shifted",
+    "robust",
 )
 
 
@@ -363,6 +367,17 @@ def shifted(quick: bool, raw: dict[str, Any]) -> list[Row]:
     return shifted_range.summary_rows(found)
 
 
+def robust(quick: bool, raw: dict[str, Any]) -> list[Row]:
+    from benchmarks import robust_search
+
+    found = robust_search.run(quick=quick)
+    raw["robust"] = found
+    tables = raw.setdefault("tables", {})
+    tables["robust search: shifted ranges"] = robust_search.robust_table(found)
+    tables["robust search: mean regret"] = robust_search.regret_table(found)
+    return robust_search.summary_rows(found)
+
+
 TITLES: dict[str, tuple[str, Callable[[bool, dict[str, Any]], list[Row]]]] = {
     "overhead": ("system overhead (trivial trials)", overhead),
     "reports": ("one master, 64 and 256 simulated workers", reports),
@@ -374,6 +389,7 @@ TITLES: dict[str, tuple[str, Callable[[bool, dict[str, Any]], list[Row]]]] = {
     "numpy": ("NumPy vs Torch", numpy),
     "search": ("search quality on tabular and multi-fidelity benchmarks (regret)", search),
     "shifted": ("digits with the learning-rate range shifted, over seeds", shifted),
+    "robust": ("robust search: wide, too-low and too-high ranges on new problems", robust),
 }
 
 

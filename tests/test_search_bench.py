@@ -172,3 +172,165 @@ def test_shifted_range_reads_a_finished_studys_outcome(master: Master) -> None:
 
 def outcome_trials(master: Master) -> int:
     return sum(st.trials for st in master.service.stages(1))
+
+
+# ---------------------------------------------------------------- robust search
+
+
+def test_robust_problems_shift_one_parameter_outside_the_good_region() -> None:
+    from benchmarks.robust_problems import problems
+
+    table = problems()
+    assert len(table) >= 6
+    kinds = {p.kind for p in table.values()}
+    assert kinds == {"train", "oneshot"}
+    for problem in table.values():
+        ranges = problem.ranges
+        assert ranges["wide"] == problem.space
+        for case in ("too_low", "too_high"):
+            if case not in ranges:
+                continue
+            assert problem.shifted is not None
+            assert problem.good is not None
+            changed = [n for n in problem.space if ranges[case][n] != problem.space[n]]
+            assert changed == [problem.shifted]
+            ((_, (low, high)),) = ranges[case][problem.shifted].items()
+            if case == "too_low":
+                assert high < problem.good[0]
+            else:
+                assert low > problem.good[1]
+
+
+def test_synthetic_functions_have_their_known_minimum_on_log_ranges() -> None:
+    from benchmarks import robust_problems as rp
+
+    # Branin's minimiser (pi, 2.275) through the log maps
+    p1 = 10 ** ((math.pi + 5) / 7.5 - 3)
+    p2 = 10 ** (2.275 / 7.5 - 2)
+    assert rp.branin_x(p1, p2) == pytest.approx((math.pi, 2.275))
+    assert rp.branin(p1, p2) == pytest.approx(rp.BRANIN_MIN, abs=1e-4)
+    ps = [10 ** (2 * x - 3) for x in rp.H6_ARGMIN]
+    assert rp.hartmann6(ps) == pytest.approx(rp.HARTMANN6_MIN, abs=1e-4)
+    branin = rp.problems()["branin-log"]
+    assert branin.regret(rp.branin(1e-3, 1e-2)) > branin.regret_scale * 0.1 > 0
+
+
+def test_wrong_way_moves_count_only_while_the_range_misses_the_good_region() -> None:
+    from benchmarks.robust_search import wrong_moves
+
+    good = (1e-3, 1e-2)
+    # below the good region: narrowing away from it, then extending down, are wrong;
+    # extending up is right; once inside, narrowing is free
+    low = [(1e-6, 1e-4), (1e-6, 5e-5), (1e-7, 5e-5), (1e-6, 1e-3), (2e-3, 5e-3), (2e-3, 3e-3)]
+    assert wrong_moves(low, good, "too_low", True) == 2
+    high = [(1.0, 100.0), (1.0, 1000.0), (0.01, 1.0), (0.005, 0.02)]
+    assert wrong_moves(high, good, "too_high", True) == 1
+    assert wrong_moves([(1.0, 100.0), (1e-4, 0.1)], good, "too_high", True) == 0
+
+
+def test_sane_limits_are_decades_for_log_ranges_and_widths_for_linear_ones() -> None:
+    from benchmarks.robust_search import sane_limit
+
+    assert sane_limit({"log_uniform": [1e-5, 1e-1]}) == pytest.approx((1e-8, 1e2))
+    assert sane_limit({"uniform": [0.0, 0.5]}) == (0.0, 1.0)
+    assert sane_limit({"int": [2, 6]}) == (1.0, 18.0)
+    assert sane_limit({"uniform": [-1.0, 1.0]}) == (-7.0, 7.0)
+    assert sane_limit({"choice": ["a", "b"]}) is None
+
+
+def _seed(best: float, **changes: Any) -> dict[str, Any]:
+    out = {
+        "best": best,
+        "regret": None,
+        "epochs": 96,
+        "budget": 96,
+        "stages": 3,
+        "wrong_moves": 0,
+        "arrived": True,
+        "past_limit": [],
+    }
+    return {**out, **changes}
+
+
+def test_robust_summary_counts_seeds_near_the_wide_median_walks_and_budget() -> None:
+    from benchmarks import robust_search
+
+    raw = {
+        "seeds": 3,
+        "peers": ["TPE"],
+        "problems": ["signal-adamw"],
+        "gridless": {
+            "signal-adamw": {
+                "wide": {"plan": [_seed(0.90), _seed(0.92), _seed(0.95)]},
+                "too_low": {
+                    "plan": [
+                        _seed(0.91, epochs=130),
+                        _seed(0.50, wrong_moves=2, arrived=False),
+                        _seed(0.99, past_limit=["hidden"]),
+                    ]
+                },
+            }
+        },
+        "peer": {
+            "signal-adamw": {
+                "wide": {"TPE": [{"best": 0.9, "epochs": 96.0}] * 3},
+                "too_low": {"TPE": [{"best": 0.3, "epochs": 96.0}] * 3},
+            }
+        },
+    }
+    f = robust_search.case_summary(raw)["signal-adamw"]["too_low"]
+    # wide median 0.92: 0.91 is within 2 points, 0.99 better (counts), 0.50 not
+    assert (f["within"], f["wrong"], f["past_limit"], f["arrived"]) == (2, 1, 1, 2)
+    assert (f["over_budget"], f["epochs_max"], f["budget"]) == (1, 130, 96)
+    assert f["peers"] == {"TPE": 0.3}
+    assert f["target"] is False
+    lines = robust_search.robust_table(raw).splitlines()
+    assert len(lines) == 4
+    assert lines[3].endswith("| missed |")
+    ((measure, *_, result),) = robust_search.summary_rows(raw)
+    assert measure == "signal-adamw, range too-low, 3 seeds: best val_f1"
+    assert result == "2 of 3 within, 1 wrong-way, 1 past limit: missed"
+
+
+def test_a_real_tiny_robust_study_on_the_in_process_master() -> None:
+    """Branin's too-low range and a tiny torch user function, through the master's real
+    protocol and stage controller: what each outcome reads back is the study's own."""
+    import dataclasses
+
+    from benchmarks import robust_search
+    from benchmarks.robust_problems import problems
+
+    branin = problems()["branin-log"]
+    found, _ = robust_search.gridless_outcomes([branin], 1, budgets=(7,))
+    wide = found["branin-log"]["wide"]["7"][0]
+    low = found["branin-log"]["too_low"]["7"][0]
+    for o in (wide, low):
+        assert o["state"] == "completed"
+        assert o["epochs"] == o["budget"] == 7  # one-shot: 7 trials of one epoch
+        assert o["regret"] is not None
+        assert o["regret"] >= 0
+        assert len(o["ranges"]["p2"]) == o["stages"] >= 3
+    assert tuple(low["ranges"]["p2"][0]) == (1e-5, 1e-3)
+    assert low["wrong_moves"] == robust_search.wrong_moves(
+        low["ranges"]["p2"], branin.good or (0, 0), "too_low", True
+    )
+
+    signal = dataclasses.replace(
+        problems()["signal-adamw"], stages=[{"trials": 2, "epochs": 1}, {"trials": 1, "epochs": 2}]
+    )
+    found, _ = robust_search.gridless_outcomes([signal], 1)
+    o = found["signal-adamw"]["too_high"]["plan"][0]
+    assert o["state"] == "completed"
+    assert o["budget"] == 4
+    assert o["epochs"] >= 2  # reported epochs: a trial stopped early counts what it trained
+    assert o["best"] is None or 0.0 <= o["best"] <= 1.0
+
+
+def test_optuna_peers_search_the_same_ranges() -> None:
+    from benchmarks import robust_search
+    from benchmarks.robust_problems import problems
+
+    branin = problems()["branin-log"]
+    for peer in robust_search.PEERS:
+        got = robust_search.oneshot_peer(branin, branin.ranges["too_low"], peer, 0, (3, 6))
+        assert got["3"] >= got["6"] > 0  # never worse with more trials; never the optimum
