@@ -25,6 +25,9 @@ def spec(**changes: Any) -> Any:
     base = {
         "name": "analysis",
         "space": SPACE,
+        # the hand-driven workers below choose each trial's parameters, as workers do
+        # under random sampling (the model-based default hands them out itself)
+        "sampler": "random",
         "early_stopping": {"rule": "none"},
         "stages": [{"trials": 8, "epochs": 2}, {"trials": 4, "epochs": 2}],
     }

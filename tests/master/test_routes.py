@@ -245,7 +245,8 @@ def test_stages_flags_and_warnings(api: httpx.Client) -> None:
     flags = api.get("/studies/1/flags").json()
     assert (
         flags["data"][0]["message"]
-        == "best learning_rate 0.99 is on the upper border of [0.01, 1]"
+        == "best learning_rate 0.99 is on the upper border of [0.01, 1]; "
+        "the next range [0.0125, 10] goes past your range [0.01, 1]"
     )
     assert (flags["data"][0]["stage"], flags["final"]) == (1, [])
     warnings = api.get("/studies/1/warnings").json()

@@ -27,15 +27,28 @@ class Capture:
 
     metric = "val_accuracy"
     first_epoch = 1
+    deferred = False  # each report is sent at once, as to the console
 
     def __init__(self) -> None:
         self.sent: list[dict[str, Any]] = []
 
-    def send(self, epoch: int, metrics: Any, diverged: Any, *, stats: Any, warnings: Any) -> bool:
-        self.sent.append({"epoch": epoch, "stats": stats, "warnings": warnings})
+    def send(
+        self,
+        epoch: int,
+        metrics: Any,
+        diverged: Any,
+        *,
+        stats: Any = None,
+        warnings: Any = None,
+        checkpoint: Any = None,
+    ) -> bool:
+        self.sent.append({"epoch": epoch, "stats": stats, "warnings": warnings or []})
         return False
 
-    def write(self, *_: Any) -> None:
+    def write(self, *_: Any, **__: Any) -> None:
+        return None
+
+    def attach(self, epoch: int, checkpoint: Any) -> None:
         return None
 
     def resume_file(self) -> None:
