@@ -274,7 +274,9 @@ def status_view(study: StudyDetailPublic, ranked: TrialsPublic, failed: TrialsPu
         for d in st.decisions.get("decisions", []):
             old, new = next(iter(d["old"].values())), next(iter(d["new"].values()))
             step = f"stage {st.index + 1} -> {st.index + 2}"
-            lines.append(f"{step}: {d['param']} {_short(old)} -> {_short(new)} ({d['why']})")
+            # escaped: rich reads a choice's "[sgd, adam]" as a markup tag and drops it
+            line = f"{step}: {d['param']} {_short(old)} -> {_short(new)} ({d['why']})"
+            lines.append(escape(line))
     lines.extend(flag_lines(study.border_flags))
     lines.extend(failure_lines(study, failed))
     warned = warning_line(study.warning_counts)

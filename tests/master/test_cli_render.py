@@ -189,3 +189,40 @@ def test_the_result_notes_a_best_epoch_without_its_checkpoint(
     assert (
         "note: trial 0's best epoch 4 has no checkpoint: pass checkpoint= to trial.report" in flat
     )
+
+
+CHOOSER = """
+def main(trial):
+    score = 0.9 if trial.params["act"] == "relu" else 0.1
+    trial.report(1, val_loss=1.0 - score, val_score=score + trial.params["lr"])
+"""
+
+
+def test_status_prints_a_narrowed_choice_with_its_options(
+    master: Master, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "user"
+    folder.mkdir()
+    (folder / "chooser_user.py").write_text(textwrap.dedent(CHOOSER))
+    monkeypatch.syspath_prepend(str(folder))
+    spec = parse_spec(
+        {
+            "name": "chooser",
+            "train": "chooser_user:main",
+            "metric": {"name": "val_score", "mode": "max"},
+            "sampler": "random",
+            "space": {"lr": {"uniform": [0.0, 0.01]}, "act": {"choice": ["relu", "tanh"]}},
+            "stages": [{"trials": 8, "epochs": 1}, {"trials": 1, "epochs": 1}],
+        }
+    )
+    study_id = int(master.service.create_study(spec).id)
+    run_worker(master.url, master.store_root, "t1", max_trials=9)
+    out = piped(monkeypatch)
+    with ApiClient(master.url) as client:
+        detail = client.study(study_id)
+        ranked = client.trials(study_id, limit=10)
+        failed = client.trials(study_id, state="failed", limit=5)
+        render.show(render.status_view(detail, ranked, failed))
+    text = " ".join(out.getvalue().split())
+    # rich would read "[relu, tanh]" as a markup tag and print nothing in its place
+    assert "stage 1 -> 2: act [relu, tanh] -> [relu] (kept the options" in text
