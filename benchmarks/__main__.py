@@ -1,4 +1,4 @@
-"""Every benchmark of issues 10 and 17 in one run and one table, the peers run beside.
+"""Every throughput and load benchmark in one run and one table, the peers run beside.
 
 gridless against Ray Tune and Optuna on this machine, ratios measured side by side.
 
@@ -13,9 +13,9 @@ drawn in headless Chromium with 20,000 trials, and its table's next page), memor
 with 100,000 trials and 1,000,000 epoch rows), scale (report cost and trial-list
 latency at 100,000 trials), quality (search quality at an equal epoch budget over
 seeds, two problems), numpy (NumPy vs Torch samples/s and the share of the BLAS peak),
-search (issue 20: mean regret at 30 and 100 evaluations on HPOBench-MLP, HPOLib,
+search (mean regret at 30 and 100 evaluations on HPOBench-MLP, HPOLib,
 NAS-Bench-201 and the multi-fidelity Hartmann functions against random search, TPE and
-ASHA; benchmarks/search_quality.py), shifted (issue 20: the digits study with the
+ASHA; benchmarks/search_quality.py), shifted (the digits study with the
 learning-rate range above and below the good region, over 10 seeds;
 benchmarks/shifted_range.py), robust (training code and objectives the project is not
 tuned on, each with wide, too-low and too-high ranges, against Optuna's TPE, GP and
@@ -80,7 +80,7 @@ def overhead(quick: bool, raw: dict[str, Any]) -> list[Row]:
             _fmt(g),
             _fmt(default, 2),
             "-",
-            ">= 10x Ray Tune (issue 10)",
+            ">= 10x Ray Tune",
             f"{vs_default:.0f}x: {_met(vs_default >= 10)}",
         ),
     ]
@@ -352,9 +352,7 @@ def search(quick: bool, raw: dict[str, Any]) -> list[Row]:
 
     found = search_quality.run(quick=quick)
     raw["search"] = found
-    raw.setdefault("tables", {})["search quality: mean regret (issue 20)"] = search_quality.table(
-        found
-    )
+    raw.setdefault("tables", {})["search quality: mean regret"] = search_quality.table(found)
     return search_quality.summary_rows(found)
 
 
@@ -363,7 +361,7 @@ def shifted(quick: bool, raw: dict[str, Any]) -> list[Row]:
 
     found = shifted_range.run_cases(3 if quick else 10)
     raw["shifted"] = found
-    raw.setdefault("tables", {})["digits shifted ranges (issue 20)"] = shifted_range.table(found)
+    raw.setdefault("tables", {})["digits shifted ranges"] = shifted_range.table(found)
     return shifted_range.summary_rows(found)
 
 

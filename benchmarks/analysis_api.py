@@ -1,4 +1,4 @@
-"""The analysis reads of issue 19 on a large idle study: study detail, a trial page, the
+"""The analysis reads on a large idle study: study detail, a trial page, the
 plot points, parameter importance and the CSV/JSON export.
 
 A study of N trials (100,000) is bulk-loaded directly into the database while the

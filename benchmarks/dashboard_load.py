@@ -1,4 +1,4 @@
-"""How fast the study page draws a large study in a real browser (issue 19).
+"""How fast the study page draws a large study in a real browser.
 
 A `gridless master` process serves a study of N trials (20,000) that simulated workers
 generate through the worker API, as real ones would: claim, start with parameters drawn

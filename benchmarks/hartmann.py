@@ -1,5 +1,5 @@
 """The multi-fidelity Hartmann functions of `mf-prior-bench` (mfh3, mfh6), with epochs as
-the fidelity (issue 20's multi-fidelity suite).
+the fidelity (the multi-fidelity suite).
 
 `mf-prior-bench` itself cannot be installed beside this project: it pins `numpy<2.0`
 (gridless runs NumPy 2) and pulls ConfigSpace, pandas and pyarrow for its other suites.

@@ -1,4 +1,4 @@
-"""Why `GET /studies/{id}/importance` uses PED-ANOVA (issue 19): Optuna's two parameter
+"""Why `GET /studies/{id}/importance` uses PED-ANOVA: Optuna's two parameter
 importance evaluators timed on the same synthetic trials (5 parameters as a study's
 space: two log-uniform, a log-integer, a uniform and a choice; the score depends mostly
 on the learning rate), and the importances each finds.

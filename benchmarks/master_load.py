@@ -1,4 +1,4 @@
-"""One master with a large study (issue 10, part 2).
+"""One master with a large study (part 2).
 
 - The cost of a report when a study holds 100,000 trials vs 1,000: the same 200 reports
   to one running trial, timed over HTTP, after bulk-loading the finished trials (one
@@ -6,7 +6,7 @@
 - The latency of the trial list (`GET /studies/1/trials`, ranked, 50 a page) with
   100,000 trials stored: p50 and p95 over 50 requests.
 
-Report throughput with many concurrent workers is benchmarks/report_load.py (issue 17);
+Report throughput with many concurrent workers is benchmarks/report_load.py;
 `bulk_load` here also fills the study of benchmarks/master_memory.py.
 
     python -m benchmarks.master_load [--trials 100000]

@@ -1,4 +1,4 @@
-"""The master's resident memory with a large study stored (issue 17, part 3).
+"""The master's resident memory with a large study stored (part 3).
 
 A study of N trials (100,000) whose N - 1 finished trials are bulk-loaded with E epochs
 each (10) while the master is stopped (benchmarks.master_load.bulk_load); a fresh

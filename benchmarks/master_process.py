@@ -1,6 +1,6 @@
 """A `gridless master` in its own process, as in production, and the databases it serves.
 
-The benchmarks of issue 17 (report throughput, memory, dashboard under load) and the soak
+The master's benchmarks (report throughput, memory, dashboard under load) and the soak
 start the master the way a user does (`python -m gridless.master.cli master RUN --new`)
 on a free loopback port, so that what they measure is that process alone: its requests,
 its resident memory, nothing of the client's.

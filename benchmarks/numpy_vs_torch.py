@@ -1,4 +1,4 @@
-"""NumPy vs Torch CPU training speed on the same MLP, batch size and data (issue 3).
+"""NumPy vs Torch CPU training speed on the same MLP, batch size and data.
 
 Prints samples per second for each trainer and the NumPy/Torch ratio, measured in the
 same process, so machine noise affects both alike. Target: NumPy >= 0.8x Torch.

@@ -1,9 +1,9 @@
-"""gridless against Ray Tune and Optuna on this machine, in one run (issue 10, parts 1, 3).
+"""gridless against Ray Tune and Optuna on this machine, in one run (parts 1, 3).
 
 1. System overhead: trivial trials per second through gridless (a real master over HTTP
    and SQLite, 2 Ray workers, a checkpoint per trial), Ray Tune (Tuner, a trivial
    function trainable, 2 CPUs; with reuse_actors=True and with its default, False,
-   side by side: issue 17) and Optuna (SQLite storage).
+   side by side) and Optuna (SQLite storage).
 2. Search quality at an equal budget of training epochs, over seeds: gridless
    coarse-to-fine vs Optuna TPE with a median pruner vs Ray Tune random search with ASHA,
    training the same NumPy MLP on digits; once with wide ranges, once with the good

@@ -1,4 +1,4 @@
-"""One master, many workers: reports/s, p50/p99 and dashboard latency (issue 17, 1 and 4).
+"""One master, many workers: reports/s, p50/p99 and dashboard latency.
 
 Report throughput and latency with N concurrent simulated workers, and the dashboard's
 query latency while they report:
@@ -54,7 +54,7 @@ from gridless.common.db import EpochMetricRow, make_engine, make_session_factory
 
 __all__ = ["DASHBOARD_QUERIES", "DashboardPoller", "epochs_for", "report_throughput"]
 
-# What the dashboard's study page shows, as issue 17 names it.
+# What the dashboard's study page shows, as the design's targets name it.
 DASHBOARD_QUERIES = {
     "trial list": "/api/v1/studies/{study}/trials?limit=50",
     "study detail": "/api/v1/studies/{study}",

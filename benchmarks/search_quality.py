@@ -1,4 +1,4 @@
-"""Search quality on standard benchmarks (issue 20): mean regret at 30 and 100
+"""Search quality on standard benchmarks: mean regret at 30 and 100
 evaluations over repeats, gridless's default against random search and Optuna's TPE,
 and Ray Tune's ASHA where a fidelity exists, all measured in one run.
 
@@ -89,7 +89,7 @@ def study_spec(problem: Problem, budget: int, repeat: int) -> dict[str, Any]:
         "space": problem.space(),
         "fixed": fixed,
         "stages": stages,
-        # The budget a user states: a stage that a border walk adds (issue 20's
+        # The budget a user states: a stage that a border walk adds (the
         # narrowing.max_extra_stages) spends it, never more.
         "stop": {"max_trials": sum(s["trials"] for s in stages)},
     }

@@ -1,4 +1,4 @@
-"""The digits shifted-range case (issue 20): gridless coarse-to-fine with the learning-rate
+"""The digits shifted-range case: gridless coarse-to-fine with the learning-rate
 range two decades above and two decades below the good region, against the wide range,
 over seeds.
 

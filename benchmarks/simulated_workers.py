@@ -1,4 +1,4 @@
-"""Simulated workers for issue 17: hundreds of them in one asyncio loop (or a few client
+"""Simulated workers: hundreds of them in one asyncio loop (or a few client
 processes), each with its own keep-alive connection (aiohttp by default; httpx as an
 option, which manages a fifth of the requests per second here), doing what a gridless
 worker does over HTTP: claim a trial, register its parameters, report every epoch, finish.

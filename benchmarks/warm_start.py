@@ -1,4 +1,4 @@
-"""A warm start against a cold one (issue 18): the median score of a TPE study's first
+"""A warm start against a cold one: the median score of a TPE study's first
 10 trials when it starts from a finished study's ranges and trials, against the same
 study started cold from the wide ranges, over seeds.
 

@@ -1,4 +1,4 @@
-"""What `trial.watch(model, optimizer)` costs a training step (issue 16).
+"""What `trial.watch(model, optimizer)` costs a training step.
 
     python -m benchmarks.watch [--steps 300] [--rounds 7] [--every 10]
 
@@ -6,7 +6,7 @@ Times the same training steps of two models with and without the monitors, alter
 the two in each round so drift on a shared machine hits both alike: the small CNN of
 `examples/pytorch/train.py` (batch 64 of 8x8 digits) and an 8-layer, 256-wide ReLU MLP
 (batch 128). Prints the median time per step of each and the overhead in percent; also
-the overhead with every step sampled (`every=1`), the worst case. The target (issue 16):
+the overhead with every step sampled (`every=1`), the worst case. The target:
 a few percent at the default `every=10`.
 """
 

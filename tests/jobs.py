@@ -1,4 +1,4 @@
-"""Ensemble builds are jobs (issue 21): post one, then poll it to its end."""
+"""Ensemble builds are jobs: post one, then poll it to its end."""
 
 from __future__ import annotations
 

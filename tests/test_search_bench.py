@@ -1,4 +1,4 @@
-"""The search-quality benchmark of issue 20 (benchmarks/search_quality.py, suites.py,
+"""The search-quality benchmark (benchmarks/search_quality.py, suites.py,
 hartmann.py, shifted_range.py): its problems' optima and regrets, and its quick mode on
 one tabular suite through a real master and real Ray workers."""
 

@@ -1,4 +1,4 @@
-"""The API docs the master serves itself (issue 19): Swagger UI at /docs and ReDoc at
+"""The API docs the master serves itself: Swagger UI at /docs and ReDoc at
 /redoc from vendored copies, so an air-gapped cluster sees them too. Over HTTP (no
 external host named, the assets served and packaged) and in Debian's headless Chromium
 (both render, and every resource the page loads comes from the master)."""

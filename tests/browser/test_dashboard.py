@@ -213,7 +213,7 @@ def test_checkpoint_browser_shows_metadata_and_downloads(
         time.sleep(0.1)
     assert f'"epoch": {listing[0]["epoch"]}' in browser.find_element(By.ID, "checkpoint-meta").text
     browser.find_element(By.ID, "download").click()
-    # named after its study and trial (issue 19): file names repeat across trials
+    # named after its study and trial: file names repeat across trials
     target = (
         downloads / f"tiny-trial{trial_folder(listing[0]['trial_number'])}-{listing[0]['name']}"
     )
@@ -419,7 +419,7 @@ def two_studies(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Master]:
 
 
 def test_trial_n_is_trial_n_everywhere(two_studies: Master, browser: WebDriver) -> None:
-    """Issue 15: the CLI table, the API path, the dashboard URL and heading, the checkpoint
+    """The CLI table, the API path, the dashboard URL and heading, the checkpoint
     folder and the log line all name a trial by its number in its study."""
     from typer.testing import CliRunner
 
@@ -564,7 +564,7 @@ def test_the_ensembles_of_a_user_model_show_its_metric(
 def test_an_extended_study_shows_its_new_stage_and_compares_its_stages(
     tmp_path_factory: pytest.TempPathFactory, browser: WebDriver
 ) -> None:
-    """Issue 18: a finished study extended by one stage shows it (the API's stages, one
+    """A finished study extended by one stage shows it (the API's stages, one
     row each), and the compare page puts its stages side by side."""
     master = Master(tmp_path_factory.mktemp("dash-extend") / "run")
     master.server.start()

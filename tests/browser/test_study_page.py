@@ -1,4 +1,4 @@
-"""The study page's analysis views (issue 19) in headless Chromium, checked against the API:
+"""The study page's analysis views in headless Chromium, checked against the API:
 parallel coordinates and brushing, parameter importance, the optimization history, the
 scatter plots' log ticks, and the server-side trial table (filters, columns, pages past
 1,000 rows, sort, CSV/JSON export, selection for compare-trials), and the live refresh
@@ -282,7 +282,7 @@ def test_history_plots_the_running_best_of_the_apis_scores(
 def test_study_plot_legends_name_their_series_without_empty_values(
     studies: Master, browser: WebDriver
 ) -> None:
-    """Issue 19: every plot's legend read "Value: --"; a scatter or the history has no
+    """Every plot's legend once read "Value: --"; a scatter or the history has no
     value at rest, so its legend names the series and shows no value cells."""
     open_page(browser, f"{studies.url}/ui/#/studies/1")
     legends = browser.execute_script(
@@ -640,7 +640,7 @@ def test_selected_rows_open_the_compare_trials_page(studies: Master, browser: We
 def test_live_refresh_keeps_filters_brush_page_sort_and_columns(
     tmp_path_factory: pytest.TempPathFactory, browser: WebDriver
 ) -> None:
-    """Issue 19: the 2 s refresh of a running study redraws with new trials but keeps
+    """The 2 s refresh of a running study redraws with new trials but keeps
     what the person chose."""
     master = Master(tmp_path_factory.mktemp("study-page-live") / "run")
     master.server.start()

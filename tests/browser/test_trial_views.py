@@ -1,4 +1,4 @@
-"""Issue 19's trial-level pages in a real browser: compare trials, the trial page's legends,
+"""The trial-level pages in a real browser: compare trials, the trial page's legends,
 epoch axes and validation loss, the checkpoint detail beside its list, download names.
 
 One real master serves two studies run by real Ray workers: the tiny digits MLP (two

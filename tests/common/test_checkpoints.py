@@ -44,7 +44,7 @@ def test_format_and_parse_round_trip(score: float, epoch: int, metric: str, name
 def test_any_metric_names_its_checkpoints(
     score: float, epoch: int, metric: str, name: str, tag: str
 ) -> None:
-    """Issue 14: the chosen metric, any sign and size, round-trips through the name."""
+    """The chosen metric, any sign and size, round-trips through the name."""
     assert format_name(score, epoch, metric=metric, suffix="pt") == name
     assert parse_name(name) == CheckpointName(round(score, 4), epoch, tag, "pt")
 

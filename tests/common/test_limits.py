@@ -1,4 +1,4 @@
-"""Hard limits of a range (issue 20): spec form, validation, defaults for built-in models."""
+"""Hard limits of a range: spec form, validation, defaults for built-in models."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The metric's direction, in its one home (issue 21): every comparison a study makes."""
+"""The metric's direction, in its one home: every comparison a study makes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""ASHA (issue 20) through a real master and real Ray workers: a `train:` function whose
+"""ASHA through a real master and real Ray workers: a `train:` function whose
 learning curves are known; the trials ASHA stops are the ones its rule names."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Divergence is evidence, end to end (issue 20): a user's `train:` function whose trials
+"""Divergence is evidence, end to end: a user's `train:` function whose trials
 diverge above a learning rate, a real master over HTTP and real Ray workers. The first
 stage's range lies wholly in the divergent region; the study moves away from it, adds a
 stage to get there, and ends with scored trials."""

@@ -1,5 +1,5 @@
-"""The digits example end to end through Ray, then its ensembles (issue 7's bar), built by
-a job on a Ray worker (issue 21)."""
+"""The digits example end to end through Ray, then its ensembles (the ensembles' bar), built by
+a job on a Ray worker."""
 
 from __future__ import annotations
 

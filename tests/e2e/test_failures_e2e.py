@@ -1,4 +1,4 @@
-"""`gridless run` on a user's function that fails (issue 15), through Ray: the exception
+"""`gridless run` on a user's function that fails, through Ray: the exception
 message in the run's output; a function that always fails pauses its study, and the run
 says why and exits 1."""
 

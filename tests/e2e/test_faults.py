@@ -289,7 +289,7 @@ def main(trial):
 def test_sigkill_of_the_master_with_batched_reports_in_flight_loses_no_acknowledged_epoch(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Issue 17: workers batch fast epochs; the master dies between a batch's arrival and
+    """Workers batch fast epochs; the master dies between a batch's arrival and
     its commit (SIGKILL while batches stream); after the restart every epoch a worker saw
     acknowledged is stored, and each exactly once."""
     import gridless.worker.loop as worker_loop

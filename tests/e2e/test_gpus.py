@@ -1,4 +1,4 @@
-"""GPUs per trial (issue 16), on a CPU-only machine: a local Ray that declares logical
+"""GPUs per trial, on a CPU-only machine: a local Ray that declares logical
 GPUs schedules trials onto them as Ray would onto real ones."""
 
 from __future__ import annotations

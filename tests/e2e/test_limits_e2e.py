@@ -1,4 +1,4 @@
-"""Per-trial limits (issue 20) with real Ray workers: a function stuck in one epoch past
+"""Per-trial limits with real Ray workers: a function stuck in one epoch past
 `max_trial_seconds` and one allocating past `max_trial_memory_mb` are stopped and
 recorded with the limit and the measured value, and the study completes."""
 

@@ -1,4 +1,4 @@
-"""Re-scoring (issue 20) through a real master and real Ray workers: score =
+"""Re-scoring through a real master and real Ray workers: score =
 quality(params) + noise(seed), one lucky seed ranks a worse configuration first, and the
 re-runs on more seeds make the higher-mean configuration the study's best."""
 

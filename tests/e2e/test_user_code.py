@@ -1,4 +1,4 @@
-"""The user's own code, end to end through Ray (issue 14): the PyTorch example as a plain
+"""The user's own code, end to end through Ray: the PyTorch example as a plain
 script and as a 3-stage study, a regression study ranked by R², a user project with its
 own `common` package, and a lost function trial resumed from `trial.restore()`."""
 

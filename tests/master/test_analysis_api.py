@@ -1,4 +1,4 @@
-"""The analysis API of issue 19 over a real master (SQLite and PostgreSQL): the plot
+"""The analysis API over a real master (SQLite and PostgreSQL): the plot
 points, the last-epoch metrics of a trial page, the study's metric names, the warning
 counts, parameter importance, and the CSV/JSON export."""
 

@@ -1,4 +1,4 @@
-"""The circuit breaker (issue 15): pure rule as a boundary table, then through a real
+"""The circuit breaker: pure rule as a boundary table, then through a real
 master with a user's function that always raises."""
 
 from __future__ import annotations

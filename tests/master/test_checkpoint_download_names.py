@@ -1,4 +1,4 @@
-"""A downloaded checkpoint is named after its study and trial (issue 19): every trial's
+"""A downloaded checkpoint is named after its study and trial: every trial's
 files share their score-first names, so the bare name collided in a downloads folder."""
 
 from __future__ import annotations

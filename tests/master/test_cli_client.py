@@ -1,4 +1,4 @@
-"""The CLI's typed client and its one road from a study to its result (issue 21), against a
+"""The CLI's typed client and its one road from a study to its result, against a
 real master over HTTP with an in-process worker; a fake transport only for answers a
 master never gives."""
 
@@ -199,7 +199,7 @@ def test_when_following_is_over(
 
 
 def test_cli_modules_are_small_and_take_api_answers_as_typed() -> None:
-    """Issue 21's bounds: no CLI module over about 400 lines, no `assert isinstance`."""
+    """The CLI's bounds: no CLI module over about 400 lines, no `assert isinstance`."""
     sizes = {p.name: len(p.read_text(encoding="utf-8").splitlines()) for p in CLI.glob("*.py")}
     assert max(sizes.values()) <= 400, sizes
     assert [p.name for p in CLI.glob("*.py") if "assert isinstance" in p.read_text()] == []

@@ -1,4 +1,4 @@
-"""ASHA (issue 20) as a pure rule: its rungs, its cut, and its decisions on asynchronous
+"""ASHA as a pure rule: its rungs, its cut, and its decisions on asynchronous
 streams of reports, checked against Ray Tune's own `AsyncHyperBandScheduler`, the
 reference it follows; the spec keys of each rule. The run through a real master and Ray
 workers is tests/e2e/test_asha_e2e.py."""

@@ -1,4 +1,4 @@
-"""Known-good configurations first (issue 18, `enqueue:`): the first stage's first trials
+"""Known-good configurations first (`enqueue:`): the first stage's first trials
 run exactly them, through a real master and worker; a bad one is a 422."""
 
 from __future__ import annotations

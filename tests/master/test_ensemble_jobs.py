@@ -1,4 +1,4 @@
-"""Ensembles as a job (issue 21): the POST answers with a job before the ensembles are
+"""Ensembles as a job: the POST answers with a job before the ensembles are
 built, the job ends done (its report the study's latest) or failed (with the hook's
 words), a master's restart fails the jobs it left, and on Ray the work runs in a
 worker's process, not the master's.

@@ -1,4 +1,4 @@
-"""Divergence is evidence, border walks that arrive, limits no range crosses (issue 20):
+"""Divergence is evidence, border walks that arrive, limits no range crosses:
 the pure functions behind the stage controller, boundary values first."""
 
 from __future__ import annotations

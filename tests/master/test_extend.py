@@ -1,4 +1,4 @@
-"""Extending a study (issue 18): a finished study grows by stages that run, the first
+"""Extending a study: a finished study grows by stages that run, the first
 narrowed from its last finished stage; bad requests change nothing."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Every integer the API accepts is bounded (issue 22): an integer past signed 64 bits
+"""Every integer the API accepts is bounded: an integer past signed 64 bits
 used to reach SQLite and end in a 500 (`OverflowError`). The walk reads the master's own
 OpenAPI schema and finds every integer field of every route (path, query, JSON body,
 nested and optional objects included); each gets the integers just past 64 bits on either
@@ -223,7 +223,7 @@ def _within_64_bits(schema: dict[str, Any]) -> bool:
 
 def test_the_walk_finds_every_integer_with_64_bit_bounds(master: Master) -> None:
     """The schema states the bounds: a minimum and a maximum within 64 bits, everywhere;
-    and the walk reaches the two requests of issue 22 and a nested field."""
+    and the walk reaches the two requests that once crashed it and a nested field."""
     fields = integer_fields(httpx.get(master.url + "/openapi.json").json(), known={})
     found = {(f.baseline.method, f.baseline.route, f.location) for f in fields}
     assert ("POST", "/api/v1/workers/heartbeat", "body.trial_id") in found

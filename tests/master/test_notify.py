@@ -1,4 +1,4 @@
-"""Notifications (issue 19) against a real receiver (an HTTP server on 127.0.0.1 in the
+"""Notifications against a real receiver (an HTTP server on 127.0.0.1 in the
 test) from a real master running real studies with a real worker: one POST per event,
 a retry after a 500, and a dead receiver that never hurts the study."""
 

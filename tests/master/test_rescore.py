@@ -1,4 +1,4 @@
-"""Re-scoring the top of a stage on more seeds (issue 20, `rescore:`), through a real master
+"""Re-scoring the top of a stage on more seeds (`rescore:`), through a real master
 over HTTP and the real worker loop in this process (no Ray; the Ray run is
 tests/e2e/test_rescore_e2e.py). The function's score is quality(x) + noise(seed): one
 lucky seed lifts a worse configuration to the top of its stage."""

@@ -3,7 +3,7 @@
 database holds; the one 503 allowed is load shedding's.
 
 The suite's run draws from a fixed seed, so CI sends the same requests every time
-(issue 22: a random run passed by luck). Before stopping, run the longer random one:
+(a random run passed by luck). Before stopping, run the longer random one:
 
     GRIDLESS_FUZZ_EXAMPLES=1000 python -m pytest tests/master/test_schema_fuzz.py -s
 

@@ -1,4 +1,4 @@
-"""Editing the space between stages (issue 18): the next stage opens with the edited
+"""Editing the space between stages: the next stage opens with the edited
 ranges instead of its narrowing; a bad edit is a 422 and changes nothing."""
 
 from __future__ import annotations

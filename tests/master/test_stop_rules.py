@@ -1,4 +1,4 @@
-"""Stop rules (issue 18): each ends a study for its reason, stored and shown; through a
+"""Stop rules: each ends a study for its reason, stored and shown; through a
 real master and worker."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The stage controller acts on the evidence (issue 20), through a real master over HTTP:
+"""The stage controller acts on the evidence, through a real master over HTTP:
 a stage where every trial diverged is followed by a range moved away from the
 divergence; a border walk moves a whole width and adds stages within its budget; a stage
 where nothing scored for another reason keeps its ranges and says why."""

@@ -1,4 +1,4 @@
-"""Warm starts (issue 18): stage 1 opens with the old study's last ranges; bad warm
+"""Warm starts: stage 1 opens with the old study's last ranges; bad warm
 starts are a 422 through the real API; the benchmark's comparison runs."""
 
 from __future__ import annotations

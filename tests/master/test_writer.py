@@ -1,4 +1,4 @@
-"""The single writer (issue 17): group commit, one job's error undoing only its own
+"""The single writer: group commit, one job's error undoing only its own
 rows, answers after the commit, batched reports, and a study that completes the moment
 its last trial finishes."""
 

@@ -1,4 +1,4 @@
-"""Dead units from a too-high learning rate are told apart from a too-low one (issue 20).
+"""Dead units from a too-high learning rate are told apart from a too-low one.
 
 A learning rate so high that every ReLU dies leaves the weights still (an update:weight
 ratio far below 1e-3), which read as "learning rate too low" and raised a wrong-direction
@@ -62,7 +62,7 @@ def test_a_truly_low_learning_rate_still_reads_too_low() -> None:
 def test_a_stage_of_dead_nets_flags_its_learning_rate_range_too_high() -> None:
     """Three nets whose ReLUs all die (their ratio ends below 1e-5). The findings of
     epochs 2 and 3 are those of a net that died in its first steps, before a ratio above
-    1e-1 was seen: before issue 20 they flagged this range *too low*."""
+    1e-1 was seen: the older rules flagged this range *too low*."""
     space = {"learning_rate": LogUniform(5.0, 50.0)}
     outcomes = []
     for lr, seed in ((15.0, 2), (20.0, 3), (30.0, 5)):

@@ -1,6 +1,6 @@
 """Every NumPy layer and loss against float64 centered differences.
 
-Thresholds from issue 3: below 1e-7 where the function is smooth, below 1e-5 where kinks
+Thresholds from the seed's gradient-check section: below 1e-7 where the function is smooth, below 1e-5 where kinks
 (ReLU, max, SVM margins) are involved. Inputs are kept away from kinks by construction so
 that a failure means a wrong gradient, not a crossed kink.
 """

@@ -1,4 +1,4 @@
-"""Per-trial limits (issue 20): `max_trial_seconds` and `max_trial_memory_mb` through a real
+"""Per-trial limits: `max_trial_seconds` and `max_trial_memory_mb` through a real
 master over HTTP and the real worker loop in this process, whose limited trials run in real
 child processes (worker/limits.py); the Ray runs are in tests/e2e/test_limits_e2e.py."""
 

@@ -1,4 +1,4 @@
-"""Both trainers take their learning rate from the same pure schedules (issue 21).
+"""Both trainers take their learning rate from the same pure schedules.
 
 For every schedule the Torch trainer's rate per epoch equals what torch's own
 `lr_scheduler` classes gave before it used `learning_rate_at` (the reference below, driven

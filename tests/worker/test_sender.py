@@ -1,4 +1,4 @@
-"""The worker's report sender (issue 17): fast epochs travel in batches, slow ones one by
+"""The worker's report sender: fast epochs travel in batches, slow ones one by
 one with their answer awaited, every epoch stored exactly once, errors raised to the
 trial. Against a real master."""
 

@@ -1,4 +1,4 @@
-"""Torch models on the trial's device (issue 16): the device reaches the trainer, and an
+"""Torch models on the trial's device: the device reaches the trainer, and an
 epoch's statistics stay on the device, read by the host a few times an epoch, not per step.
 
 This machine has no GPU: the tests train on the CPU and count the reads that would make

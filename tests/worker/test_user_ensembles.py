@@ -1,5 +1,5 @@
-"""Ensembles of a `train:` function's models through its predict and evaluate hooks
-(issue 16): a real master, a real worker, the hooks imported by the ensemble job (in this
+"""Ensembles of a `train:` function's models through its predict and evaluate
+hooks: a real master, a real worker, the hooks imported by the ensemble job (in this
 process: the thread launcher; tests/master/test_ensemble_jobs.py runs them on Ray)."""
 
 from __future__ import annotations
@@ -167,7 +167,7 @@ def test_a_study_without_hooks_is_told_which_to_add(finished: tuple[Master, Any]
 def test_bad_hooks_fail_the_job_saying_why(
     finished: tuple[Master, Any], hooks: dict[str, str], detail: str
 ) -> None:
-    """The job imports and runs the hooks (issue 21): what was a 422 of the synchronous
+    """The job imports and runs the hooks: what was a 422 of the synchronous
     route is the failed job's error, in the same words."""
     master, _ = finished
     with httpx.Client(base_url=master.url + "/api/v1", timeout=120) as api:

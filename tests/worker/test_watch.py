@@ -1,5 +1,4 @@
-"""`trial.watch(model, optimizer)`: the built-in models' babysitting on any torch module
-(issue 16)."""
+"""`trial.watch(model, optimizer)`: the built-in models' babysitting on any torch module."""
 
 from __future__ import annotations
 
