@@ -457,6 +457,7 @@ class _PeerBackend:
     Optuna's pruner (True: stop), and counts against the epoch budget."""
 
     first_epoch = 1
+    deferred = False  # each report reaches the pruner at once
 
     def __init__(self, metric: str, otrial: Any, spent: list[int], budget: int) -> None:
         self.metric: str | None = metric
@@ -471,6 +472,7 @@ class _PeerBackend:
         *,
         stats: dict[str, Any] | None = None,
         warnings: list[dict[str, Any]] | None = None,
+        checkpoint: Any = None,
     ) -> bool:
         self.spent[0] += 1
         score = metrics.get(self.metric or "")
@@ -481,6 +483,9 @@ class _PeerBackend:
 
     def write(self, *args: Any, **kwargs: Any) -> str | None:
         return None  # peers keep no checkpoints
+
+    def attach(self, epoch: int, checkpoint: Any) -> None:
+        return None
 
     def resume_file(self) -> Path | None:
         return None

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.search_quality import plan_stages
 from benchmarks.synthetic import SYNTHETIC, SyntheticProblem
 
 Objective = Callable[[Mapping[str, Any], int], float | None]
@@ -217,19 +218,8 @@ def problems(names: Sequence[str]) -> list[HarnessProblem]:
 
 
 def stages_for(problem: HarnessProblem, budget: int) -> list[dict[str, int]]:
-    """The plan benchmarks/search_quality.py gives a user (4 : 2 : 1 one-shot trials; a
-    third of the epochs each at 1, a third of the maximum and the maximum)."""
-    if problem.max_epochs > 1:
-        full = problem.max_epochs
-        third = budget * full // 3
-        return [{"trials": third // e, "epochs": e} for e in (1, max(1, full // 3), full)]
-    first = round(budget * 4 / 7)
-    second = round(budget * 2 / 7)
-    return [
-        {"trials": first, "epochs": 1},
-        {"trials": second, "epochs": 1},
-        {"trials": budget - first - second, "epochs": 1},
-    ]
+    """The plan benchmarks/search_quality.py gives a user (`plan_stages`)."""
+    return plan_stages(budget, problem.max_epochs)
 
 
 def gridless_regret(problem: HarnessProblem, budget: int, repeat: int, sampler: str) -> float:

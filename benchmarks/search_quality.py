@@ -53,16 +53,23 @@ WORKERS = 2
 
 
 def stages_for(problem: Problem, budget: int) -> list[dict[str, int]]:
+    """Three coarse-to-fine stages that spend `budget` evaluations (`plan_stages`)."""
+    return plan_stages(budget, problem.max_epochs if isinstance(problem, HartmannProblem) else 1)
+
+
+def plan_stages(budget: int, max_epochs: int) -> list[dict[str, int]]:
     """Three coarse-to-fine stages that spend `budget` evaluations.
 
-    One-shot trials: 4 : 2 : 1 of the trials (the README's 40 / 20 / 10). With epochs as
-    fidelity: a third of the budget's epochs (budget x max_epochs) each at 1, a third of
-    the maximum and the maximum epochs (the seed: more epochs for fewer, better trials).
+    One-shot trials (`max_epochs` 1): 4 : 2 : 1 of the trials (the README's 40 / 20 /
+    10). With epochs as fidelity: a third of the budget's epochs (budget x max_epochs)
+    each at 1, a third of the maximum and the maximum epochs (the seed: more epochs for
+    fewer, better trials).
     """
-    if isinstance(problem, HartmannProblem):
-        full = problem.max_epochs
-        third = budget * full // 3
-        return [{"trials": third // e, "epochs": e} for e in (1, max(1, full // 3), full)]
+    if max_epochs > 1:
+        third = budget * max_epochs // 3
+        return [
+            {"trials": third // e, "epochs": e} for e in (1, max(1, max_epochs // 3), max_epochs)
+        ]
     first = round(budget * 4 / 7)
     second = round(budget * 2 / 7)
     return [
