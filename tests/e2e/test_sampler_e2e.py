@@ -1,4 +1,4 @@
-"""The default sampler end to end: a study that names no sampler, two real Ray workers,
+"""The model-based sampler end to end: a study with `sampler: tpe`, two real Ray workers,
 real HTTP and SQLite; the master's TPE model chooses the parameters once its start-up is
 over, learning across the stages, inside each stage's narrowed ranges."""
 
@@ -19,8 +19,9 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 def test_a_default_study_runs_on_the_model_through_ray_workers(
     master: Master, ray_session: object
 ) -> None:
-    spec = tiny_spec(stages=[{"trials": 14, "epochs": 1}, {"trials": 6, "epochs": 1}])
-    assert spec.sampler == "tpe"  # the default
+    spec = tiny_spec(
+        sampler="tpe", stages=[{"trials": 14, "epochs": 1}, {"trials": 6, "epochs": 1}]
+    )
     study_id = run_with_ray(master, spec, workers=2)
 
     with session_scope(master.service.sessions) as s:

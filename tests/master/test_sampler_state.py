@@ -1,4 +1,4 @@
-"""The default sampler's state (master/sampler_state.py): one TPE model per study that
+"""The model-based sampler's state (master/sampler_state.py): one TPE model per study that
 learns across stages, incrementally, aware of running trials, inside the stage's ranges,
 rebuilt from the database after a restart, reproducible from the study seed."""
 

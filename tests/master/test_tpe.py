@@ -1,4 +1,4 @@
-"""sampler: tpe (the default) — the master hands out Optuna TPE's parameters, within the
+"""sampler: tpe — the master hands out Optuna TPE's parameters, within the
 stage's ranges; diverged trials are told to TPE as infeasible."""
 
 from __future__ import annotations
