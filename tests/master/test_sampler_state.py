@@ -113,13 +113,14 @@ def study(local: Local, **changes: Any) -> int:
         "space": SPACE,
         "stages": [{"trials": 16, "epochs": 1}],
         "early_stopping": {"rule": "none"},
+        "sampler": "tpe",
         **changes,
     }
     spec.pop("model")
     return int(local.service.create_study(parse_spec(spec)).id)
 
 
-def test_the_default_sampler_is_the_model(local: Local) -> None:
+def test_sampler_tpe_is_the_model(local: Local) -> None:
     study(local)
     assert local.service.get_study(1).spec["sampler"] == "tpe"
     runs = local.run(N_STARTUP + 4)
