@@ -28,7 +28,7 @@ def ray_master(tmp_path: Path, ray_session: object) -> Iterator[Master]:
         m.server.stop()
 
 
-def test_top_5_ensemble_of_the_digits_study_is_at_least_the_best_single_model(
+def test_top_5_ensemble_of_the_digits_study_matches_the_best_single_model(
     ray_master: Master,
 ) -> None:
     study_id = run_with_ray(ray_master, load_spec(EXAMPLES / "digits.yaml"))
